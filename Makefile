@@ -1,0 +1,47 @@
+# ecg-monitor task runner. CI calls these same targets (.ci/run), so a local run equals a CI run.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+ECG_DATA_DIR ?= ../shared/data
+export ECG_DATA_DIR
+
+.PHONY: help venv up test test-fast lint typecheck bench eval-qrs eval-dropouts clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/ecg-monitor: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[train,eval,dev]"
+	@touch $@
+
+venv: $(BIN)/ecg-monitor  ## create .venv and install ecg-monitor with all extras
+
+up: venv  ## main job: embedded broker + worker + replay of MIT-BIH records, alerts printed (Ctrl-C stops)
+	$(BIN)/ecg-monitor up $(ARGS)
+
+test: venv  ## the whole test suite (unit + integration on the embedded broker)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-fast: venv  ## unit tests only
+	$(BIN)/python -m pytest -q -m "not integration and not slow" $(ARGS)
+
+lint: venv  ## ruff
+	$(BIN)/ruff check stream simulators models training tests
+
+typecheck: venv  ## mypy
+	$(BIN)/mypy
+
+bench: venv  ## throughput/latency benchmark on the local stack
+	$(BIN)/ecg-monitor bench --patients 500 --json
+
+eval-qrs: venv  ## R-peak detector vs XQRS/GQRS/NeuroKit2 on all 48 MIT-BIH records
+	$(BIN)/python -m training evaluate qrs --db mitdb --json
+
+eval-dropouts: venv  ## dropout detection vs injected ground truth
+	$(BIN)/python -m training evaluate dropouts --json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

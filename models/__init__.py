@@ -1,0 +1,1 @@
+"""Network definitions (torch, training only), ONNX export, and ONNX Runtime wrappers (no torch)."""

@@ -1,0 +1,1 @@
+"""Replay of WFDB records as live telemetry, with fault injection."""

@@ -1,0 +1,162 @@
+"""Reading WFDB records and annotations, one implementation for the simulator, the stream and training.
+
+Databases live under ``Settings.data_dir`` in their PhysioNet layout::
+
+    mitdb/100.hea ...   nstdb/bw.hea ...   ludb/data/1.hea ...   ptbxl/records100/00000/00001_lr.hea ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import wfdb
+
+from stream.errors import DataError
+
+#: Canonical 12-lead order used everywhere in ecg-monitor.
+TWELVE_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+_LEAD_ALIASES = {name.lower(): name for name in TWELVE_LEADS}
+_LEAD_ALIASES.update({"mlii": "MLII", "mli": "MLI", "mliii": "MLIII"})
+#: Every lead name the telemetry schema accepts (the 12 standard leads, MIT-BIH's modified limb leads).
+KNOWN_LEADS: frozenset[str] = frozenset([*TWELVE_LEADS, "MLII", "MLI", "MLIII"])
+
+#: PhysioNet slugs and versions of the databases ecg-monitor uses.
+PHYSIONET_DATABASES: dict[str, tuple[str, str]] = {
+    "mitdb": ("mitdb", "1.0.0"),
+    "nstdb": ("nstdb", "1.0.0"),
+    "ludb": ("ludb", "1.0.1"),
+    "ptbxl": ("ptb-xl", "1.0.3"),
+}
+
+#: MIT-BIH records with paced beats, excluded from inter-patient evaluation (AAMI recommendation).
+MITDB_PACED: tuple[str, ...] = ("102", "104", "107", "217")
+#: de Chazal et al. (2004) inter-patient split of MIT-BIH.
+MITDB_DS1: tuple[str, ...] = (
+    "101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122",
+    "124", "201", "203", "205", "207", "208", "209", "215", "220", "223", "230",
+)
+MITDB_DS2: tuple[str, ...] = (
+    "100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "210",
+    "212", "213", "214", "219", "221", "222", "228", "231", "232", "233", "234",
+)
+#: MIT-BIH beat annotation symbols mapped to AAMI EC57 classes.
+AAMI_CLASSES: dict[str, str] = {
+    **dict.fromkeys(["N", "L", "R", "e", "j"], "N"),
+    **dict.fromkeys(["A", "a", "J", "S"], "S"),
+    **dict.fromkeys(["V", "E"], "V"),
+    "F": "F",
+    **dict.fromkeys(["/", "f", "Q"], "Q"),
+}
+#: Every annotation symbol that marks a beat (QRS complex) in MIT-BIH.
+BEAT_SYMBOLS: frozenset[str] = frozenset(AAMI_CLASSES)
+
+
+def canonical_lead(name: str) -> str:
+    """Map a WFDB signal name (``i``, ``avr``, ``MLII``...) to ecg-monitor's canonical spelling."""
+    key = name.strip().lower()
+    if key in _LEAD_ALIASES:
+        return _LEAD_ALIASES[key]
+    raise DataError(f"unknown lead name {name!r}; known: {sorted(KNOWN_LEADS)}")
+
+
+@dataclass(frozen=True)
+class Record:
+    """A WFDB record in physical units: ``signal`` is float32 [n_samples, n_leads] in ``units``."""
+
+    name: str
+    fs: float
+    leads: tuple[str, ...]
+    signal: np.ndarray
+    units: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def duration_s(self) -> float:
+        return self.signal.shape[0] / self.fs
+
+    def lead(self, name: str) -> np.ndarray:
+        """One lead as a 1-D float32 array."""
+        try:
+            return self.signal[:, self.leads.index(name)]
+        except ValueError as exc:
+            raise DataError(f"record {self.name} has no lead {name!r}; it has {self.leads}") from exc
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """Annotation sample indices and symbols of one record."""
+
+    sample: np.ndarray
+    symbol: np.ndarray
+
+    def beats(self) -> Annotations:
+        """Only the annotations that mark beats (QRS complexes)."""
+        keep = np.isin(self.symbol, list(BEAT_SYMBOLS))
+        return Annotations(self.sample[keep], self.symbol[keep])
+
+
+def read_record(path: str | Path, sampfrom: int = 0, sampto: int | None = None) -> Record:
+    """Read a WFDB record (``path`` without extension) in physical units, NaN where samples are invalid.
+
+    Raises :class:`DataError` for a missing or corrupt record.
+    """
+    path = Path(path)
+    try:
+        rec = wfdb.rdrecord(str(path), sampfrom=sampfrom, sampto=sampto)
+    except FileNotFoundError as exc:
+        raise DataError(f"WFDB record not found: {path} (.hea/.dat)") from exc
+    except Exception as exc:  # wfdb raises ValueError, IndexError, struct errors... on corrupt files
+        raise DataError(f"corrupt or unreadable WFDB record {path}: {exc}") from exc
+    if rec.p_signal is None or rec.p_signal.ndim != 2:
+        raise DataError(f"WFDB record {path} has no physical signal")
+    leads = tuple(canonical_lead(n) for n in rec.sig_name)
+    return Record(
+        name=path.name,
+        fs=float(rec.fs),
+        leads=leads,
+        signal=np.asarray(rec.p_signal, dtype=np.float32),
+        units=tuple(rec.units or ["mV"] * len(leads)),
+    )
+
+
+def read_annotations(path: str | Path, extension: str = "atr") -> Annotations:
+    """Read a WFDB annotation file (e.g. MIT-BIH ``.atr``, LUDB ``.ii``)."""
+    path = Path(path)
+    try:
+        ann = wfdb.rdann(str(path), extension)
+    except FileNotFoundError as exc:
+        raise DataError(f"annotation file not found: {path}.{extension}") from exc
+    except Exception as exc:
+        raise DataError(f"corrupt annotation file {path}.{extension}: {exc}") from exc
+    return Annotations(np.asarray(ann.sample, dtype=np.int64), np.asarray(ann.symbol))
+
+
+def list_records(db_dir: str | Path) -> list[str]:
+    """Record paths (relative to ``db_dir``, no extension) from its RECORDS file, or from ``*.hea``."""
+    db_dir = Path(db_dir)
+    if not db_dir.is_dir():
+        raise DataError(f"database directory not found: {db_dir}; set ECG_DATA_DIR or run `python -m training data download`")
+    listing = db_dir / "RECORDS"
+    if listing.is_file():
+        names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
+        names = [n for n in names if (db_dir / f"{n}.hea").is_file()]
+        if names:
+            return names
+    return sorted(str(p.relative_to(db_dir).with_suffix("")) for p in db_dir.rglob("*.hea"))
+
+
+def mitdb_records(data_dir: str | Path) -> list[str]:
+    """The 48 MIT-BIH Arrhythmia record names present under ``data_dir/mitdb``."""
+    return [n for n in list_records(Path(data_dir) / "mitdb") if n.isdigit()]
+
+
+def download_database(db: str, data_dir: str | Path) -> Path:
+    """Download one database from PhysioNet with ``wfdb.dl_database`` into ``data_dir/db``."""
+    if db not in PHYSIONET_DATABASES:
+        raise DataError(f"unknown database {db!r}; choose from {sorted(PHYSIONET_DATABASES)}")
+    slug, version = PHYSIONET_DATABASES[db]
+    target = Path(data_dir) / db
+    target.mkdir(parents=True, exist_ok=True)
+    wfdb.dl_database(f"{slug}/{version}", dl_dir=str(target))
+    return target

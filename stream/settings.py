@@ -1,0 +1,76 @@
+"""One typed settings object for every ecg-monitor process (env prefix ``ECG_``).
+
+Build it at start-up with :func:`get_settings` (or ``Settings()``), never at import.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TopicNames(BaseSettings):
+    """Kafka topic names (env ``ECG_TOPIC_<NAME>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="ECG_TOPIC_", frozen=True)
+
+    telemetry: str = "ecg.telemetry.v1"
+    dead_letter: str = "ecg.telemetry.dlq.v1"
+    alerts: str = "ecg.alerts.v1"
+    dropouts: str = "ecg.dropouts.v1"
+    beats: str = "ecg.beats.v1"
+    ground_truth: str = "ecg.faults.truth.v1"
+    scores: str = "ecg.scores.v1"
+
+
+class Settings(BaseSettings):
+    """Runtime settings; every field reads ``ECG_<FIELD>`` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="ECG_", env_file=".env", extra="ignore", frozen=True)
+
+    # Kafka
+    kafka_bootstrap: str = Field("", description="Kafka bootstrap servers; empty starts the embedded local broker.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    partitions: int = Field(4, ge=1, description="Partitions of the pipeline's topics when they are created.")
+    replication_factor: int = Field(1, ge=1)
+    local_broker_port: int = Field(0, ge=0, le=65535, description="Port of the embedded broker; 0 picks a free one.")
+    consumer_group: str = "ecg-monitor"
+
+    # data
+    data_dir: Path = Field(Path("data"), description="Root holding mitdb/, nstdb/, ludb/, ptbxl/ (WFDB layout).")
+    cache_dir: Path = Field(Path(".cache/ecg-monitor"), description="Prepared datasets and run outputs.")
+
+    # stream
+    frame_seconds: float = Field(1.0, gt=0, le=10, description="Duration of one telemetry frame.")
+    max_frame_bytes: int = Field(1_000_000, gt=0, description="Frames larger than this go to the dead-letter topic.")
+    min_fs: float = 50.0
+    max_fs: float = 2000.0
+
+    # servers
+    bind_host: str = "127.0.0.1"
+    metrics_port: int = Field(9108, ge=0, le=65535)
+    web_port: int = Field(6066, ge=0, le=65535)
+    models_dir: Path = Field(Path(__file__).resolve().parent.parent / "models" / "artifacts")
+
+    topics: TopicNames = Field(default_factory=TopicNames)
+
+    @property
+    def local_mode(self) -> bool:
+        """True when no bootstrap is configured and the embedded broker is used."""
+        return not self.kafka_bootstrap.strip()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings built once per process, at start-up."""
+    return Settings()

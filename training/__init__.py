@@ -1,0 +1,1 @@
+"""Offline training, evaluation and export of ecg-monitor's models (torch is an optional extra)."""
