@@ -1,0 +1,416 @@
+"""Every topic and message schema of ecg-monitor, in one place.
+
+All messages are UTF-8 JSON objects carrying ``"v"`` (schema version). Keys are the stream id (UTF-8), so one
+patient stream always lands on one partition and is processed in order. Times are rendered twice: an ISO-8601
+UTC string (``start``) and the float seconds since the Unix epoch (``start_ts``) that the stages use.
+
+Telemetry frame (topic ``ecg.telemetry.v1``, version 1)::
+
+    {"v": 1, "stream_id": "p0001", "record": "mitdb/100", "leads": ["MLII", "V1"], "fs": 360.0,
+     "seq": 12, "start_time": "2026-01-01T00:00:12+00:00", "start_ts": 1767225612.0, "sent_at": 1767225613.01,
+     "units": ["mV", "mV"], "n_samples": 360, "encoding": "i16le", "gain": [1000.0, 1000.0],
+     "samples": "<base64>"}
+
+``samples`` is base64 of the sample-major interleaved array (``s0/lead0, s0/lead1, s1/lead0 ...``) in one of:
+
+* ``i16le`` - little-endian int16; physical value = int / gain[lead]; ``-32768`` marks a missing sample (NaN).
+  With gain 1000 (1 uV per unit, range +-32.767 mV) this is lossless for MIT-BIH (5 uV resolution) and
+  1.9 KB per second of 2-lead 360 Hz signal.
+* ``f32le`` - little-endian float32 in ``units``; NaN marks a missing sample (``gain`` ignored).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stream.errors import FrameValidationError
+from stream.records import KNOWN_LEADS
+
+if TYPE_CHECKING:
+    from stream.settings import Settings
+    from stream.stages.processor import Frame
+
+#: Version of every message schema below; a frame with another version is dead-lettered.
+SCHEMA_VERSION = 1
+ENCODINGS: tuple[str, ...] = ("i16le", "f32le")
+#: int16 value that encodes a missing (NaN) sample.
+I16_MISSING = -32768
+DEFAULT_GAIN = 1000.0
+
+#: Bounded set of dead-letter reasons (the ``reason`` label of ``ecg_frames_rejected_total``).
+REJECT_REASONS: tuple[str, ...] = (
+    "oversized",           # message larger than Settings.max_frame_bytes
+    "bad_json",            # not UTF-8 JSON object, or samples not valid base64
+    "schema_version",      # "v" missing or not SCHEMA_VERSION
+    "bad_shape",           # missing/mistyped fields, sample count != n_samples x leads, duplicate leads
+    "bad_value",           # empty stream id, negative seq, naive or unparsable start time, bad gain/encoding
+    "nan_only",            # every sample missing
+    "unknown_lead",        # a lead name outside stream.records.KNOWN_LEADS
+    "sampling_rate",       # fs outside [Settings.min_fs, Settings.max_fs]
+    "sequence_backwards",  # seq lower than the last one processed for the stream (checked by the worker)
+)
+
+
+# ---------------------------------------------------------------------------------------------- times
+def iso(ts: float | None) -> str | None:
+    """Float epoch seconds -> ISO-8601 UTC string (None stays None)."""
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def parse_time(value: str) -> float:
+    """ISO-8601 string with an explicit offset -> epoch seconds; naive times raise ``ValueError``."""
+    dt = datetime.fromisoformat(value)
+    if dt.tzinfo is None:
+        raise ValueError(f"time {value!r} has no UTC offset")
+    return dt.timestamp()
+
+
+# ------------------------------------------------------------------------------------- telemetry frame
+@dataclass(frozen=True)
+class FrameLimits:
+    """Validation limits of incoming frames (from :class:`~stream.settings.Settings`)."""
+
+    max_bytes: int = 1_000_000
+    min_fs: float = 50.0
+    max_fs: float = 2000.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FrameLimits:
+        return cls(settings.max_frame_bytes, settings.min_fs, settings.max_fs)
+
+
+@dataclass(frozen=True)
+class TelemetryFrame:
+    """A decoded, validated telemetry frame; ``samples`` is float32 [n_samples, n_leads], NaN = missing."""
+
+    stream_id: str
+    seq: int
+    fs: float
+    leads: tuple[str, ...]
+    start_time: float
+    samples: np.ndarray
+    record: str = ""
+    units: tuple[str, ...] = ()
+    sent_at: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def end_time(self) -> float:
+        """Acquisition time just after the frame's last sample."""
+        return self.start_time + self.n_samples / self.fs
+
+    def to_stage_frame(self) -> Frame:
+        """The pure-stage :class:`stream.stages.processor.Frame` for :class:`StreamProcessor`."""
+        from stream.stages.processor import Frame
+
+        return Frame(stream_id=self.stream_id, seq=self.seq, fs=self.fs, leads=self.leads,
+                     start_time=self.start_time, samples=self.samples)
+
+
+class _FrameEnvelope(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=False)
+
+    v: int
+    stream_id: str
+    record: str = ""
+    leads: list[str]
+    fs: float
+    seq: int
+    start_time: str
+    sent_at: float | None = None
+    units: list[str] = Field(default_factory=list)
+    n_samples: int
+    encoding: str = "i16le"
+    gain: list[float] | None = None
+    samples: str
+
+
+def encode_samples(samples: np.ndarray, encoding: str = "i16le", gain: float | np.ndarray = DEFAULT_GAIN) -> str:
+    """Encode float [n, leads] samples to the base64 text of ``encoding`` (see module docs)."""
+    x = np.asarray(samples, dtype=np.float32)
+    if encoding == "f32le":
+        raw = x.astype("<f4", copy=False).tobytes()
+    elif encoding == "i16le":
+        scaled = x * np.asarray(gain, dtype=np.float32)
+        missing = ~np.isfinite(scaled)
+        q = np.rint(np.clip(np.nan_to_num(scaled, nan=0.0), -32767, 32767)).astype("<i2")
+        q[missing] = I16_MISSING
+        raw = q.tobytes()
+    else:
+        raise ValueError(f"unknown encoding {encoding!r}; use one of {ENCODINGS}")
+    return base64.b64encode(raw).decode("ascii")
+
+
+def encode_frame(
+    *, stream_id: str, seq: int, fs: float, leads: tuple[str, ...] | list[str], start_time: float,
+    samples: np.ndarray, record: str = "", units: tuple[str, ...] | list[str] = (), sent_at: float | None = None,
+    encoding: str = "i16le", gain: float = DEFAULT_GAIN,
+) -> bytes:
+    """Serialize one telemetry frame (schema version :data:`SCHEMA_VERSION`) to JSON bytes."""
+    x = np.asarray(samples)
+    if x.ndim == 1:
+        x = x[:, None]
+    msg = {
+        "v": SCHEMA_VERSION, "stream_id": stream_id, "record": record, "leads": list(leads), "fs": float(fs),
+        "seq": int(seq), "start_time": iso(start_time), "start_ts": float(start_time), "sent_at": sent_at,
+        "units": list(units) or ["mV"] * x.shape[1], "n_samples": int(x.shape[0]), "encoding": encoding,
+        "gain": [float(gain)] * x.shape[1] if encoding == "i16le" else None,
+        "samples": encode_samples(x, encoding, gain),
+    }
+    return json.dumps(msg, separators=(",", ":")).encode()
+
+
+def _reject(reason: str, detail: str) -> FrameValidationError:
+    return FrameValidationError(reason, detail)
+
+
+def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) -> TelemetryFrame:
+    """Parse and validate one telemetry frame; raise :class:`FrameValidationError` with a reason in
+    :data:`REJECT_REASONS` for anything a processor must not see (sequence order is checked per stream
+    by the worker)."""
+    limits = limits or FrameLimits()
+    if data is None:
+        raise _reject("bad_json", "empty message value")
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    if len(raw) > limits.max_bytes:
+        raise _reject("oversized", f"{len(raw)} bytes > max_frame_bytes={limits.max_bytes}")
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _reject("bad_json", str(exc)[:200]) from None
+    if not isinstance(obj, dict):
+        raise _reject("bad_json", f"expected a JSON object, got {type(obj).__name__}")
+    if obj.get("v") != SCHEMA_VERSION:
+        raise _reject("schema_version", f"v={obj.get('v')!r}, expected {SCHEMA_VERSION}")
+    try:
+        env = _FrameEnvelope.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise _reject("bad_shape", f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    if not env.stream_id.strip() or len(env.stream_id) > 128:
+        raise _reject("bad_value", "stream_id must be 1-128 characters")
+    if env.seq < 0:
+        raise _reject("bad_value", f"seq={env.seq} < 0")
+    try:
+        start = parse_time(env.start_time)
+    except ValueError as exc:
+        raise _reject("bad_value", f"start_time: {exc}") from None
+    n_leads = len(env.leads)
+    if n_leads == 0 or len(set(env.leads)) != n_leads:
+        raise _reject("bad_shape", f"leads must be non-empty and distinct, got {env.leads}")
+    unknown = [name for name in env.leads if name not in KNOWN_LEADS]
+    if unknown:
+        raise _reject("unknown_lead", f"{unknown} not in {sorted(KNOWN_LEADS)}")
+    if not (math.isfinite(env.fs) and limits.min_fs <= env.fs <= limits.max_fs):
+        raise _reject("sampling_rate", f"fs={env.fs} outside [{limits.min_fs}, {limits.max_fs}] Hz")
+    if env.n_samples <= 0:
+        raise _reject("bad_shape", f"n_samples={env.n_samples}")
+    try:
+        payload = base64.b64decode(env.samples, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _reject("bad_json", f"samples are not base64: {exc}") from None
+    if env.encoding == "i16le":
+        width = 2
+    elif env.encoding == "f32le":
+        width = 4
+    else:
+        raise _reject("bad_value", f"encoding {env.encoding!r} not in {ENCODINGS}")
+    expected = env.n_samples * n_leads * width
+    if len(payload) != expected:
+        raise _reject("bad_shape", f"{len(payload)} sample bytes, expected {env.n_samples}x{n_leads}x{width}={expected}")
+    if env.encoding == "i16le":
+        q = np.frombuffer(payload, dtype="<i2").reshape(env.n_samples, n_leads)
+        gain = np.asarray(env.gain if env.gain is not None else [DEFAULT_GAIN] * n_leads, dtype=np.float32)
+        if gain.shape != (n_leads,) or not np.all(np.isfinite(gain)) or np.any(gain <= 0):
+            raise _reject("bad_value", f"gain must be {n_leads} positive numbers, got {env.gain}")
+        x = q.astype(np.float32) / gain
+        x[q == I16_MISSING] = np.nan
+    else:
+        x = np.frombuffer(payload, dtype="<f4").reshape(env.n_samples, n_leads).astype(np.float32)
+        x[~np.isfinite(x)] = np.nan
+    if np.isnan(x).all():
+        raise _reject("nan_only", f"all {x.size} samples missing")
+    if env.units and len(env.units) != n_leads:
+        raise _reject("bad_shape", f"{len(env.units)} units for {n_leads} leads")
+    extra = {k: v for k, v in obj.items() if k not in _FrameEnvelope.model_fields and k != "start_ts"}
+    return TelemetryFrame(
+        stream_id=env.stream_id, seq=env.seq, fs=env.fs, leads=tuple(env.leads), start_time=start,
+        samples=x, record=env.record, units=tuple(env.units) or ("mV",) * n_leads, sent_at=env.sent_at,
+        extra=extra,
+    )
+
+
+# -------------------------------------------------------------------------------------- output messages
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: int = SCHEMA_VERSION
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | str) -> Any:
+        return cls.model_validate_json(data)
+
+
+class AlertMessage(_Message):
+    """Topic ``alerts``: one message per alert transition (``raised``, then ``resolved``) of an episode.
+
+    ``id`` is deterministic (stream + kind + episode start), so consumers de-duplicate by (id, status).
+    """
+
+    id: str
+    stream_id: str
+    kind: Literal["asystole", "bradycardia", "tachycardia", "signal_loss"] | str
+    severity: Literal["critical", "warning", "info"]
+    status: Literal["raised", "resolved"]
+    start: str
+    start_ts: float
+    end: str | None = None
+    end_ts: float | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    record: str = ""
+    published_at: float | None = None
+
+    @classmethod
+    def from_event(cls, ev: Any, *, record: str = "", published_at: float | None = None) -> AlertMessage:
+        """From a :class:`stream.stages.events.AlertEvent`."""
+        return cls(id=ev.id, stream_id=ev.stream_id, kind=ev.kind, severity=ev.severity, status=ev.status,
+                   start=iso(ev.start) or "", start_ts=ev.start, end=iso(ev.end), end_ts=ev.end,
+                   evidence=_jsonable(ev.evidence), record=record, published_at=published_at)
+
+
+class DropoutMessage(_Message):
+    """Topic ``dropouts``: a closed segment of unusable signal on one lead (kind in DROPOUT_KINDS)."""
+
+    stream_id: str
+    lead: str
+    kind: str
+    start: str
+    start_ts: float
+    end: str
+    end_ts: float
+    duration_s: float
+
+    @classmethod
+    def from_event(cls, ev: Any) -> DropoutMessage:
+        """From a :class:`stream.stages.events.DropoutSegment`."""
+        return cls(stream_id=ev.stream_id, lead=ev.lead, kind=ev.kind, start=iso(ev.start) or "",
+                   start_ts=ev.start, end=iso(ev.end) or "", end_ts=ev.end, duration_s=ev.end - ev.start)
+
+
+class BeatOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sample: int
+    time: float
+    rr_s: float | None = None
+    hr_bpm: float | None = None
+
+
+class BeatBatchMessage(_Message):
+    """Topic ``beats``: exactly one message per processed frame (also the processed-frame receipt).
+
+    ``beats`` are the beats detected while processing this frame; ``latency_s`` = ``processed_at - sent_at``.
+    """
+
+    stream_id: str
+    seq: int
+    frame_start_ts: float
+    sent_at: float | None = None
+    processed_at: float
+    latency_s: float | None = None
+    samples: int
+    gap_frames: int = 0
+    duplicate: bool = False
+    heart_rate_bpm: float | None = None
+    beats: list[BeatOut] = Field(default_factory=list)
+
+
+class FaultTruthMessage(_Message):
+    """Topic ``ground_truth``: one injected fault (simulator ground truth), times in stream time."""
+
+    stream_id: str
+    record: str = ""
+    lead: str | None = None
+    kind: str
+    start: str
+    start_ts: float
+    end: str
+    end_ts: float
+    snr_db: float | None = None
+
+
+class DeadLetterMessage(_Message):
+    """Topic ``dead_letter``: a rejected input message with its reason and where it came from."""
+
+    reason: str
+    detail: str = ""
+    payload_b64: str
+    key: str | None = None
+    topic: str
+    partition: int
+    offset: int
+    time: str
+    time_ts: float
+
+    @classmethod
+    def build(cls, *, reason: str, detail: str, payload: bytes | None, key: bytes | None, topic: str,
+              partition: int, offset: int, now: float) -> DeadLetterMessage:
+        return cls(reason=reason, detail=detail[:1000], payload_b64=base64.b64encode(payload or b"").decode(),
+                   key=key.decode("utf-8", "replace") if key else None, topic=topic, partition=partition,
+                   offset=offset, time=iso(now) or "", time_ts=now)
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars/arrays inside evidence dicts -> plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- topics
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic of the pipeline: its name, key and value schema."""
+
+    name: str
+    key: str
+    value: str
+    description: str
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The pipeline's topics (names from ``Settings.topics``)."""
+    t = settings.topics
+    return [
+        TopicSpec(t.telemetry, "stream id", "telemetry frame v1 (see module docs)", "ECG frames from bedside gateways / replay"),
+        TopicSpec(t.dead_letter, "stream id if any", DeadLetterMessage.__name__, "rejected telemetry with reason"),
+        TopicSpec(t.alerts, "stream id", AlertMessage.__name__, "alert raised/resolved transitions"),
+        TopicSpec(t.dropouts, "stream id", DropoutMessage.__name__, "unusable-signal segments per lead"),
+        TopicSpec(t.beats, "stream id", BeatBatchMessage.__name__, "beats per processed frame (processing receipt)"),
+        TopicSpec(t.ground_truth, "stream id", FaultTruthMessage.__name__, "faults injected by the simulator"),
+        TopicSpec(t.scores, "stream id", "model scores (anomaly models)", "reserved for ONNX model scores"),
+    ]
