@@ -1,0 +1,133 @@
+"""Base ONNX Runtime model: loads ``<name>.onnx`` and its card, verifies sha256, checks input shapes.
+
+No torch here: this is what the stream workers import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from stream.errors import ModelError
+
+DEFAULT_ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """The parsed model card; ``raw`` is the whole JSON object."""
+
+    name: str
+    onnx_sha256: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    raw: dict[str, Any]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.raw.get(key, default)
+
+    @property
+    def threshold(self) -> float | None:
+        th = self.raw.get("threshold")
+        if isinstance(th, Mapping):
+            v = th.get("value")
+            return None if v is None else float(v)
+        return None if th is None else float(th)
+
+
+def load_card(path: str | Path) -> ModelCard:
+    """Read a ``*.card.json``; :class:`ModelError` when missing or malformed."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+        return ModelCard(
+            name=str(raw["name"]),
+            onnx_sha256=str(raw["onnx_sha256"]),
+            inputs=list(raw["inputs"]),
+            outputs=list(raw["outputs"]),
+            raw=raw,
+        )
+    except FileNotFoundError as exc:
+        raise ModelError(f"model card not found: {path}") from exc
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ModelError(f"malformed model card {path}: {exc}") from exc
+
+
+class OnnxModel:
+    """An ONNX model with its card: integrity-checked, single-threaded, shape-checked ``run``.
+
+    ``OnnxModel.load("cae")`` reads ``models/artifacts/cae.onnx`` and ``cae.card.json`` (or from ``models_dir``).
+    """
+
+    def __init__(self, onnx_path: str | Path, card_path: str | Path | None = None, threads: int = 1) -> None:
+        self.onnx_path = Path(onnx_path)
+        if not self.onnx_path.is_file():
+            raise ModelError(f"model file not found: {self.onnx_path}; train and export it (python -m training export ...)")
+        card_path = Path(card_path) if card_path else self.onnx_path.with_name(self.onnx_path.stem + ".card.json")
+        self.card = load_card(card_path)
+        digest = _sha256(self.onnx_path)
+        if digest != self.card.onnx_sha256:
+            raise ModelError(
+                f"sha256 of {self.onnx_path.name} ({digest[:12]}...) does not match its card ({self.card.onnx_sha256[:12]}...)"
+            )
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self.session = ort.InferenceSession(str(self.onnx_path), sess_options=so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelError(f"ONNX Runtime cannot load {self.onnx_path}: {exc}") from exc
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._input_shapes = {i.name: list(i.shape) for i in self.session.get_inputs()}
+
+    @classmethod
+    def load(cls, name: str, models_dir: str | Path | None = None) -> OnnxModel:
+        """Load ``<models_dir>/<name>.onnx`` (default: the committed artifacts)."""
+        root = Path(models_dir) if models_dir else DEFAULT_ARTIFACTS_DIR
+        return cls(root / f"{name}.onnx")
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    def check_input(self, name: str, x: np.ndarray) -> np.ndarray:
+        """float32 contiguous ``x`` whose rank and fixed dims match input ``name``; :class:`ModelError` else."""
+        arr = np.ascontiguousarray(x, dtype=np.float32)
+        expected = self._input_shapes[name]
+        if arr.ndim != len(expected):
+            raise ModelError(f"{self.name}: input {name!r} must have {len(expected)} dims {expected}, got shape {arr.shape}")
+        for got, want in zip(arr.shape, expected, strict=True):
+            if isinstance(want, int) and want > 0 and got != want:
+                raise ModelError(f"{self.name}: input {name!r} must have shape {expected}, got {arr.shape}")
+        if arr.shape[0] == 0:
+            raise ModelError(f"{self.name}: input {name!r} is empty")
+        if not np.isfinite(arr).all():
+            raise ModelError(f"{self.name}: input {name!r} holds NaN or inf")
+        return arr
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Run the session on checked inputs; returns ``{output name: array}``."""
+        missing = set(self.input_names) - set(feeds)
+        if missing:
+            raise ModelError(f"{self.name}: missing inputs {sorted(missing)}")
+        checked = {k: self.check_input(k, v) for k, v in feeds.items() if k in self.input_names}
+        names = list(outputs) if outputs else self.output_names
+        res = self.session.run(names, checked)
+        return dict(zip(names, res, strict=True))

@@ -1,0 +1,257 @@
+"""``python -m training`` / ``ecg-train``: data, prepare, train, evaluate, export and report models.
+
+Every model is a module of ``training.tasks`` (see :mod:`training.registry`); ``evaluate qrs`` and
+``evaluate dropouts`` run the detector evaluations of :mod:`training.eval_detectors`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stream.errors import EcgMonitorError
+
+app = typer.Typer(
+    name="ecg-train",
+    help="Offline training, evaluation and ONNX export of ecg-monitor's models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Check the WFDB databases under ECG_DATA_DIR, or download them from PhysioNet.", invoke_without_command=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+DETECTOR_EVALS = ("qrs", "dropouts")
+DATABASES = ("mitdb", "nstdb", "ludb", "ptbxl")
+
+ModelArg = Annotated[str, typer.Argument(help="Model name (see `python -m training models`).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="JSON file merged over the model's default config.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Config override KEY=VALUE (dotted keys for sections), repeatable.")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Databases root (default: ECG_DATA_DIR).")]
+RunOpt = Annotated[Path | None, typer.Option("--run", help="Run directory (default: the latest run of the model).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")]
+
+
+def _settings() -> Any:
+    from stream.settings import Settings
+
+    return Settings()
+
+
+def _context(
+    model: str,
+    config_file: Path | None,
+    overrides: list[str] | None,
+    data_dir: Path | None,
+    run: Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    as_json: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> Any:
+    from training.config import load_config
+    from training.registry import TaskContext, get_spec
+
+    get_spec(model)  # fail early on unknown model
+    settings = _settings()
+    cfg = load_config(model, config_file, overrides or [])
+    runs_dir = Path(os.environ.get("ECG_RUNS_DIR", "runs"))
+    return TaskContext(
+        model=model,
+        config=cfg,
+        data_dir=Path(data_dir or settings.data_dir).resolve(),
+        cache_dir=Path(settings.cache_dir).resolve(),
+        runs_dir=runs_dir.resolve(),
+        artifacts_dir=Path(settings.models_dir).resolve(),
+        run_dir=run.resolve() if run else None,
+        device=device,
+        progress=progress,
+        as_json=as_json,
+        command=" ".join(["python -m training", *map(shlex.quote, sys.argv[1:])]),
+        extra=extra or {},
+    )
+
+
+def _emit(result: Any, as_json: bool, title: str = "") -> None:
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    if isinstance(result, dict):
+        table = Table(title=title or None, show_header=False)
+        for k, v in result.items():
+            table.add_row(str(k), json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v))
+        Console().print(table)
+    else:
+        typer.echo(str(result))
+
+
+@app.command("models")
+def models_cmd(as_json: JsonOpt = False) -> None:
+    """List the registered models."""
+    from training.registry import get_spec, model_names
+
+    rows = {n: get_spec(n).description for n in model_names()}
+    _emit(rows, as_json, "models")
+
+
+@data_app.callback()
+def data_check(
+    ctx: typer.Context,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check which databases are present under ECG_DATA_DIR (records found per database)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from stream.records import list_records
+
+    root = Path(data_dir or _settings().data_dir).resolve()
+    report: dict[str, Any] = {"data_dir": str(root)}
+    missing = []
+    for db in DATABASES:
+        sub = root / db
+        try:
+            n = len(list_records(sub))
+        except EcgMonitorError:
+            n = 0
+        report[db] = n
+        if n == 0:
+            missing.append(db)
+    report["missing"] = missing
+    _emit(report, as_json, "databases")
+    if missing:
+        console.print(f"[yellow]missing: {', '.join(missing)}; run `python -m training data download --db NAME`[/]")
+
+
+@data_app.command("download")
+def data_download(
+    db: Annotated[list[str] | None, typer.Option("--db", help="Database(s) to fetch: mitdb nstdb ludb ptbxl (default all).")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Download databases from PhysioNet into ECG_DATA_DIR (wfdb.dl_database)."""
+    from stream.records import download_database
+
+    root = Path(data_dir or _settings().data_dir).resolve()
+    for name in db or list(DATABASES):
+        console.print(f"downloading {name} into {root / name} ...")
+        download_database(name, root)
+    console.print("done")
+
+
+@app.command()
+def prepare(
+    model: ModelArg,
+    config_file: ConfigOpt = None,
+    overrides: SetOpt = None,
+    data_dir: DataDirOpt = None,
+    progress: ProgressOpt = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build (or load from the cache) the model's datasets from WFDB and print a summary."""
+    from training.registry import get_spec
+
+    ctx = _context(model, config_file, overrides, data_dir, progress=progress, as_json=as_json)
+    _emit(get_spec(model).prepare(ctx), as_json, f"{model} datasets")
+
+
+@app.command()
+def train(
+    model: ModelArg,
+    config_file: ConfigOpt = None,
+    overrides: SetOpt = None,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+    progress: ProgressOpt = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a model; writes a run directory (config, metrics, curves, plots, checkpoint)."""
+    from training.registry import get_spec
+
+    ctx = _context(model, config_file, overrides, data_dir, device=device, progress=progress, as_json=as_json)
+    run_dir = get_spec(model).train(ctx)
+    _emit({"run_dir": str(run_dir)}, as_json, f"{model} trained")
+
+
+@app.command()
+def evaluate(
+    model: ModelArg,
+    config_file: ConfigOpt = None,
+    overrides: SetOpt = None,
+    data_dir: DataDirOpt = None,
+    run: RunOpt = None,
+    source: Annotated[str, typer.Option("--source", help="onnx: the committed artifact via the runtime wrapper; checkpoint: a run's torch weights.")] = "onnx",
+    db: Annotated[str, typer.Option("--db", help="Database for `evaluate qrs`.")] = "mitdb",
+    device: DeviceOpt = "auto",
+    progress: ProgressOpt = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a model on its test data (or `qrs` / `dropouts`: the stream's detectors)."""
+    if model in DETECTOR_EVALS:
+        from training import eval_detectors  # type: ignore[attr-defined]
+
+        root = Path(data_dir or _settings().data_dir).resolve()
+        result = eval_detectors.evaluate_qrs(root, db=db) if model == "qrs" else eval_detectors.evaluate_dropouts(root)
+        _emit(result, as_json, model)
+        return
+    from training.registry import get_spec
+
+    ctx = _context(model, config_file, overrides, data_dir, run=run, device=device, progress=progress, as_json=as_json, extra={"source": source})
+    _emit(get_spec(model).evaluate(ctx), as_json, f"{model} evaluation")
+
+
+@app.command()
+def export(
+    model: ModelArg,
+    config_file: ConfigOpt = None,
+    overrides: SetOpt = None,
+    data_dir: DataDirOpt = None,
+    run: RunOpt = None,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Where to write <model>.onnx and its card (default: models/artifacts).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a trained run to ONNX (checker + parity on real inputs) with its model card."""
+    from training.registry import get_spec
+
+    ctx = _context(model, config_file, overrides, data_dir, run=run, as_json=as_json, progress=False)
+    if out_dir is not None:
+        ctx.artifacts_dir = out_dir.resolve()
+    path = get_spec(model).export(ctx)
+    _emit({"onnx": str(path)}, as_json, f"{model} exported")
+
+
+@app.command()
+def report(
+    model: ModelArg,
+    data_dir: DataDirOpt = None,
+    run: RunOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Summarise a model: its card, metrics and plots."""
+    from training.registry import get_spec
+
+    ctx = _context(model, None, None, data_dir, run=run, as_json=as_json, progress=False)
+    _emit(get_spec(model).report(ctx), as_json, f"{model} report")
+
+
+def main() -> None:
+    """Console entry point; project errors print one clear line and exit 2."""
+    try:
+        app()
+    except EcgMonitorError as exc:
+        console.print(f"[red]error:[/] {type(exc).__name__}: {exc}")
+        raise SystemExit(2) from exc
+
+
+if __name__ == "__main__":
+    main()

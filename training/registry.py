@@ -1,0 +1,84 @@
+"""Model registry: each trainable model is one module ``training/tasks/<name>.py`` exposing ``SPEC``.
+
+Adding a model = adding one module; nothing else to edit. The CLI looks models up by name::
+
+    spec = get_spec("cae")
+    run_dir = spec.train(ctx)
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stream.errors import ConfigError
+
+
+@dataclass
+class TaskContext:
+    """Everything a task callable needs; built by the CLI (or a test) once per command."""
+
+    model: str
+    config: dict[str, Any]
+    data_dir: Path
+    cache_dir: Path
+    runs_dir: Path
+    artifacts_dir: Path
+    run_dir: Path | None = None
+    device: str = "auto"
+    progress: bool = True
+    as_json: bool = False
+    command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+TaskFn = Callable[[TaskContext], Any]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A trainable model: name, one-line description and the callables behind each CLI command.
+
+    - ``prepare(ctx) -> dict``: build/cache its datasets, return a summary;
+    - ``train(ctx) -> Path``: fit, write a run directory, return it;
+    - ``evaluate(ctx) -> dict``: test figures (from the committed ONNX through the runtime wrapper
+      unless ``ctx.extra["source"] == "checkpoint"``);
+    - ``export(ctx) -> Path``: ONNX + model card from ``ctx.run_dir`` (latest run by default);
+    - ``report(ctx) -> dict``: the card / metrics summary, plots regenerated.
+    """
+
+    name: str
+    description: str
+    prepare: TaskFn
+    train: TaskFn
+    evaluate: TaskFn
+    export: TaskFn
+    report: TaskFn
+
+
+_TASKS_PACKAGE = "training.tasks"
+
+
+def model_names() -> list[str]:
+    """Names of every registered model (modules of ``training.tasks`` that define ``SPEC``)."""
+    pkg = importlib.import_module(_TASKS_PACKAGE)
+    names = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            names.append(info.name)
+    return sorted(names)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of ``name``; :class:`ConfigError` listing the known models otherwise."""
+    if not name.isidentifier() or name not in model_names():
+        raise ConfigError(f"unknown model {name!r}; known: {model_names()}")
+    module = importlib.import_module(f"{_TASKS_PACKAGE}.{name}")
+    spec = getattr(module, "SPEC", None)
+    if not isinstance(spec, ModelSpec):
+        raise ConfigError(f"{_TASKS_PACKAGE}.{name} defines no ModelSpec named SPEC")
+    return spec

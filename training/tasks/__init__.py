@@ -1,0 +1,1 @@
+"""One module per trainable model, each exposing ``SPEC: training.registry.ModelSpec``."""
