@@ -1,0 +1,155 @@
+"""Events the signal stages emit: beats, dropout segments, alerts and model windows.
+
+Plain frozen dataclasses (no Kafka, no pydantic) with ``to_dict()`` giving JSON-able dicts.
+Times are float seconds since the Unix epoch (UTC).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Kinds of dropout a :class:`DropoutSegment` may carry.
+DROPOUT_KINDS: tuple[str, ...] = ("flatline", "nan", "saturation", "lead_off", "missing_frames")
+#: Kinds of alert the rules stage raises.
+ALERT_KINDS: tuple[str, ...] = ("asystole", "bradycardia", "tachycardia", "signal_loss")
+ALERT_SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
+ALERT_STATUSES: tuple[str, ...] = ("raised", "resolved")
+#: Kinds of window handed to the anomaly models.
+WINDOW_KINDS: tuple[str, ...] = ("beat_720", "leads_10s", "beat_400")
+
+
+def _clean(value: Any) -> Any:
+    """Convert numpy scalars/arrays nested in dicts into plain JSON-able Python values."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@dataclass(frozen=True)
+class Beat:
+    """One detected QRS complex: absolute ``sample`` index in the stream, its time, RR and heart rate."""
+
+    stream_id: str
+    sample: int
+    time: float
+    rr_s: float | None
+    hr_bpm: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stream_id": self.stream_id,
+            "sample": int(self.sample),
+            "time": float(self.time),
+            "rr_s": None if self.rr_s is None else float(self.rr_s),
+            "hr_bpm": None if self.hr_bpm is None else float(self.hr_bpm),
+        }
+
+
+@dataclass(frozen=True)
+class DropoutSegment:
+    """A stretch ``[start, end)`` of one lead that carries no usable ECG, of kind in :data:`DROPOUT_KINDS`."""
+
+    stream_id: str
+    lead: str
+    start: float
+    end: float
+    kind: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in DROPOUT_KINDS:
+            raise ValueError(f"dropout kind {self.kind!r} not in {DROPOUT_KINDS}")
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stream_id": self.stream_id,
+            "lead": self.lead,
+            "start": float(self.start),
+            "end": float(self.end),
+            "kind": self.kind,
+        }
+
+
+def alert_id(stream_id: str, kind: str, episode_start: float) -> str:
+    """Deterministic alert id: same stream + kind + episode start (ms) -> same id (replays de-duplicate)."""
+    key = f"{stream_id}|{kind}|{round(episode_start * 1000)}"
+    return hashlib.sha1(key.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """A raised or resolved alert episode; one ``raised`` then one ``resolved`` per episode."""
+
+    id: str
+    stream_id: str
+    kind: str
+    severity: str
+    status: str
+    start: float
+    end: float | None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ALERT_KINDS:
+            raise ValueError(f"alert kind {self.kind!r} not in {ALERT_KINDS}")
+        if self.severity not in ALERT_SEVERITIES:
+            raise ValueError(f"alert severity {self.severity!r} not in {ALERT_SEVERITIES}")
+        if self.status not in ALERT_STATUSES:
+            raise ValueError(f"alert status {self.status!r} not in {ALERT_STATUSES}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "stream_id": self.stream_id,
+            "kind": self.kind,
+            "severity": self.severity,
+            "status": self.status,
+            "start": float(self.start),
+            "end": None if self.end is None else float(self.end),
+            "evidence": _clean(self.evidence),
+        }
+
+
+@dataclass(frozen=True)
+class ModelWindow:
+    """Model input cut from the causally filtered stream.
+
+    ``beat_720``: 720 samples at 360 Hz of one lead centred on a beat; ``leads_10s``: ``[1000, 12]`` at
+    100 Hz in :data:`stream.records.TWELVE_LEADS` order; ``beat_400``: one cardiac cycle resampled to 400.
+    ``start`` is the time of the window's first sample.
+    """
+
+    stream_id: str
+    kind: str
+    lead: str | None
+    start: float
+    fs: float
+    data: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.kind not in WINDOW_KINDS:
+            raise ValueError(f"window kind {self.kind!r} not in {WINDOW_KINDS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stream_id": self.stream_id,
+            "kind": self.kind,
+            "lead": self.lead,
+            "start": float(self.start),
+            "fs": float(self.fs),
+            "shape": list(self.data.shape),
+            "data": np.asarray(self.data, dtype=np.float32).tolist(),
+        }
