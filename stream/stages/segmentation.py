@@ -91,7 +91,7 @@ def beat_cycles(
     """
     x = np.asarray(x, dtype=np.float32)
     peaks = np.asarray(peaks, dtype=np.int64)
-    b, a = int(round(before_s * fs)), int(round(after_s * fs))
+    b, a = round(before_s * fs), round(after_s * fs)
     kept = np.flatnonzero((peaks - b >= 0) & (peaks + a <= x.shape[0]))
     if kept.size == 0:
         return np.zeros((0, length), dtype=np.float32), kept

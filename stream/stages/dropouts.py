@@ -1,0 +1,238 @@
+"""Per-lead dropout detection over a stream of sample chunks (state carried across frame boundaries).
+
+Kinds (:data:`stream.stages.events.DROPOUT_KINDS`), in priority order when several apply to a sample:
+
+- ``nan``: samples missing (NaN) for at least ``min_nan_s``;
+- ``saturation``: samples at or beyond the amplifier/ADC rail, ``|x| >= rail_mv`` (MIT-BIH: 11-bit ADC,
+  gain 200/mV, so the rails are -5.12/+5.115 mV), for at least ``min_saturation_s``;
+- ``lead_off``: electrode off -- the lead jumps at least ``lead_off_mv`` away from its recent baseline
+  (mean of the last clean frame) and stays there with no ECG activity (peak-to-peak range below
+  ``lead_off_range_mv``: only a little noise or hum), without reaching the rail, for ``min_lead_off_s``;
+- ``flatline``: the lead has zero variance (consecutive samples within ``flat_eps_mv``) for
+  ``min_flat_s``, near its baseline (a constant far from it is ``lead_off``);
+- ``missing_frames``: lost frames (sequence gap), reported on every lead by :meth:`DropoutDetector.gap`.
+
+A run is confirmed once it has lasted its kind's minimum duration, using trailing-window counts
+computed with integer cumulative sums over the carried tail plus the new chunk, so results do not depend
+on how the stream is cut into frames. Segments are emitted when they end (or at :meth:`flush`);
+:meth:`DropoutDetector.active` tells which leads are inside a confirmed dropout right now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from stream.stages.events import DropoutSegment
+
+_KINDS = ("nan", "saturation", "lead_off", "flatline")  # priority order, codes 1..4
+
+
+@dataclass(frozen=True)
+class DropoutConfig:
+    """Thresholds of the dropout detector (durations in seconds, amplitudes in mV)."""
+
+    min_nan_s: float = 0.05
+    min_saturation_s: float = 0.10
+    min_lead_off_s: float = 0.15
+    min_flat_s: float = 0.15
+    flat_eps_mv: float = 1e-4
+    rail_mv: float = 5.0
+    lead_off_mv: float = 2.5
+    lead_off_range_mv: float = 0.05
+
+
+class DropoutDetector:
+    """Dropout runs of every lead of one stream; sample indices are absolute (0 = stream start)."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        fs: float,
+        leads: tuple[str, ...],
+        t0: float = 0.0,
+        config: DropoutConfig | None = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self.fs = float(fs)
+        self.leads = tuple(leads)
+        self.t0 = float(t0)
+        self.config = config or DropoutConfig()
+        c = self.config
+        self._m = np.array(
+            [
+                max(1, round(c.min_nan_s * fs)),
+                max(1, round(c.min_saturation_s * fs)),
+                max(1, round(c.min_lead_off_s * fs)),
+                max(1, round(c.min_flat_s * fs) - 1),  # flat diffs: m diffs = m + 1 equal samples
+            ],
+            dtype=np.int64,
+        )
+        self._mmax = int(self._m.max()) + 1
+        n_leads = len(self.leads)
+        self._tails = [np.zeros((self._mmax + 1, n_leads), dtype=bool) for _ in range(4)]
+        self._last = np.full(n_leads, np.nan)  # last raw sample of each lead
+        self._xtail = np.full((int(self._m[2]) - 1, n_leads), np.nan)  # raw samples for the range test
+        self._ref = np.full(n_leads, np.nan)  # baseline (mean of the last clean frame)
+        self._open: list[tuple[int, int] | None] = [None] * n_leads  # (kind code, start index)
+        self._last_end = np.zeros(n_leads, dtype=np.int64)  # end index of each lead's last segment
+        self._n = 0
+
+    def time(self, index: int) -> float:
+        """Stream time of absolute sample ``index``."""
+        return self.t0 + index / self.fs
+
+    def active(self) -> np.ndarray:
+        """Boolean per lead: inside a confirmed dropout at the last processed sample."""
+        return np.array([o is not None for o in self._open], dtype=bool)
+
+    def open_since(self) -> list[float | None]:
+        """Per lead, the start time of the dropout it is in now (None when clean)."""
+        return [None if o is None else self.time(o[1]) for o in self._open]
+
+    def _segment(self, lead: int, code: int, start: int, end: int) -> DropoutSegment:
+        self._last_end[lead] = end
+        return DropoutSegment(
+            self.stream_id, self.leads[lead], self.time(start), self.time(end), _KINDS[code - 1]
+        )
+
+    def process(self, x: np.ndarray, start_sample: int | None = None) -> list[DropoutSegment]:
+        """Feed raw samples ``[n, n_leads]`` (mV, NaN = missing); returns dropout segments that ended."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[:, None]
+        n, n_leads = x.shape
+        if n_leads != len(self.leads):
+            raise ValueError(f"chunk has {n_leads} leads, detector was built for {len(self.leads)}")
+        out: list[DropoutSegment] = []
+        if start_sample is not None and start_sample > self._n:
+            out += self.gap(self._n, start_sample - self._n)
+        if n == 0:
+            return out
+        c = self.config
+        nan = np.isnan(x)
+        with np.errstate(invalid="ignore"):
+            sat = np.abs(x) >= c.rail_mv
+            ref = np.where(np.isnan(self._ref), x[0], self._ref)
+            prev = np.vstack([self._last[None, :], x[:-1]])
+            step = np.abs(x - prev)
+            off = (np.abs(x - ref) >= c.lead_off_mv) & ~sat
+            flat = (step <= c.flat_eps_mv) & ~sat & ~off
+        raw = (nan, sat, off, flat)  # NaN compares False in the others
+        base = self._n
+        self._n += n
+        self._last = x[-1]
+        xext = np.concatenate([self._xtail, x], axis=0)
+        self._xtail = xext[-(int(self._m[2]) - 1) :]
+        bad = nan | sat | off
+        # baseline: mean of this frame per lead, kept when the frame is mostly dropout
+        if not bad.any():
+            self._ref = x.mean(axis=0)
+        else:
+            cnt = (~bad).sum(axis=0)
+            for lead in np.flatnonzero(cnt >= max(1, n // 2)):
+                self._ref[lead] = float(x[~bad[:, lead], lead].mean())
+        code = np.zeros((n, n_leads), dtype=np.int8)
+        any_conf = False
+        for k in (3, 2, 1, 0):  # lowest priority first, overwritten by higher ones
+            m = int(self._m[k])
+            ext = np.concatenate([self._tails[k], raw[k]], axis=0)  # [mmax + n, leads]
+            self._tails[k] = ext[-self._mmax :]
+            if not raw[k].any():
+                continue
+            # trailing-window count of the raw mask over m samples (exact integer arithmetic)
+            cs = np.cumsum(ext, axis=0, dtype=np.int32)
+            L = ext.shape[0]
+            conf = (cs[L - n :] - cs[L - n - m : L - m]) == m
+            if k == 2 and conf.any():  # lead-off also needs a flat (no-ECG) trailing window
+                win = sliding_window_view(xext, m, axis=0)[-n:]
+                with np.errstate(invalid="ignore"):
+                    conf &= (win.max(axis=-1) - win.min(axis=-1)) <= c.lead_off_range_mv
+            if conf.any():
+                code[conf] = k + 1
+                any_conf = True
+        if not any_conf and all(o is None for o in self._open):
+            return out
+        for lead in range(n_leads):
+            out += self._runs(lead, code[:, lead], base)
+        return out
+
+    def _runs(self, lead: int, code: np.ndarray, base: int) -> list[DropoutSegment]:
+        out: list[DropoutSegment] = []
+        opened = self._open[lead]
+        if opened is None and not code.any():
+            return out
+        change = np.flatnonzero(np.diff(code)) + 1
+        starts = np.concatenate([[0], change])
+        for s in starts:
+            k = int(code[s])
+            idx = base + int(s)
+            if opened is not None:
+                if k == opened[0]:
+                    continue
+                out.append(self._segment(lead, opened[0], opened[1], idx))
+                opened = None
+            if k:
+                # confirmed m samples into the run (flat: m equal diffs = m + 1 samples);
+                # never start before the previous segment of this lead ended
+                m = int(self._m[k - 1])
+                begin = idx - m + 1 if k != 4 else idx - m
+                opened = (k, max(begin, int(self._last_end[lead])))
+        self._open[lead] = opened
+        return out
+
+    def gap(self, start_sample: int, n: int) -> list[DropoutSegment]:
+        """Lost samples ``[start_sample, start_sample + n)``: close open runs and report the gap on
+        every lead; the detector's position advances past it."""
+        out: list[DropoutSegment] = []
+        for lead, opened in enumerate(self._open):
+            if opened is not None:
+                out.append(self._segment(lead, opened[0], opened[1], start_sample))
+                self._open[lead] = None
+        for tail in self._tails:
+            tail[:] = False
+        self._last = np.full(len(self.leads), np.nan)
+        self._xtail[:] = np.nan
+        self._n = max(self._n, start_sample + n)
+        if n > 0:
+            for lead in self.leads:
+                out.append(
+                    DropoutSegment(
+                        self.stream_id,
+                        lead,
+                        self.time(start_sample),
+                        self.time(start_sample + n),
+                        "missing_frames",
+                    )
+                )
+            self._last_end[:] = start_sample + n
+        return out
+
+    def flush(self) -> list[DropoutSegment]:
+        """End of stream: close every open run at the last sample."""
+        out: list[DropoutSegment] = []
+        for lead, opened in enumerate(self._open):
+            if opened is not None:
+                out.append(self._segment(lead, opened[0], opened[1], self._n))
+                self._open[lead] = None
+        return out
+
+
+def detect_dropouts(
+    x: np.ndarray,
+    fs: float,
+    leads: tuple[str, ...],
+    stream_id: str = "record",
+    config: DropoutConfig | None = None,
+    chunk: int | None = None,
+) -> list[DropoutSegment]:
+    """Dropout segments of a whole record ``[n, leads]`` (times in seconds from its start), chunked as
+    the stream does."""
+    det = DropoutDetector(stream_id, fs, leads, 0.0, config)
+    step = int(chunk or round(fs))
+    out: list[DropoutSegment] = []
+    for s in range(0, x.shape[0], step):
+        out += det.process(x[s : s + step], s)
+    return out + det.flush()

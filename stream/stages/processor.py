@@ -1,0 +1,261 @@
+"""Per-stream composition of the signal stages: filter -> QRS -> segmentation -> dropouts -> rules.
+
+One :class:`StreamProcessor` per patient stream holds all the state (filter states, ring buffer, QRS
+detector, dropout runs, rule episodes). The Faust agent feeds it validated :class:`Frame` s in sequence
+order and publishes what :meth:`StreamProcessor.process` returns. Nothing here touches Kafka.
+
+Time base: absolute sample ``i`` of the stream is at ``t0 + i / fs`` where ``t0`` is the start time of the
+first frame; a sequence gap advances the sample index by the lost samples (NaN), so times stay aligned.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import signal as sps
+
+from stream.records import TWELVE_LEADS
+from stream.stages.buffering import SampleBuffer, SequenceTracker
+from stream.stages.dropouts import DropoutConfig, DropoutDetector
+from stream.stages.events import AlertEvent, Beat, DropoutSegment, ModelWindow
+from stream.stages.filtering import CausalFilter
+from stream.stages.qrs import QrsDetector
+from stream.stages.rules import RuleConfig, RuleEngine
+from stream.stages.segmentation import (
+    BEAT_LENGTH,
+    CAE_FS,
+    CAE_WINDOW,
+    TWELVE_LEAD_FS,
+    TWELVE_LEAD_WINDOW,
+    resample,
+)
+
+#: Preferred leads for beat detection and single-lead model windows, in order.
+QRS_LEAD_PREFERENCE: tuple[str, ...] = ("MLII", "II", "V5", "I")
+STAGES: tuple[str, ...] = ("filter", "qrs", "dropouts", "rules", "windows")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One telemetry frame of one stream: ``samples`` float32 ``[n, n_leads]``, NaN for missing samples."""
+
+    stream_id: str
+    seq: int
+    fs: float
+    leads: tuple[str, ...]
+    start_time: float
+    samples: np.ndarray
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Thresholds and switches of every stage of the stream processor."""
+
+    rules: RuleConfig = field(default_factory=RuleConfig)
+    dropouts: DropoutConfig = field(default_factory=DropoutConfig)
+    emit_beat_720: bool = True
+    emit_leads_10s: bool = True
+    emit_beat_400: bool = True
+    buffer_seconds: float = 12.0
+    hr_beats: int = 8  # heart rate = 60 / median of the last hr_beats RR intervals
+
+
+@dataclass
+class ProcessorOutput:
+    """Everything one frame produced."""
+
+    beats: list[Beat] = field(default_factory=list)
+    dropouts: list[DropoutSegment] = field(default_factory=list)
+    alerts: list[AlertEvent] = field(default_factory=list)
+    windows: list[ModelWindow] = field(default_factory=list)
+    samples: int = 0
+    gap_frames: int = 0
+    duplicate: bool = False
+    heart_rate_bpm: float | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def pick_qrs_lead(leads: tuple[str, ...]) -> int:
+    """Index of the lead used for beat detection: MLII, II, V5, I, else the first."""
+    for name in QRS_LEAD_PREFERENCE:
+        if name in leads:
+            return leads.index(name)
+    return 0
+
+
+class StreamProcessor:
+    """Stateful processing of one patient stream (see module docstring)."""
+
+    def __init__(self, stream_id: str, fs: float, leads: tuple[str, ...], config: StageConfig | None = None) -> None:
+        if fs <= 0:
+            raise ValueError(f"fs must be positive, got {fs}")
+        if not leads:
+            raise ValueError("a stream needs at least one lead")
+        self.stream_id = stream_id
+        self.fs = float(fs)
+        self.leads = tuple(leads)
+        self.config = config or StageConfig()
+        self.qrs_lead = pick_qrs_lead(self.leads)
+        self._filter = CausalFilter(self.fs, len(self.leads))
+        self._qrs = QrsDetector(self.fs)
+        self._buf = SampleBuffer(round(self.config.buffer_seconds * self.fs), len(self.leads))
+        self._seq = SequenceTracker()
+        self._rules = RuleEngine(stream_id, self.config.rules)
+        self._drop: DropoutDetector | None = None
+        self.t0: float | None = None
+        self._peaks: list[int] = []
+        self._pending: list[int] = []  # beats waiting for enough samples after them to cut windows
+        self._last_n = round(self.fs)
+        self._twelve = all(ld in self.leads for ld in TWELVE_LEADS)
+        self._twelve_idx = [self.leads.index(ld) for ld in TWELVE_LEADS] if self._twelve else []
+        self._win10 = round(TWELVE_LEAD_WINDOW / TWELVE_LEAD_FS * self.fs)
+        self._next10 = self._win10
+        self._half720 = round(CAE_WINDOW / 2 / CAE_FS * self.fs)
+        self._cyc_before = round(0.25 * self.fs)
+        self._cyc_after = round(0.45 * self.fs)
+        self._after = max(self._half720, self._cyc_after) + 1
+        self._hr: float | None = None
+
+    @property
+    def samples_seen(self) -> int:
+        return self._buf.end
+
+    def time_of(self, index: int) -> float:
+        """Stream time of absolute sample ``index``."""
+        return (self.t0 or 0.0) + index / self.fs
+
+    # ----------------------------------------------------------------- frames
+    def process(self, frame: Frame) -> ProcessorOutput:
+        """Feed one validated frame; returns its beats, dropouts, alerts and model windows.
+
+        A ``seq`` <= the last seen is a duplicate and is ignored; a seq jump means lost frames: a
+        ``missing_frames`` dropout on every lead and the buffer advances by the gap's samples as NaN.
+        Never raises on signal content (NaN, flat, clipped).
+        """
+        out = ProcessorOutput()
+        status = self._seq.observe(frame.seq)
+        if status.duplicate:
+            out.duplicate = True
+            out.heart_rate_bpm = self._hr
+            return out
+        x = np.asarray(frame.samples, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[:, None]
+        if x.shape[1] != len(self.leads):
+            raise ValueError(f"frame has {x.shape[1]} leads, stream {self.stream_id} has {len(self.leads)}")
+        st = out.stage_seconds
+        if self.t0 is None:
+            self.t0 = float(frame.start_time)
+            self._drop = DropoutDetector(self.stream_id, self.fs, self.leads, self.t0, self.config.dropouts)
+        drop = self._drop
+        assert drop is not None
+        t = time.perf_counter()
+        if status.missing > 0:
+            expected = self.time_of(self._buf.end)
+            gap = round((frame.start_time - expected) * self.fs)
+            if gap <= 0:
+                gap = status.missing * self._last_n
+            out.gap_frames = status.missing
+            start = self._buf.end
+            out.dropouts += drop.gap(start, gap)
+            self._buf.append_gap(gap)
+            if gap <= self._buf.capacity:
+                nan = np.full((gap, len(self.leads)), np.nan, dtype=np.float32)
+                self._filter.process(nan)
+                self._qrs.process(nan[:, self.qrs_lead], start)
+            else:  # a long outage: start the filter and the detector afresh after it
+                self._filter.reset()
+                self._qrs.reset(start + gap)
+            self._pending.clear()
+        self._last_n = x.shape[0]
+        start = self._buf.end
+        t1 = time.perf_counter()
+        st["dropouts"] = t1 - t
+        y = self._filter.process(x)
+        self._buf.append(y)
+        t2 = time.perf_counter()
+        st["filter"] = t2 - t1
+        peaks = self._qrs.process(x[:, self.qrs_lead], start)
+        for p in peaks.tolist():
+            rr = (p - self._peaks[-1]) / self.fs if self._peaks else None
+            self._peaks.append(p)
+            if len(self._peaks) > 64:
+                del self._peaks[:-32]
+            recent = np.diff(self._peaks[-(self.config.hr_beats + 1) :])
+            self._hr = 60.0 * self.fs / float(np.median(recent)) if recent.size else None
+            out.beats.append(Beat(self.stream_id, int(p), self.time_of(p), rr, self._hr))
+            self._pending.append(int(p))
+        t3 = time.perf_counter()
+        st["qrs"] = t3 - t2
+        out.dropouts += drop.process(x, start)
+        t4 = time.perf_counter()
+        st["dropouts"] += t4 - t3
+        active = drop.active()
+        since = drop.open_since()
+        all_lost = None
+        if active.all():
+            all_lost = max(s for s in since if s is not None)
+        now = self.time_of(max(self._buf.end - self._qrs.latency_samples, 0))
+        out.alerts += self._rules.update(now, out.beats, not bool(active[self.qrs_lead]), all_lost)
+        t5 = time.perf_counter()
+        st["rules"] = t5 - t4
+        out.windows += self._windows()
+        st["windows"] = time.perf_counter() - t5
+        out.samples = x.shape[0]
+        out.heart_rate_bpm = self._hr
+        return out
+
+    def flush(self) -> ProcessorOutput:
+        """End of stream: close open dropout runs and alert episodes."""
+        out = ProcessorOutput(heart_rate_bpm=self._hr)
+        if self._drop is not None:
+            out.dropouts += self._drop.flush()
+        if self.t0 is not None:
+            out.alerts += self._rules.flush(self.time_of(self._buf.end))
+        return out
+
+    # ---------------------------------------------------------------- windows
+    def _windows(self) -> list[ModelWindow]:
+        cfg = self.config
+        out: list[ModelWindow] = []
+        end = self._buf.end
+        while self._pending and self._pending[0] + self._after <= end:
+            p = self._pending.pop(0)
+            lead = self.leads[self.qrs_lead]
+            if cfg.emit_beat_720:
+                a, b = p - self._half720, p + self._half720
+                if self._buf.available(a, b):
+                    seg = self._buf.get(a, b)[:, self.qrs_lead]
+                    if not np.isnan(seg).any():
+                        data = seg if self.fs == CAE_FS else _fit(resample(seg, self.fs, CAE_FS), CAE_WINDOW)
+                        out.append(ModelWindow(self.stream_id, "beat_720", lead, self.time_of(a), CAE_FS, np.array(data, dtype=np.float32)))
+            if cfg.emit_beat_400:
+                a, b = p - self._cyc_before, p + self._cyc_after
+                if self._buf.available(a, b):
+                    seg = self._buf.get(a, b)[:, self.qrs_lead]
+                    if not np.isnan(seg).any():
+                        # same resampling as segmentation.beat_cycles (training input)
+                        data = sps.resample(seg, BEAT_LENGTH) if seg.size != BEAT_LENGTH else seg
+                        out.append(ModelWindow(self.stream_id, "beat_400", lead, self.time_of(a), BEAT_LENGTH / 0.7, np.array(data, dtype=np.float32)))
+        if self._twelve and cfg.emit_leads_10s:
+            while self._next10 <= end:
+                a, b = self._next10 - self._win10, self._next10
+                self._next10 += self._win10
+                if self._buf.available(a, b):
+                    seg = self._buf.get(a, b)[:, self._twelve_idx]
+                    if not np.isnan(seg).any():
+                        data = _fit(resample(seg, self.fs, TWELVE_LEAD_FS, axis=0), TWELVE_LEAD_WINDOW)
+                        out.append(ModelWindow(self.stream_id, "leads_10s", None, self.time_of(a), TWELVE_LEAD_FS, data))
+        return out
+
+
+def _fit(x: np.ndarray, n: int) -> np.ndarray:
+    """Crop or edge-pad axis 0 of ``x`` to exactly ``n`` samples (resampling may be off by one)."""
+    if x.shape[0] == n:
+        return np.asarray(x, dtype=np.float32)
+    if x.shape[0] > n:
+        return np.asarray(x[:n], dtype=np.float32)
+    pad = [(0, n - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
+    return np.pad(np.asarray(x, dtype=np.float32), pad, mode="edge")

@@ -1,0 +1,114 @@
+"""StreamProcessor on real records fed frame by frame: beats, windows, gaps, duplicates, dropouts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream.records import TWELVE_LEADS, read_annotations, read_record
+from stream.stages.events import DROPOUT_KINDS
+from stream.stages.processor import Frame, ProcessorOutput, StreamProcessor
+from stream.stages.qrs import detect_qrs
+
+T0 = 1_700_000_000.0
+
+
+def frames(signal: np.ndarray, fs: float, leads, stream="p1", frame_s=1.0, skip=()):
+    n = round(frame_s * fs)
+    for seq, s in enumerate(range(0, signal.shape[0], n)):
+        if seq in skip:
+            continue
+        yield Frame(stream, seq, fs, tuple(leads), T0 + s / fs, signal[s : s + n])
+
+
+def run(sp: StreamProcessor, it) -> ProcessorOutput:
+    total = ProcessorOutput()
+    for f in it:
+        o = sp.process(f)
+        total.beats += o.beats
+        total.dropouts += o.dropouts
+        total.alerts += o.alerts
+        total.windows += o.windows
+        total.gap_frames += o.gap_frames
+    fl = sp.flush()
+    total.dropouts += fl.dropouts
+    total.alerts += fl.alerts
+    return total
+
+
+@pytest.fixture(scope="module")
+def rec100(data_dir):
+    return read_record(data_dir / "mitdb" / "100", sampto=360 * 120)
+
+
+def test_beats_match_the_whole_record_detector_and_annotations(rec100, data_dir):
+    out = run(StreamProcessor("p1", rec100.fs, rec100.leads), frames(rec100.signal, rec100.fs, rec100.leads))
+    peaks = np.array([b.sample for b in out.beats])
+    np.testing.assert_array_equal(peaks, detect_qrs(rec100.lead("MLII"), rec100.fs))
+    ann = read_annotations(data_dir / "mitdb" / "100").beats().sample
+    ann = ann[ann < 360 * 119]
+    assert abs(peaks.size - ann.size) <= 2
+    b = out.beats[10]
+    assert b.time == pytest.approx(T0 + b.sample / 360.0)
+    assert 60 < b.hr_bpm < 90 and b.rr_s == pytest.approx((b.sample - out.beats[9].sample) / 360.0)
+    assert not out.dropouts and not out.alerts
+
+
+def test_windows_are_model_shaped_and_centred(rec100):
+    out = run(StreamProcessor("p1", rec100.fs, rec100.leads), frames(rec100.signal, rec100.fs, rec100.leads))
+    w720 = [w for w in out.windows if w.kind == "beat_720"]
+    w400 = [w for w in out.windows if w.kind == "beat_400"]
+    assert len(w720) >= len(out.beats) - 3 and len(w400) >= len(out.beats) - 3
+    assert all(w.data.shape == (720,) and w.lead == "MLII" and w.fs == 360.0 for w in w720)
+    assert all(w.data.shape == (400,) for w in w400)
+    # the R peak sits at the centre of the filtered window
+    assert np.median([np.argmax(np.abs(w.data[340:380])) + 340 for w in w720]) == pytest.approx(360, abs=6)
+    assert not any(w.kind == "leads_10s" for w in out.windows)  # 2-lead stream
+
+
+def test_twelve_lead_stream_emits_leads_10s(data_dir):
+    rec = read_record(data_dir / "ludb" / "data" / "1")
+    assert set(TWELVE_LEADS) <= set(rec.leads)
+    out = run(StreamProcessor("l1", rec.fs, rec.leads), frames(rec.signal, rec.fs, rec.leads))
+    w = [w for w in out.windows if w.kind == "leads_10s"]
+    assert len(w) == 1 and w[0].data.shape == (1000, 12) and w[0].fs == 100.0
+    assert len(out.beats) >= 8
+    assert all(x.data.shape == (720,) for x in out.windows if x.kind == "beat_720")
+
+
+def test_duplicates_are_ignored_and_gaps_become_missing_frames(rec100):
+    sp = StreamProcessor("p1", rec100.fs, rec100.leads)
+    fs = list(frames(rec100.signal[: 360 * 30], rec100.fs, rec100.leads))
+    outs = []
+    for f in fs[:10]:
+        outs.append(sp.process(f))
+    dup = sp.process(fs[9])
+    assert dup.duplicate and dup.samples == 0 and not dup.beats
+    gap = sp.process(fs[13])  # frames 10, 11, 12 lost
+    assert gap.gap_frames == 3
+    miss = [d for d in gap.dropouts if d.kind == "missing_frames"]
+    assert sorted(d.lead for d in miss) == ["MLII", "V5"]
+    assert miss[0].start == pytest.approx(T0 + 10) and miss[0].end == pytest.approx(T0 + 13)
+    assert sp.samples_seen == 14 * 360  # the buffer advanced over the gap
+    later = [sp.process(f) for f in fs[14:]]
+    beats = [b for o in later for b in o.beats]
+    assert beats and all(b.time >= T0 + 13 for b in beats)
+
+
+def test_bad_signal_content_never_raises(rec100):
+    sp = StreamProcessor("p1", rec100.fs, rec100.leads)
+    sig = rec100.signal[: 360 * 20].copy()
+    sig[360 * 5 : 360 * 7] = np.nan  # NaN-only frames
+    sig[360 * 10 : 360 * 12, 0] = 5.12  # clipped at the rail
+    sig[360 * 14 : 360 * 16, 1] = 0.0  # flat
+    out = run(sp, frames(sig, rec100.fs, rec100.leads))
+    kinds = {(d.lead, d.kind) for d in out.dropouts}
+    assert {("MLII", "nan"), ("V5", "nan"), ("MLII", "saturation"), ("V5", "flatline")} <= kinds
+    assert all(d.kind in DROPOUT_KINDS for d in out.dropouts)
+
+
+def test_stage_timings_are_reported(rec100):
+    sp = StreamProcessor("p1", rec100.fs, rec100.leads)
+    o = sp.process(next(frames(rec100.signal, rec100.fs, rec100.leads)))
+    assert set(o.stage_seconds) == {"filter", "qrs", "dropouts", "rules", "windows"}
+    assert all(v >= 0 for v in o.stage_seconds.values()) and o.samples == 360
