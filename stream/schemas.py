@@ -57,6 +57,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "unknown_lead",        # a lead name outside stream.records.KNOWN_LEADS
     "sampling_rate",       # fs outside [Settings.min_fs, Settings.max_fs]
     "sequence_backwards",  # seq lower than the last one processed for the stream (checked by the worker)
+    "processing_error",    # the stages raised on a valid frame (a bug; the stream's state is restarted)
 )
 
 

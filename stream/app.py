@@ -1,0 +1,128 @@
+"""The one Faust application of ecg-monitor: :func:`create_app` builds it, :func:`run_worker` runs it.
+
+The agent is thin: it hands each telemetry message (raw bytes, so a malformed one can be dead-lettered
+instead of crashing a deserializer) to :class:`stream.pipeline.FramePipeline` and publishes what comes back.
+A rejected frame is acknowledged like any other message (its offset is committed past) after its
+dead-letter record is sent, so one bad message never stalls a partition.
+
+HTTP serving: Faust's own web server is disabled; ``/metrics`` is served by prometheus-client's HTTP server
+in a daemon thread of the worker process (see :mod:`stream.metrics`), bound to ``Settings.bind_host``
+(127.0.0.1 by default). It shares no event loop with Faust, so scrapes never delay frame processing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from stream.broker import faust_broker_credentials, faust_broker_url
+from stream.errors import ConfigError
+from stream.metrics import PipelineMetrics, serve_metrics
+from stream.pipeline import FramePipeline, ProcessorFactory
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Seconds between consumer-lag / idle-stream updates.
+HOUSEKEEPING_INTERVAL_S = 1.0
+
+
+def create_app(settings: Settings, *, bootstrap: str | None = None, embedded_broker: bool | None = None,
+               metrics: PipelineMetrics | None = None, processor_factory: ProcessorFactory | None = None) -> faust.App:
+    """Build the Faust app (agent, timers) for ``settings``.
+
+    ``bootstrap`` overrides ``settings.kafka_bootstrap`` (the embedded broker's address in local mode);
+    ``embedded_broker`` (default: local mode) applies the short group timeouts the local Tansu broker needs.
+    """
+    servers = bootstrap or settings.kafka_bootstrap
+    if not servers:
+        raise ConfigError("create_app needs a bootstrap: set ECG_KAFKA_BOOTSTRAP or start the embedded broker")
+    embedded = settings.local_mode if embedded_broker is None else embedded_broker
+    local_tuning: dict[str, Any] = (
+        # Tansu holds JoinGroup for session_timeout/2 and never sees a LeaveGroup from a restarted member
+        {"broker_session_timeout": 3.0, "broker_rebalance_timeout": 3.0, "broker_heartbeat_interval": 0.5}
+        if embedded else {}
+    )
+    app = faust.App(
+        settings.consumer_group,
+        broker=faust_broker_url(servers),
+        broker_credentials=faust_broker_credentials(settings),
+        processing_guarantee="at_least_once",  # exactly_once needs transactions (not on Tansu)
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_disable_leader=True,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        web_host=settings.bind_host,
+        web_port=settings.web_port,
+        datadir=str(Path(settings.cache_dir) / "faust"),
+        autodiscover=False,
+        store="memory://",
+        producer_linger_ms=5,
+        **local_tuning,
+    )
+    metrics = metrics or PipelineMetrics()
+    pipeline = FramePipeline(settings, metrics, processor_factory)
+    t = settings.topics
+    telemetry = app.topic(t.telemetry, key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    outputs = {name: app.topic(name, key_type=bytes, value_type=bytes, partitions=settings.partitions)
+               for name in (t.alerts, t.dropouts, t.beats, t.dead_letter)}
+
+    @app.agent(telemetry, name="ecg-process-telemetry")
+    async def process_telemetry(stream: faust.Stream) -> None:
+        async for event in stream.events():
+            msg = event.message
+            for out in pipeline.handle(msg.key, msg.value, msg.topic, msg.partition, msg.offset):
+                await outputs[out.topic].send(key=out.key, value=out.value)
+
+    @app.timer(HOUSEKEEPING_INTERVAL_S)
+    async def housekeeping() -> None:
+        for out in pipeline.expire_idle():
+            await outputs[out.topic].send(key=out.key, value=out.value)
+        update_consumer_lag(app, pipeline, metrics)
+
+    app.ecg_pipeline = pipeline  # type: ignore[attr-defined]
+    app.ecg_metrics = metrics  # type: ignore[attr-defined]
+    return app
+
+
+def update_consumer_lag(app: faust.App, pipeline: FramePipeline, metrics: PipelineMetrics) -> None:
+    """Set ``ecg_consumer_lag_messages`` from the fetch high-watermarks (ListOffsets is wrong on Tansu)."""
+    try:
+        assigned = app.consumer.assignment()
+    except Exception:  # consumer not started yet / rebalancing
+        return
+    for tp in assigned:
+        try:
+            hw = app.consumer.highwater(tp)
+        except Exception:
+            continue
+        if hw is None:
+            continue
+        position = pipeline.positions.get((tp.topic, tp.partition))
+        if position is None:
+            continue
+        metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - position))
+
+
+def run_worker(settings: Settings, *, bootstrap: str | None = None, embedded_broker: bool | None = None,
+               loglevel: str = "warning", metrics_port: int | None = None) -> None:
+    """Run one stream worker until SIGINT/SIGTERM: the Faust app plus the ``/metrics`` endpoint."""
+    metrics = PipelineMetrics()
+    port = settings.metrics_port if metrics_port is None else metrics_port
+    server = serve_metrics(metrics.registry, settings.bind_host, port)
+    log.warning("metrics on http://%s:%d/metrics", server.host, server.port)
+    app = create_app(settings, bootstrap=bootstrap, embedded_broker=embedded_broker, metrics=metrics)
+    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, override_logging=True)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        server.stop()
+
+
+__all__ = ["create_app", "run_worker", "update_consumer_lag"]
