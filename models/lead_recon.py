@@ -1,0 +1,112 @@
+"""12-lead reconstruction from any subset of leads (torch, training only).
+
+Inputs: ``ecg`` [batch, 1000, 12] filtered mV (values of missing leads are ignored) and ``mask``
+[batch, 12] (1 = lead present). Output: ``recon`` [batch, 1000, 12] in mV for every lead (the runtime
+wrapper copies present leads through and computes derivable limb leads exactly).
+
+Architecture (after the seed's "contrastive representation + raw-lead projections, fused, light conv
+decoder per target lead"):
+
+- raw branch: masked normalised leads + mask channels -> conv stem (full rate) -> stride-2 dilated
+  residual blocks -> transposed conv back to full rate, concatenated with the stem (skip);
+- contrastive branch (optional): :class:`ContrastiveEncoder`, pre-trained with a supervised contrastive
+  loss (SupCon, Khosla et al. 2020) on PTB-XL diagnostic superclass sets, then frozen; its embedding is
+  projected and tiled along time, fused with the raw features;
+- decoder: one light conv head per target lead (grouped convolutions, 12 groups).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.cae12 import N_LEADS, LeadNorm
+
+
+class ContrastiveEncoder(nn.Module):
+    """Masked 12-lead input -> L2-normalised embedding [B, dim] (global morphology representation)."""
+
+    def __init__(self, dim: int = 64, width: int = 32) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv1d(2 * N_LEADS, width, 7, stride=2, padding=3), nn.BatchNorm1d(width), nn.GELU(),
+            nn.Conv1d(width, 2 * width, 7, stride=2, padding=3), nn.BatchNorm1d(2 * width), nn.GELU(),
+            nn.Conv1d(2 * width, 2 * width, 5, stride=2, padding=2), nn.BatchNorm1d(2 * width), nn.GELU(),
+            nn.Conv1d(2 * width, dim, 5, stride=2, padding=2), nn.GELU(),
+        )
+        self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def embed(self, feats: torch.Tensor) -> torch.Tensor:
+        """``feats`` [B, 24, T] (masked normalised leads + mask) -> embedding [B, dim] (before the head)."""
+        return self.net(feats).mean(dim=-1)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.embed(feats)), dim=-1)
+
+
+def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Supervised contrastive loss; ``z`` [B, d] normalised, ``labels`` [B] ints (same int = positive)."""
+    sim = z @ z.T / temperature
+    b = z.shape[0]
+    eye = torch.eye(b, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(eye, -1e9)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    n_pos = pos.sum(dim=1)
+    valid = n_pos > 0
+    loss = -(log_prob * pos).sum(dim=1)[valid] / n_pos[valid]
+    return loss.mean() if valid.any() else sim.sum() * 0.0
+
+
+class _Res(nn.Module):
+    def __init__(self, c: int, dilation: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv1d(c, c, 5, padding=2 * dilation, dilation=dilation), nn.BatchNorm1d(c), nn.GELU(),
+            nn.Conv1d(c, c, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x + self.conv(x))
+
+
+class LeadRecon(nn.Module):
+    """Masked 12 leads -> all 12 leads (see module docstring)."""
+
+    def __init__(self, stem: int = 32, width: int = 64, head: int = 12, use_contrastive: bool = True, contrastive_dim: int = 64, fuse_dim: int = 16) -> None:
+        super().__init__()
+        self.norm = LeadNorm()
+        self.use_contrastive = use_contrastive
+        self.stem = nn.Sequential(nn.Conv1d(2 * N_LEADS, stem, 7, padding=3), nn.BatchNorm1d(stem), nn.GELU())
+        self.down = nn.Sequential(nn.Conv1d(stem, width, 4, stride=2, padding=1), nn.BatchNorm1d(width), nn.GELU())
+        self.blocks = nn.Sequential(*[_Res(width, d) for d in (1, 2, 4, 8, 16)])
+        self.up = nn.Sequential(nn.ConvTranspose1d(width, stem, 4, stride=2, padding=1), nn.GELU())
+        fused = 2 * stem
+        if use_contrastive:
+            self.contrastive = ContrastiveEncoder(contrastive_dim)
+            self.fuse = nn.Linear(contrastive_dim, fuse_dim)
+            fused += fuse_dim
+        self.proj = nn.Conv1d(fused, N_LEADS * head, 1)
+        self.heads = nn.Sequential(
+            nn.GELU(),
+            nn.Conv1d(N_LEADS * head, N_LEADS * head, 5, padding=2, groups=N_LEADS), nn.GELU(),
+            nn.Conv1d(N_LEADS * head, N_LEADS, 5, padding=2, groups=N_LEADS),
+        )
+
+    def features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, 24, T]: normalised leads with missing ones zeroed, and the mask broadcast over time."""
+        xn = self.norm(x) * mask[:, None, :]
+        m = mask[:, None, :].expand_as(xn)
+        return torch.cat([xn, m], dim=-1).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        f = self.features(x, mask)
+        s = self.stem(f)
+        h = self.up(self.blocks(self.down(s)))
+        parts = [s, h]
+        if self.use_contrastive:
+            e = self.fuse(self.contrastive.embed(f))  # [B, fuse_dim]
+            parts.append(e[:, :, None].expand(-1, -1, s.shape[-1]))
+        out = self.heads(self.proj(torch.cat(parts, dim=1))).transpose(1, 2)  # normalised [B, T, 12]
+        return self.norm.inverse(out)

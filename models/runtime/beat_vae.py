@@ -1,0 +1,75 @@
+"""ONNX Runtime wrapper of ``beat_vae`` (no torch): encode, reconstruct and generate single beats.
+
+Beats are 400-sample cycles (0.25 s before to 0.45 s after the R peak, resampled), **z-scored per
+beat** before they enter the graph (:func:`normalise`); reconstructions and generated beats are in
+the same z-scored units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.runtime.base import DEFAULT_ARTIFACTS_DIR, OnnxModel
+from stream.errors import ModelError
+
+BEAT_LENGTH = 400
+LATENT = 25
+
+
+def normalise(beats: np.ndarray, eps: float = 1e-3) -> np.ndarray:
+    """Per-beat z-score ``(b - mean(b)) / (std(b) + eps)`` of beats [k, 400] in mV."""
+    b = np.asarray(beats, dtype=np.float32)
+    if b.ndim == 1:
+        b = b[None]
+    if b.ndim != 2 or b.shape[1] != BEAT_LENGTH:
+        raise ModelError(f"beats must be [k, {BEAT_LENGTH}], got {b.shape}")
+    return ((b - b.mean(axis=1, keepdims=True)) / (b.std(axis=1, keepdims=True) + eps)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class BeatEncoding:
+    """``recon`` [k, 400] (decoded posterior mean, z-scored units), ``mu``/``logvar`` [k, 25], ``mse`` [k]."""
+
+    recon: np.ndarray
+    mu: np.ndarray
+    logvar: np.ndarray
+    mse: np.ndarray
+
+
+class BeatVaeModel(OnnxModel):
+    """``beat_vae.onnx`` + card."""
+
+    @classmethod
+    def load(cls, name: str = "beat_vae", models_dir: str | Path | None = None) -> BeatVaeModel:
+        root = Path(models_dir) if models_dir else DEFAULT_ARTIFACTS_DIR
+        return cls(root / f"{name}.onnx")
+
+    def predict(self, beats_z: np.ndarray, batch: int = 1024) -> BeatEncoding:
+        """Encode and reconstruct z-scored beats [k, 400] (use :func:`normalise` on mV beats)."""
+        b = np.asarray(beats_z, dtype=np.float32)
+        if b.ndim == 1:
+            b = b[None]
+        z0 = np.zeros((1, LATENT), dtype=np.float32)
+        parts = [self.run({"beat": b[s : s + batch], "z": z0}, ["recon", "mu", "logvar"]) for s in range(0, len(b), batch)]
+        recon = np.concatenate([p["recon"] for p in parts])
+        return BeatEncoding(
+            recon=recon,
+            mu=np.concatenate([p["mu"] for p in parts]),
+            logvar=np.concatenate([p["logvar"] for p in parts]),
+            mse=((recon - b) ** 2).mean(axis=1),
+        )
+
+    def decode(self, z: np.ndarray, batch: int = 1024) -> np.ndarray:
+        """Latent codes [k, 25] -> beats [k, 400] (z-scored units)."""
+        z = np.asarray(z, dtype=np.float32)
+        if z.ndim == 1:
+            z = z[None]
+        dummy = np.zeros((1, BEAT_LENGTH), dtype=np.float32)
+        return np.concatenate([self.run({"beat": dummy, "z": z[s : s + batch]}, ["decoded"])["decoded"] for s in range(0, len(z), batch)])
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` beats generated from the prior N(0, I)."""
+        return self.decode(np.random.default_rng(seed).standard_normal((n, LATENT)).astype(np.float32))

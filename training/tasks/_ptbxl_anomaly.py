@@ -1,0 +1,417 @@
+"""Shared code path of the three PTB-XL 12-lead anomaly models (``cae12``, ``vae_bilstm``, ``vae_bilstm_mha``).
+
+Protocol (identical for the three):
+
+- data: PTB-XL 100 Hz via :mod:`training.datasets.ptbxl` (stream filter, 10 s window, mV);
+- training: NORM-only records (superclasses == {NORM}) of strat_fold 1-8; early stopping on the
+  NORM records of fold 9;
+- per-lead normalisation inside the network: centre = per-lead median, scale = per-lead
+  (q75 - q25) / 1.349 over all samples of the training NORM records;
+- scoring rule and threshold chosen on fold 9 (all records with a diagnostic label, NORM vs not
+  NORM): the rule with the best validation AUROC among ``scoring.candidates``, threshold at the
+  maximum of Youden's J on fold 9;
+- test: fold 10, read once per reported figure, through the exported ONNX model and its runtime
+  wrapper (``evaluate MODEL``), or the run's torch weights (``--source checkpoint``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.errors import ConfigError
+from training.datasets.ptbxl import (
+    SUPERCLASSES,
+    TEST_FOLDS,
+    TRAIN_FOLDS,
+    VAL_FOLDS,
+    PtbxlData,
+    load_ptbxl,
+)
+from training.registry import ModelSpec, TaskContext
+
+OUTPUTS_CAE = ["recon", "lead_error"]
+OUTPUTS_VAE = ["recon", "lead_error", "kl"]
+OUTPUTS_MHA = ["recon", "lead_error", "kl", "lead_attention", "time_attention"]
+
+
+def _outputs(name: str) -> list[str]:
+    return {"cae12": OUTPUTS_CAE, "vae_bilstm": OUTPUTS_VAE, "vae_bilstm_mha": OUTPUTS_MHA}[name]
+
+
+def _data(ctx: TaskContext) -> PtbxlData:
+    limit = ctx.config.get("data", {}).get("limit")
+    return load_ptbxl(ctx.data_dir, ctx.cache_dir, limit=limit, progress=ctx.progress)
+
+
+def build_model(name: str, mcfg: dict[str, Any]) -> Any:
+    """The torch network of ``name`` from the config's ``model`` section."""
+    if name == "cae12":
+        from models.cae12 import CAE12
+
+        return CAE12(channels=tuple(mcfg.get("channels", (32, 64, 64))), bottleneck=int(mcfg.get("bottleneck", 8)))
+    from models.vae_bilstm import VAEBiLSTM
+
+    return VAEBiLSTM(
+        hidden=int(mcfg.get("hidden", 48)),
+        latent=int(mcfg.get("latent", 8)),
+        conv=int(mcfg.get("conv", 32)),
+        attention=name == "vae_bilstm_mha",
+        heads=int(mcfg.get("heads", 4)),
+    )
+
+
+def lead_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-lead median and robust scale ((q75 - q25) / 1.349) of ``x [n, T, 12]``."""
+    flat = x.reshape(-1, x.shape[-1])
+    q25, q50, q75 = np.percentile(flat, [25, 50, 75], axis=0)
+    scale = np.maximum((q75 - q25) / 1.349, 1e-3)
+    return q50.astype(np.float32), scale.astype(np.float32)
+
+
+def binary_targets(d: PtbxlData) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of labelled records, y = 1 for not-NORM) for NORM vs not-NORM."""
+    keep = d.has_label
+    return keep, (~d.normal[keep]).astype(np.int64)
+
+
+def youden_threshold(y: np.ndarray, score: np.ndarray) -> float:
+    """Threshold maximising sensitivity + specificity - 1 (``score > t`` is anomalous)."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thr = roc_curve(y, score)
+    i = int(np.argmax(tpr - fpr))
+    # roc_curve uses score >= thr; place the cut just below that score
+    t = float(thr[i])
+    lower = score[score < t]
+    return float((t + lower.max()) / 2) if lower.size else t - 1e-9
+
+
+def metrics(d: PtbxlData, score: np.ndarray, threshold: float) -> dict[str, Any]:
+    """AUROC/AUPRC NORM vs not-NORM, AUROC per superclass (class vs NORM), sens/spec at threshold."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    keep, y = binary_targets(d)
+    s = score[keep]
+    pred = s > threshold
+    by_class: dict[str, float] = {}
+    norm = d.normal
+    for j, c in enumerate(SUPERCLASSES):
+        if c == "NORM":
+            continue
+        pos = d.labels[:, j]
+        sel = pos | norm
+        if pos.sum() and norm.sum():
+            by_class[c] = float(roc_auc_score(pos[sel].astype(int), score[sel]))
+    tp = int((pred & (y == 1)).sum())
+    tn = int((~pred & (y == 0)).sum())
+    return {
+        "auroc": float(roc_auc_score(y, s)),
+        "auprc": float(average_precision_score(y, s)),
+        "auroc_by_superclass": by_class,
+        "sensitivity": tp / max(int((y == 1).sum()), 1),
+        "specificity": tn / max(int((y == 0).sum()), 1),
+        "threshold": float(threshold),
+        "n_records": int(keep.sum()),
+        "n_abnormal": int(y.sum()),
+        "n_normal": int((y == 0).sum()),
+        "n_unlabelled_excluded": int((~keep).sum()),
+    }
+
+
+def _torch_outputs(model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+    from training.trainer import predict_batches
+
+    outs = predict_batches(model, (x,), batch=128)
+    names = _outputs_for_model(model)
+    return dict(zip(names, outs, strict=True))
+
+
+def _outputs_for_model(model: Any) -> list[str]:
+    from models.cae12 import CAE12
+
+    if isinstance(model, CAE12):
+        return OUTPUTS_CAE
+    return OUTPUTS_MHA if getattr(model, "attention", False) else OUTPUTS_VAE
+
+
+def choose_scoring(
+    name: str,
+    cfg: dict[str, Any],
+    train_out: dict[str, np.ndarray],
+    val: PtbxlData,
+    val_out: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """Pick the scoring rule with the best fold-9 AUROC and its Youden threshold."""
+    from sklearn.metrics import roc_auc_score
+
+    from models.runtime.cae12 import anomaly_score
+
+    beta = float(cfg.get("train", {}).get("beta", 1.0))
+    ref = np.median(train_out["lead_error"], axis=0)
+    base: dict[str, Any] = {"lead_reference": ref.tolist(), "beta": beta}
+    if "kl" in train_out:
+        base["kl_reference"] = float(np.median(train_out["kl"]))
+    candidates = cfg.get("scoring", {}).get("candidates", ["mean", "lead_weighted_mean", "lead_max", "top3"])
+    if name == "cae12":
+        candidates = [c for c in candidates if not c.startswith("elbo")]
+    keep, y = binary_targets(val)
+    table = {}
+    for method in candidates:
+        s = anomaly_score(val_out["lead_error"], val_out.get("kl"), {**base, "method": method})
+        table[method] = float(roc_auc_score(y, s[keep]))
+    best = max(table, key=lambda k: table[k])
+    scoring = {**base, "method": best, "validation_auroc_by_method": table}
+    s = anomaly_score(val_out["lead_error"], val_out.get("kl"), scoring)
+    scoring["threshold"] = youden_threshold(y, s[keep])
+    return scoring
+
+
+def make_train(name: str) -> Any:
+    def train(ctx: TaskContext) -> Path:
+        import torch
+
+        from training.trainer import (
+            FitConfig,
+            fit,
+            limit_threads,
+            new_run_dir,
+            seed_everything,
+            select_device,
+            write_json,
+        )
+
+        cfg = ctx.config
+        tcfg = cfg.get("train", {})
+        seed_everything(int(tcfg.get("seed", 0)))
+        limit_threads()
+        device = select_device(ctx.device)
+        data = _data(ctx)
+        tr = data.folds(TRAIN_FOLDS)
+        tr = tr.subset(tr.normal)
+        va_all = data.folds(VAL_FOLDS)
+        va = va_all.subset(va_all.normal)
+        if len(tr) == 0 or len(va) == 0:
+            raise ConfigError("no NORM records in the training or validation folds")
+        run_dir = ctx.run_dir or new_run_dir(ctx.runs_dir, name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", cfg)
+        model = build_model(name, cfg.get("model", {}))
+        center, scale = lead_stats(tr.x)
+        model.norm.set_stats(torch.from_numpy(center), torch.from_numpy(scale))
+        bs = int(tcfg.get("batch_size", 32))
+        gen = torch.Generator().manual_seed(int(tcfg.get("seed", 0)))
+        xtr = torch.from_numpy(tr.x)
+        xva = torch.from_numpy(va.x)
+        train_loader = torch.utils.data.DataLoader(xtr, batch_size=bs, shuffle=True, generator=gen, drop_last=len(tr) > bs)
+        val_loader = torch.utils.data.DataLoader(xva, batch_size=128)
+        beta = float(tcfg.get("beta", 1.0))
+
+        if name == "cae12":
+
+            def loss_fn(m: Any, batch: Any) -> Any:
+                _, lead_err = m(batch)
+                return lead_err.mean()
+        else:
+
+            def loss_fn(m: Any, batch: Any) -> Any:
+                rec, kl = m.elbo_terms(batch)
+                return (rec + beta * kl).mean()
+
+        result = fit(model, train_loader, val_loader, loss_fn, FitConfig.from_dict(tcfg), run_dir, device, ctx.progress, desc=name)
+        model = model.cpu().eval()
+        train_out = _torch_outputs(model, tr.x)
+        val_out = _torch_outputs(model, va_all.x)
+        scoring = choose_scoring(name, cfg, train_out, va_all, val_out)
+        from models.runtime.cae12 import anomaly_score
+
+        val_metrics = metrics(va_all, anomaly_score(val_out["lead_error"], val_out.get("kl"), scoring), scoring["threshold"])
+        write_json(run_dir / "scoring.json", scoring)
+        write_json(
+            run_dir / "metrics.json",
+            {"validation": val_metrics, "fit": result.to_dict(), "n_train_norm": len(tr), "n_val_norm": len(va)},
+        )
+        if ctx.progress:
+            print(f"{name}: validation AUROC {val_metrics['auroc']:.4f} with scoring {scoring['method']}")
+        return run_dir
+
+    return train
+
+
+def _load_run(name: str, ctx: TaskContext) -> tuple[Any, Path, dict[str, Any]]:
+    import torch
+
+    from training.trainer import latest_run_dir
+
+    run_dir = ctx.run_dir or latest_run_dir(ctx.runs_dir, name)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    model = build_model(name, cfg.get("model", {}))
+    model.load_state_dict(torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True))
+    return model.eval(), run_dir, cfg
+
+
+def make_export(name: str) -> Any:
+    def export(ctx: TaskContext) -> Path:
+        from models.export import export_with_card
+        from training.trainer import write_json
+
+        model, run_dir, cfg = _load_run(name, ctx)
+        scoring = json.loads((run_dir / "scoring.json").read_text())
+        run_metrics = json.loads((run_dir / "metrics.json").read_text())
+        data = _data(ctx)
+        val = data.folds(VAL_FOLDS)
+        onnx_path = Path(ctx.artifacts_dir) / f"{name}.onnx"
+        card = export_with_card(
+            model,
+            onnx_path,
+            {"ecg": val.x[:64]},
+            _outputs(name),
+            {
+                "task": "12-lead ECG anomaly detection (NORM vs not-NORM), unsupervised",
+                "input": {
+                    "name": "ecg", "shape": ["batch", 1000, 12], "fs_hz": 100.0, "units": "mV",
+                    "leads": ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"],
+                    "preprocessing": "stream.stages.filtering.filter_signal (causal 0.5-40 Hz) then "
+                    "stream.stages.segmentation.lead_windows(target_fs=100, width=1000); "
+                    "models.runtime.cae12.preprocess does both",
+                },
+                "normalisation": {
+                    "where": "inside the ONNX graph",
+                    "rule": "per lead (x - center) / scale; center = median, scale = IQR/1.349 over all samples "
+                    "of the training NORM records (PTB-XL folds 1-8)",
+                    "center": model.norm.center.numpy().tolist(),
+                    "scale": model.norm.scale.numpy().tolist(),
+                },
+                "outputs_doc": {
+                    "recon": "[B,1000,12] reconstruction in mV",
+                    "lead_error": "[B,12] mean squared error per lead, normalised units",
+                    "kl": "[B] KL(q(z|x) || N(0,I)) per latent step (VAEs)",
+                    "lead_attention": "[B,12] mean lead-wise attention received per lead (MHA model)",
+                    "time_attention": "[B,1000] mean temporal attention received per step (MHA model)",
+                },
+                "scoring": scoring,
+                "threshold": {
+                    "value": scoring["threshold"],
+                    "rule": "maximum of Youden's J (sens + spec - 1) on PTB-XL fold 9, score > threshold = anomalous",
+                },
+                "training_data": {
+                    "dataset": "PTB-XL 1.0.3 (records100 subset shipped under ECG_DATA_DIR/ptbxl)",
+                    "split": "strat_fold 1-8 train (NORM only), 9 validation (early stopping on NORM; "
+                    "scoring rule and threshold on all labelled records), 10 test",
+                    "labels": "diagnostic superclasses from scp_codes with diagnostic == 1 in scp_statements.csv; "
+                    "NORM = superclasses exactly {NORM}; records without a diagnostic statement excluded from metrics",
+                    "n_train_norm": run_metrics.get("n_train_norm"),
+                },
+                "config": cfg,
+                "validation_metrics": run_metrics.get("validation"),
+                "run_dir": str(run_dir),
+                "command": ctx.command,
+                "published_reference": {"unsupervised PTB-XL AUROC": [0.860, 0.872]},
+            },
+        )
+        write_json(run_dir / "export.json", {"onnx": str(onnx_path), "sha256": card["onnx_sha256"]})
+        return onnx_path
+
+    return export
+
+
+def _scores_from_onnx(name: str, ctx: TaskContext, x: np.ndarray) -> tuple[np.ndarray, float, dict[str, Any]]:
+    from models.runtime.cae12 import Cae12Model
+
+    model = Cae12Model.load(name, ctx.artifacts_dir)
+    pred = model.predict(x)
+    return pred.score, model.threshold_value, {"source": "onnx", "onnx": str(model.onnx_path), "onnx_sha256": model.card.onnx_sha256}
+
+
+def make_evaluate(name: str) -> Any:
+    def evaluate(ctx: TaskContext) -> dict[str, Any]:
+        from models.runtime.cae12 import anomaly_score
+        from training.trainer import write_json
+
+        data = _data(ctx)
+        test = data.folds(TEST_FOLDS)
+        if ctx.extra.get("source", "onnx") == "checkpoint":
+            model, run_dir, _ = _load_run(name, ctx)
+            scoring = json.loads((run_dir / "scoring.json").read_text())
+            out = _torch_outputs(model, test.x)
+            score = anomaly_score(out["lead_error"], out.get("kl"), scoring)
+            threshold = float(scoring["threshold"])
+            info: dict[str, Any] = {"source": "checkpoint", "run_dir": str(run_dir)}
+        else:
+            score, threshold, info = _scores_from_onnx(name, ctx, test.x)
+        res = metrics(test, score, threshold)
+        res.update({"model": name, "split": "PTB-XL strat_fold 10 (test)", **info})
+        if info["source"] == "checkpoint":
+            write_json(Path(info["run_dir"]) / "test_metrics.json", res)
+        return res
+
+    return evaluate
+
+
+def make_prepare(name: str) -> Any:
+    def prepare(ctx: TaskContext) -> dict[str, Any]:
+        from training.datasets.ptbxl import cache_path
+
+        data = _data(ctx)
+        out: dict[str, Any] = {"records": len(data), "cache": str(cache_path(ctx.data_dir, ctx.cache_dir))}
+        for label, folds in (("train", TRAIN_FOLDS), ("validation", VAL_FOLDS), ("test", TEST_FOLDS)):
+            d = data.folds(folds)
+            out[label] = {"records": len(d), "norm": int(d.normal.sum()), "patients": int(np.unique(d.patient_id).size)}
+        return out
+
+    return prepare
+
+
+def make_report(name: str) -> Any:
+    def report(ctx: TaskContext) -> dict[str, Any]:
+        from models.runtime.cae12 import Cae12Model
+        from training.tasks._figures import plot_12lead_reconstruction
+
+        model = Cae12Model.load(name, ctx.artifacts_dir)
+        data = _data(ctx)
+        test = data.folds(TEST_FOLDS)
+        out_dir = Path(ctx.runs_dir) / name / "report"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        figures = []
+        picks = {
+            "norm": int(np.flatnonzero(test.normal)[0]),
+            **{
+                c: int(np.flatnonzero(test.labels[:, j] & ~test.normal)[0])
+                for j, c in enumerate(SUPERCLASSES)
+                if c != "NORM" and (test.labels[:, j] & ~test.normal).any()
+            },
+        }
+        for label, i in picks.items():
+            pred = model.predict(test.x[i])
+            title = (
+                f"{name}: PTB-XL ecg_id {int(test.ecg_id[i])} ({label}), score {float(pred.score[0]):.3g} "
+                f"(threshold {model.threshold_value:.3g}) -> {'ANOMALY' if pred.is_anomaly[0] else 'normal'}"
+            )
+            path = out_dir / f"{name}_reconstruction_{label}.png"
+            plot_12lead_reconstruction(
+                test.x[i], pred.recon[0], path, title,
+                lead_relative_error=pred.lead_relative_error[0],
+                lead_attention=None if pred.lead_attention is None else pred.lead_attention[0],
+                time_attention=None if pred.time_attention is None else pred.time_attention[0],
+            )
+            figures.append(str(path))
+        return {"model": name, "figures": figures, "card": str(model.onnx_path.with_name(f"{name}.card.json")),
+                "validation_metrics": model.card.get("validation_metrics")}
+
+    return report
+
+
+def make_spec(name: str, description: str) -> ModelSpec:
+    """The registry entry of one of the three anomaly models."""
+    return ModelSpec(
+        name=name,
+        description=description,
+        prepare=make_prepare(name),
+        train=make_train(name),
+        evaluate=make_evaluate(name),
+        export=make_export(name),
+        report=make_report(name),
+    )

@@ -1,0 +1,5 @@
+"""``cae12``: 12-lead convolutional autoencoder, PTB-XL NORM vs not-NORM (see :mod:`training.tasks._ptbxl_anomaly`)."""
+
+from training.tasks._ptbxl_anomaly import make_spec
+
+SPEC = make_spec("cae12", "12-lead conv autoencoder, unsupervised anomaly detection on PTB-XL (100 Hz, 10 s)")

@@ -1,0 +1,384 @@
+"""``lead_recon``: reconstruct missing ECG leads from the present ones (PTB-XL, 100 Hz, 10 s).
+
+Protocol: train on every record of strat_fold 1-8 (all diagnoses), early stopping on fold 9, test on
+fold 10 (patient-wise folds). Training masks are random and include the evaluated configurations:
+{I, II, V4} present, {II} present, one lead missing, and Bernoulli subsets. The loss is the MSE on the
+missing leads (normalised units). Training windows are random 3.2 s crops (the network is
+convolutional; the contrastive embedding is a time average), evaluation uses the whole 10 s.
+
+Optional contrastive stage (``model.use_contrastive``): the :class:`~models.lead_recon.ContrastiveEncoder`
+is first trained with SupCon on the record's diagnostic superclass set, on masked inputs, then frozen.
+Ablation: ``--set model.use_contrastive=false``.
+
+Metrics (``evaluate lead_recon --json``), per configuration and per reconstructed lead, on fold 10:
+``rmse`` (mV, over all samples), ``r2`` (1 - SSE / SS around each record's lead mean, pooled),
+``pearson`` (mean over records of the per-record Pearson r); ``mean_pearson`` over the configuration's
+target leads. Limb leads derivable from present limb leads are computed exactly (Einthoven/Goldberger)
+by the runtime wrapper and reported separately under ``derived``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.runtime.lead_recon import CONFIGURATIONS, LIMB_LEADS, derive_limb_leads
+from stream.records import TWELVE_LEADS
+from training.datasets.ptbxl import (
+    SUPERCLASSES,
+    TEST_FOLDS,
+    TRAIN_FOLDS,
+    VAL_FOLDS,
+    PtbxlData,
+    load_ptbxl,
+)
+from training.registry import ModelSpec, TaskContext
+
+NAME = "lead_recon"
+IDX = {lead: i for i, lead in enumerate(TWELVE_LEADS)}
+
+
+def _data(ctx: TaskContext) -> PtbxlData:
+    return load_ptbxl(ctx.data_dir, ctx.cache_dir, limit=ctx.config.get("data", {}).get("limit"), progress=ctx.progress)
+
+
+def sample_masks(n: int, rng: np.random.Generator, probs: dict[str, float]) -> np.ndarray:
+    """Random presence masks [n, 12] (float32) from the configured mixture."""
+    kinds = list(probs)
+    p = np.array([probs[k] for k in kinds], dtype=np.float64)
+    choice = rng.choice(len(kinds), size=n, p=p / p.sum())
+    masks = np.zeros((n, 12), dtype=np.float32)
+    for i, c in enumerate(choice):
+        kind = kinds[c]
+        if kind in CONFIGURATIONS and kind != "leave_one_out":
+            masks[i, [IDX[lead] for lead in CONFIGURATIONS[kind]]] = 1.0
+        elif kind == "leave_one_out":
+            masks[i] = 1.0
+            masks[i, rng.integers(12)] = 0.0
+        else:  # bernoulli
+            keep = rng.uniform(0.15, 0.9)
+            m = rng.random(12) < keep
+            if not m.any():
+                m[rng.integers(12)] = True
+            if m.all():
+                m[rng.integers(12)] = False
+            masks[i] = m
+    return masks
+
+
+def label_ids(d: PtbxlData) -> np.ndarray:
+    """One int per record: its diagnostic superclass set as a bit pattern (SupCon positives share it)."""
+    return (d.labels.astype(np.int64) * (1 << np.arange(len(SUPERCLASSES)))).sum(axis=1)
+
+
+def build_model(mcfg: dict[str, Any]) -> Any:
+    from models.lead_recon import LeadRecon
+
+    return LeadRecon(
+        stem=int(mcfg.get("stem", 32)),
+        width=int(mcfg.get("width", 48)),
+        head=int(mcfg.get("head", 12)),
+        use_contrastive=bool(mcfg.get("use_contrastive", True)),
+        contrastive_dim=int(mcfg.get("contrastive_dim", 64)),
+        fuse_dim=int(mcfg.get("fuse_dim", 16)),
+    )
+
+
+def _crops(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    starts = rng.integers(0, x.shape[1] - length + 1, size=x.shape[0])
+    idx = starts[:, None] + np.arange(length)[None, :]
+    return x[np.arange(x.shape[0])[:, None], idx]
+
+
+def _pretrain_contrastive(model: Any, tr: PtbxlData, cfg: dict[str, Any], rng: np.random.Generator, progress: bool) -> list[float]:
+    import time
+
+    import torch
+
+    from models.lead_recon import supcon_loss
+
+    ccfg = cfg.get("contrastive", {})
+    enc = model.contrastive
+    opt = torch.optim.Adam(enc.parameters(), lr=float(ccfg.get("lr", 1e-3)))
+    keep = tr.has_label
+    x, ids = tr.x[keep], label_ids(tr)[keep]
+    bs, crop = int(ccfg.get("batch_size", 64)), int(cfg["train"].get("crop", 320))
+    probs = cfg["train"]["mask_mix"]
+    t0, losses = time.monotonic(), []
+    for epoch in range(int(ccfg.get("epochs", 3))):
+        order = rng.permutation(len(x))
+        total = 0.0
+        enc.train()
+        for s in range(0, len(order) - bs + 1, bs):
+            b = order[s : s + bs]
+            xb = torch.from_numpy(_crops(x[b], crop, rng))
+            mb = torch.from_numpy(sample_masks(len(b), rng, probs))
+            with torch.no_grad():
+                feats = model.features(xb, mb)
+            loss = supcon_loss(enc(feats), torch.from_numpy(ids[b]), float(ccfg.get("temperature", 0.1)))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(b)
+        losses.append(total / max(len(order), 1))
+        if progress:
+            print(f"contrastive epoch {epoch + 1}: SupCon loss {losses[-1]:.4f} ({time.monotonic() - t0:.0f} s)")
+        if time.monotonic() - t0 > 60 * float(ccfg.get("max_minutes", 2.5)):
+            break
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    return losses
+
+
+class _MaskedCrops:
+    """Iterable of (x crop, mask) batches with fresh random crops/masks every epoch."""
+
+    def __init__(self, x: np.ndarray, bs: int, crop: int, probs: dict[str, float], seed: int, shuffle: bool = True) -> None:
+        self.x, self.bs, self.crop, self.probs, self.shuffle = x, bs, crop, probs, shuffle
+        self.rng = np.random.default_rng(seed)
+        self.fixed = None if shuffle else (
+            _crops(x, crop, self.rng) if crop < x.shape[1] else x,
+            sample_masks(len(x), self.rng, probs),
+        )
+
+    def __iter__(self) -> Any:
+        import torch
+
+        if self.fixed is not None:
+            xs, ms = self.fixed
+            for s in range(0, len(xs), self.bs):
+                yield torch.from_numpy(xs[s : s + self.bs]), torch.from_numpy(ms[s : s + self.bs])
+            return
+        order = self.rng.permutation(len(self.x))
+        for s in range(0, len(order) - self.bs + 1, self.bs):
+            b = order[s : s + self.bs]
+            yield torch.from_numpy(_crops(self.x[b], self.crop, self.rng)), torch.from_numpy(sample_masks(len(b), self.rng, self.probs))
+
+    def __len__(self) -> int:
+        return len(self.x) // self.bs
+
+
+def train(ctx: TaskContext) -> Path:
+    """Contrastive pre-training (optional), then masked reconstruction training."""
+    import torch
+
+    from training.tasks._ptbxl_anomaly import lead_stats
+    from training.trainer import (
+        FitConfig,
+        fit,
+        limit_threads,
+        new_run_dir,
+        seed_everything,
+        select_device,
+        write_json,
+    )
+
+    cfg = ctx.config
+    tcfg = cfg["train"]
+    seed = int(tcfg.get("seed", 0))
+    seed_everything(seed)
+    limit_threads()
+    rng = np.random.default_rng(seed)
+    data = _data(ctx)
+    tr, va = data.folds(TRAIN_FOLDS), data.folds(VAL_FOLDS)
+    tag = "" if cfg["model"].get("use_contrastive", True) else "nocontrastive"
+    run_dir = ctx.run_dir or new_run_dir(ctx.runs_dir, NAME, tag)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", cfg)
+    model = build_model(cfg["model"])
+    center, scale = lead_stats(tr.x)
+    model.norm.set_stats(torch.from_numpy(center), torch.from_numpy(scale))
+    contrastive_losses = _pretrain_contrastive(model, tr, cfg, rng, ctx.progress) if model.use_contrastive else []
+    bs, crop = int(tcfg.get("batch_size", 32)), int(tcfg.get("crop", 320))
+    probs = tcfg["mask_mix"]
+    train_loader = _MaskedCrops(tr.x, bs, crop, probs, seed)
+    val_loader = _MaskedCrops(va.x, 64, va.x.shape[1], probs, seed + 1, shuffle=False)
+
+    def loss_fn(m: Any, batch: Any) -> Any:
+        x, mask = batch
+        if m.use_contrastive:
+            m.contrastive.eval()  # frozen: BatchNorm statistics too
+        out = m(x, mask)
+        err = ((m.norm(out) - m.norm(x)) ** 2) * (1.0 - mask[:, None, :])
+        return err.sum() / ((1.0 - mask).sum() * x.shape[1]).clamp_min(1.0)
+
+    result = fit(model, train_loader, val_loader, loss_fn, FitConfig.from_dict(tcfg), run_dir, select_device(ctx.device), ctx.progress, desc=NAME)
+    model = model.cpu().eval()
+    val_res = evaluate_arrays(lambda x, m: _torch_predict(model, x, m), va)
+    write_json(run_dir / "metrics.json", {"validation": val_res, "fit": result.to_dict(), "contrastive_losses": contrastive_losses})
+    if ctx.progress:
+        print(json.dumps({k: v["mean_pearson"] for k, v in val_res.items()}))
+    return run_dir
+
+
+def _torch_predict(model: Any, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    from training.trainer import predict_batches
+
+    (out,) = predict_batches(model, (x, mask), batch=64)
+    return derive_limb_leads(np.where(mask[:, None, :] > 0, x, out), mask)[0]
+
+
+def _lead_metrics(y: np.ndarray, yhat: np.ndarray) -> dict[str, float]:
+    """y, yhat [n, T] of one lead."""
+    rmse = float(np.sqrt(np.mean((y - yhat) ** 2)))
+    yc = y - y.mean(axis=1, keepdims=True)
+    r2 = float(1.0 - np.sum((y - yhat) ** 2) / max(float(np.sum(yc**2)), 1e-12))
+    hc = yhat - yhat.mean(axis=1, keepdims=True)
+    den = np.sqrt(np.sum(yc**2, axis=1) * np.sum(hc**2, axis=1))
+    ok = den > 1e-12
+    r = np.sum(yc * hc, axis=1)[ok] / den[ok]
+    return {"rmse": rmse, "r2": r2, "pearson": float(np.mean(r)) if r.size else float("nan")}
+
+
+def evaluate_arrays(predict: Any, d: PtbxlData) -> dict[str, Any]:
+    """The three evaluation configurations on ``d`` with ``predict(x, mask) -> full 12 leads``."""
+    n = len(d)
+    out: dict[str, Any] = {}
+    for conf in ("I_II_V4", "II_only"):
+        present = [IDX[lead] for lead in CONFIGURATIONS[conf]]
+        mask = np.zeros((n, 12), dtype=np.float32)
+        mask[:, present] = 1.0
+        pred = predict(d.x, mask)
+        _, derived = derive_limb_leads(pred, mask)
+        per_lead, derived_leads = {}, {}
+        for j, lead in enumerate(TWELVE_LEADS):
+            if j in present:
+                continue
+            m = _lead_metrics(d.x[:, :, j], pred[:, :, j])
+            (derived_leads if derived[0, j] else per_lead)[lead] = m
+        out[conf] = {
+            "inputs": list(CONFIGURATIONS[conf]),
+            "per_lead": per_lead,
+            "derived": derived_leads,
+            "mean_pearson": float(np.mean([v["pearson"] for v in per_lead.values()])),
+            "mean_rmse": float(np.mean([v["rmse"] for v in per_lead.values()])),
+            "mean_r2": float(np.mean([v["r2"] for v in per_lead.values()])),
+        }
+    per_lead, derived_leads = {}, {}
+    for j, lead in enumerate(TWELVE_LEADS):
+        mask = np.ones((n, 12), dtype=np.float32)
+        mask[:, j] = 0.0
+        pred = predict(d.x, mask)
+        m = _lead_metrics(d.x[:, :, j], pred[:, :, j])
+        (derived_leads if lead in LIMB_LEADS else per_lead)[lead] = m
+    out["leave_one_out"] = {
+        "inputs": "the other 11 leads",
+        "per_lead": per_lead,
+        "derived": derived_leads,
+        "mean_pearson": float(np.mean([v["pearson"] for v in per_lead.values()])),
+        "mean_rmse": float(np.mean([v["rmse"] for v in per_lead.values()])),
+        "mean_r2": float(np.mean([v["r2"] for v in per_lead.values()])),
+    }
+    return out
+
+
+def _load_run(ctx: TaskContext) -> tuple[Any, Path, dict[str, Any]]:
+    import torch
+
+    from training.trainer import latest_run_dir
+
+    run_dir = ctx.run_dir or latest_run_dir(ctx.runs_dir, NAME)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    model = build_model(cfg["model"])
+    model.load_state_dict(torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True))
+    return model.eval(), run_dir, cfg
+
+
+def evaluate(ctx: TaskContext) -> dict[str, Any]:
+    """Fold-10 figures from the committed ONNX (default) or a run's checkpoint (``--source checkpoint``)."""
+    from training.trainer import write_json
+
+    test = _data(ctx).folds(TEST_FOLDS)
+    if ctx.extra.get("source", "onnx") == "checkpoint":
+        model, run_dir, cfg = _load_run(ctx)
+        res = evaluate_arrays(lambda x, m: _torch_predict(model, x, m), test)
+        res.update({"source": "checkpoint", "run_dir": str(run_dir), "use_contrastive": bool(cfg["model"].get("use_contrastive", True))})
+        write_json(run_dir / "test_metrics.json", res)
+    else:
+        from models.runtime.lead_recon import LeadReconModel
+
+        onnx_model = LeadReconModel.load(models_dir=ctx.artifacts_dir)
+        res = evaluate_arrays(lambda x, m: onnx_model.predict(x, m).leads, test)
+        res.update({"source": "onnx", "onnx_sha256": onnx_model.card.onnx_sha256,
+                    "use_contrastive": bool(onnx_model.card.get("config", {}).get("model", {}).get("use_contrastive", True))})
+    res.update({"model": NAME, "split": "PTB-XL strat_fold 10 (test)", "n_records": len(test),
+                "published_reference": {"I_II_V4 mean precordial r": 0.846, "II_only mean r": 0.7885}})
+    return res
+
+
+def export(ctx: TaskContext) -> Path:
+    """ONNX (inputs ``ecg`` [B,1000,12] mV, ``mask`` [B,12]) + card."""
+    from models.export import export_with_card
+
+    model, run_dir, cfg = _load_run(ctx)
+    val = _data(ctx).folds(VAL_FOLDS)
+    rng = np.random.default_rng(0)
+    xs = val.x[:64]
+    masks = sample_masks(len(xs), rng, cfg["train"]["mask_mix"])
+    run_metrics = json.loads((run_dir / "metrics.json").read_text())
+    path = Path(ctx.artifacts_dir) / f"{NAME}.onnx"
+    export_with_card(
+        model, path, {"ecg": xs, "mask": masks}, ["recon"],
+        {
+            "task": "reconstruction of missing ECG leads from any present subset (12-lead, PTB-XL)",
+            "input": {"ecg": "[B,1000,12] filtered mV (stream filter_signal, 100 Hz, 10 s), TWELVE_LEADS order; "
+                      "values of missing leads are ignored", "mask": "[B,12] 1 = lead present"},
+            "output": {"recon": "[B,1000,12] mV for every lead; the runtime wrapper copies present leads and "
+                       "derives limb leads exactly (III = II - I, aVR = -(I+II)/2, aVL = I - II/2, aVF = II - I/2) "
+                       "whenever two limb leads are present"},
+            "normalisation": {"where": "inside the ONNX graph", "rule": "per lead (x - median) / (IQR/1.349) over "
+                              "training records (PTB-XL folds 1-8)", "center": model.norm.center.numpy().tolist(),
+                              "scale": model.norm.scale.numpy().tolist()},
+            "training_data": {"dataset": "PTB-XL 1.0.3 records100 subset", "split": "strat_fold 1-8 train, 9 validation, 10 test"},
+            "config": cfg,
+            "validation_metrics": run_metrics.get("validation"),
+            "run_dir": str(run_dir),
+            "command": ctx.command,
+        },
+        tolerance=1e-3,
+    )
+    return path
+
+
+def prepare(ctx: TaskContext) -> dict[str, Any]:
+    d = _data(ctx)
+    return {f: len(d.folds(v)) for f, v in (("train", TRAIN_FOLDS), ("validation", VAL_FOLDS), ("test", TEST_FOLDS))}
+
+
+def report(ctx: TaskContext) -> dict[str, Any]:
+    """Per-lead reconstruction figures on fold-10 records for (a) and (b)."""
+    from models.runtime.lead_recon import LeadReconModel
+    from training.tasks._figures import plot_lead_reconstruction
+
+    model = LeadReconModel.load(models_dir=ctx.artifacts_dir)
+    test = _data(ctx).folds(TEST_FOLDS)
+    out_dir = Path(ctx.runs_dir) / NAME / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = []
+    i = int(np.flatnonzero(test.normal)[0])
+    j = int(np.flatnonzero(~test.normal & test.has_label)[0])
+    for conf in ("I_II_V4", "II_only"):
+        mask = np.zeros(12, dtype=np.float32)
+        mask[[IDX[lead] for lead in CONFIGURATIONS[conf]]] = 1
+        targets = [k for k in range(12) if mask[k] == 0]
+        for rec, label in ((i, "norm"), (j, "abnormal")):
+            pred = model.predict(test.x[rec], mask)
+            path = out_dir / f"lead_recon_{conf}_{label}.png"
+            plot_lead_reconstruction(test.x[rec], pred.leads[0], targets, path,
+                                     f"lead_recon {conf}: PTB-XL ecg_id {int(test.ecg_id[rec])} ({label})")
+            figures.append(str(path))
+    return {"model": NAME, "figures": figures}
+
+
+SPEC = ModelSpec(
+    name=NAME,
+    description="Missing-lead reconstruction (contrastive + raw-lead fusion, per-lead conv decoders), PTB-XL",
+    prepare=prepare,
+    train=train,
+    evaluate=evaluate,
+    export=export,
+    report=report,
+)
