@@ -36,7 +36,7 @@ class DropoutConfig:
 
     min_nan_s: float = 0.05
     min_saturation_s: float = 0.10
-    min_lead_off_s: float = 0.15
+    min_lead_off_s: float = 0.18
     min_flat_s: float = 0.15
     flat_eps_mv: float = 1e-4
     rail_mv: float = 5.0

@@ -42,6 +42,7 @@ class QrsDetector:
         threshold_k: float = 0.25,
         searchback_rr: float = 1.66,
         locate_s: float = 0.25,
+        max_rr_s: float = 2.0,
     ) -> None:
         if fs <= 0:
             raise ValueError(f"fs must be positive, got {fs}")
@@ -49,7 +50,9 @@ class QrsDetector:
         nyq = self.fs / 2.0
         hi = min(band_hz[1], 0.45 * self.fs)
         self.sos = sps.butter(2, [band_hz[0] / nyq, hi / nyq], btype="bandpass", output="sos")
-        self._zi_unit = sps.sosfilt_zi(self.sos)
+        # a 4th-order band-pass is well conditioned in direct form; lfilter has far less per-call overhead
+        self._b, self._a = sps.sos2tf(self.sos)
+        self._zi_unit = sps.lfilter_zi(self._b, self._a)
         self._w = max(1, round(integration_s * self.fs))
         self._h = max(1, round(dominance_s * self.fs))
         self._refractory = round(refractory_s * self.fs)
@@ -58,9 +61,11 @@ class QrsDetector:
         self._k = threshold_k
         self._sb = searchback_rr
         self._locate = round(locate_s * self.fs)
+        self._max_rr = round(max_rr_s * self.fs)
         # group delay (samples) of the band-pass around the QRS energy band, removed from peak positions
         _, gd = sps.group_delay(sps.sos2tf(self.sos), w=[10.0], fs=self.fs)
         self._delay = round(float(gd[0]))
+        self._ones = np.full(self._w, 1.0 / self._w)
         self._keep = self._h + self._locate + self._w + int(4.0 * self.fs)
         self.reset()
 
@@ -86,6 +91,7 @@ class QrsDetector:
         self._last_slope = 0.0
         self._last_r = -(10**12)
         self._rr: deque[int] = deque(maxlen=8)
+        self._rr_sum = 0
         self._pending: list[tuple[int, float, float]] = []  # noise candidates since the last beat
         self._sb_done = False
 
@@ -95,12 +101,18 @@ class QrsDetector:
         return self._h + self._w + self._delay
 
     @property
+    def max_latency_samples(self) -> int:
+        """Worst-case delay: a beat found by search-back is reported once 1.66 x the mean RR (RR capped
+        at ``max_rr_s``) has elapsed after the previous beat."""
+        return self._h + int(self._sb * self._max_rr) + self._delay
+
+    @property
     def samples_seen(self) -> int:
         return self._n
 
     def mean_rr(self) -> float | None:
         """Mean of the last (up to 8) RR intervals in samples, or None before two beats."""
-        return float(np.mean(self._rr)) if self._rr else None
+        return self._rr_sum / len(self._rr) if self._rr else None
 
     # --------------------------------------------------------------- process
     def process(self, chunk: np.ndarray, start_sample: int | None = None) -> np.ndarray:
@@ -126,13 +138,14 @@ class QrsDetector:
         self._last_x = float(x[-1])
         if self._zi is None:
             self._zi = self._zi_unit * x[0]
-        bp, self._zi = sps.sosfilt(self.sos, x, zi=self._zi)
+        bp, self._zi = sps.lfilter(self._b, self._a, x, zi=self._zi)
         ext = np.concatenate([self._bp_tail, bp])
         d = (2.0 * ext[4:] + ext[3:-1] - ext[1:-3] - 2.0 * ext[:-4]) * (self.fs / 8.0)
         self._bp_tail = ext[-4:]
         sq = d * d
         sext = np.concatenate([self._sq_tail, sq])
-        mwi = np.convolve(sext, np.ones(self._w), mode="valid") / self._w
+        # integrated energy, kept as its square root (amplitude scale: PVCs do not swamp the levels)
+        mwi = np.sqrt(np.convolve(sext, self._ones, mode="valid"))
         self._sq_tail = sext[len(sext) - (self._w - 1) :] if self._w > 1 else sext[:0]
         self._bp = np.concatenate([self._bp, bp])
         self._mwi = np.concatenate([self._mwi, mwi])
@@ -145,8 +158,8 @@ class QrsDetector:
                 self._trim()
                 return np.zeros(0, dtype=np.int64)
             seg = self._mwi[self._origin - self._off : self._origin + self._learn - self._off]
-            self._spki = 0.5 * float(np.sqrt(seg.max()))
-            self._npki = 0.5 * float(np.sqrt(seg.mean()))
+            self._spki = 0.5 * float(seg.max())
+            self._npki = 0.5 * float(np.sqrt(np.mean(seg * seg)))
             self._init = True
         stop = self._n - self._h  # candidates need h samples of look-ahead
         if stop > self._scan:
@@ -197,7 +210,10 @@ class QrsDetector:
         else:
             self._spki = 0.125 * val + 0.875 * self._spki
         if self._last_beat is not None:
+            if len(self._rr) == self._rr.maxlen:
+                self._rr_sum -= self._rr[0]
             self._rr.append(i - self._last_beat)
+            self._rr_sum += i - self._last_beat
         r = self._locate_r(i)
         if r > self._last_r:
             out.append(r)
@@ -208,7 +224,7 @@ class QrsDetector:
         self._sb_done = False
 
     def _candidate(self, i: int, out: list[int]) -> None:
-        val = float(np.sqrt(self._mwi[i - self._off]))
+        val = float(self._mwi[i - self._off])
         last = self._last_beat
         if last is not None and i - last < self._refractory:
             return
@@ -226,7 +242,7 @@ class QrsDetector:
     def _searchback_until(self, now: int, out: list[int]) -> None:
         """Search back for a missed beat once 1.66 x mean RR has elapsed before ``now``."""
         while not self._sb_done and self._last_beat is not None and self._rr:
-            deadline = self._last_beat + int(self._sb * float(np.mean(self._rr)))
+            deadline = self._last_beat + int(self._sb * min(self._rr_sum / len(self._rr), self._max_rr))
             if deadline >= now:
                 return
             thr2 = 0.5 * self._threshold()

@@ -1,0 +1,86 @@
+"""Per-lead dropout detection: every kind, frame-boundary invariance, clean real records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulators.faults import FaultSpec, inject
+from stream.records import read_record
+from stream.stages.dropouts import DropoutDetector, detect_dropouts
+
+
+@pytest.fixture(scope="module")
+def rec(data_dir):
+    return read_record(data_dir / "mitdb" / "119", sampto=360 * 90)
+
+
+def _faulted(rec):
+    faults = [
+        FaultSpec("flatline", "MLII", 10.0, 0.2),
+        FaultSpec("zero", "V1", 20.0, 3.0),
+        FaultSpec("nan", "MLII", 30.0, 0.2),
+        FaultSpec("lead_off", "V1", 40.0, 0.2),
+        FaultSpec("saturation", "MLII", 50.0, 0.2),
+        FaultSpec("lead_off", "MLII", 60.0, 8.0),
+    ]
+    return faults, inject(rec.signal, rec.fs, rec.leads, faults, rng=np.random.default_rng(0))
+
+
+def test_each_kind_found_on_its_lead_with_accurate_bounds(rec):
+    faults, x = _faulted(rec)
+    segs = detect_dropouts(x, rec.fs, rec.leads)
+    expected = {"flatline": "flatline", "zero": "flatline", "nan": "nan", "lead_off": "lead_off", "saturation": "saturation"}
+    for f in faults:
+        hits = [s for s in segs if s.lead == f.lead and s.start < f.end_s and s.end > f.start_s]
+        assert [s.kind for s in hits] == [expected[f.kind]], (f, hits)
+        assert hits[0].start == pytest.approx(f.start_s, abs=0.02)
+        assert hits[0].end == pytest.approx(f.end_s, abs=0.02)
+    assert len(segs) == len(faults)  # nothing else on 90 s of a clean record
+
+
+@pytest.mark.parametrize("chunk", [1, 97, 360, 3600])
+def test_chunking_does_not_change_segments(rec, chunk):
+    _, x = _faulted(rec)
+    x = x[: 360 * 45] if chunk == 1 else x
+    ref = detect_dropouts(x, rec.fs, rec.leads, chunk=360)
+    got = detect_dropouts(x, rec.fs, rec.leads, chunk=chunk)
+    assert got == ref
+
+
+def test_runs_across_frame_boundaries_and_gaps():
+    fs = 100.0
+    t = np.arange(1000) / fs
+    x = np.stack([np.sin(2 * np.pi * 1.3 * t), np.cos(2 * np.pi * 0.9 * t)], axis=1)
+    x[95:130, 0] = np.nan  # 0.35 s across the frame boundary at 100
+    det = DropoutDetector("s", fs, ("II", "V1"), t0=50.0)
+    out = det.process(x[:100], 0)
+    assert out == [] and det.active().tolist() == [True, False]
+    out = det.process(x[100:200], 100)
+    assert [(s.lead, s.kind, s.start, s.end) for s in out] == [("II", "nan", 50.95, 51.3)]
+    gap = det.process(x[500:600], 500)  # samples 200..499 lost
+    miss = [s for s in gap if s.kind == "missing_frames"]
+    assert sorted(s.lead for s in miss) == ["II", "V1"] and miss[0].start == 52.0 and miss[0].end == 55.0
+    assert det.flush() == []
+
+
+def test_nan_only_frames_and_flush_close_open_runs():
+    det = DropoutDetector("s", 360.0, ("MLII",))
+    assert det.process(np.full((360, 1), np.nan), 0) == []
+    assert det.open_since() == [0.0]
+    segs = det.flush()
+    assert [(s.kind, s.start, s.end) for s in segs] == [("nan", 0.0, 1.0)]
+
+
+def test_short_glitches_are_ignored():
+    fs = 360.0
+    x = np.sin(2 * np.pi * 1.1 * np.arange(3600) / fs)[:, None] * 0.5
+    x[1000:1010] = np.nan  # 28 ms
+    x[2000:2030] = 0.2  # 83 ms flat
+    assert detect_dropouts(x, fs, ("MLII",)) == []
+
+
+def test_clean_records_have_no_dropouts(data_dir):
+    for name in ("100", "105", "208"):
+        r = read_record(data_dir / "mitdb" / name, sampto=360 * 300)
+        assert detect_dropouts(r.signal, r.fs, r.leads) == [], name
