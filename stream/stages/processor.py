@@ -169,6 +169,8 @@ class StreamProcessor:
                 self._filter.reset()
                 self._qrs.reset(start + gap)
             self._pending.clear()
+            # every lead was lost over the gap: let the rules see it (signal loss, no asystole)
+            out.alerts += self._rules.update(self.time_of(start + gap), [], False, self.time_of(start))
         self._last_n = x.shape[0]
         start = self._buf.end
         t1 = time.perf_counter()
