@@ -72,21 +72,40 @@ def resolve_sources(specs: Sequence[str], data_dir: Path) -> list[tuple[str, Pat
     return out
 
 
+def record_leads(path: Path) -> tuple[str, ...]:
+    """Canonical lead names of a WFDB record, from its header only."""
+    import wfdb
+
+    from stream.records import canonical_lead
+
+    try:
+        header = wfdb.rdheader(str(path))
+    except Exception as exc:
+        raise DataError(f"unreadable WFDB header {path}.hea: {exc}") from exc
+    return tuple(canonical_lead(n) for n in header.sig_name or [])
+
+
 def plan_streams(sources: Sequence[tuple[str, Path]], patients: int, *, offset_step_s: float = 97.0,
-                 faults: Callable[[int, str, float], Sequence[Any]] | None = None,
+                 faults: Callable[[int, str, tuple[str, ...]], Sequence[Any]] | None = None,
                  prefix: str = "patient") -> list[StreamPlan]:
     """``patients`` stream plans cycling through ``sources``; the k-th reuse of a record starts
-    ``k * offset_step_s`` seconds later in it. ``faults(i, stream_id, offset_s)`` gives stream i's faults."""
+    ``k * offset_step_s`` seconds later in it. ``faults(i, stream_id, leads)`` gives stream i's faults."""
     plans = []
+    leads: dict[Path, tuple[str, ...]] = {}
     for i in range(patients):
         name, path = sources[i % len(sources)]
         offset = (i // len(sources)) * offset_step_s
         sid = f"{prefix}-{i:04d}"
-        plans.append(StreamPlan(sid, name, path, offset, tuple(faults(i, sid, offset)) if faults else ()))
+        specs: tuple[Any, ...] = ()
+        if faults is not None:
+            if path not in leads:
+                leads[path] = record_leads(path)
+            specs = tuple(faults(i, sid, leads[path]))
+        plans.append(StreamPlan(sid, name, path, offset, specs))
     return plans
 
 
-def demo_faults(index: int, stream_id: str, offset_s: float, leads: Sequence[str] = ("MLII", "V1")) -> list[Any]:
+def demo_faults(index: int, stream_id: str, leads: Sequence[str]) -> list[Any]:
     """The faults of ``ecg-monitor up``: a 6 s flatline on all leads (asystole / signal loss), a lead-off
     on the second lead and 3 s of lost frames, staggered by stream so alerts keep arriving."""
     from simulators.faults import FaultSpec
@@ -105,7 +124,7 @@ class _Stream:
     record: Record
     signal: np.ndarray           # samples from the plan's offset (view)
     head: np.ndarray | None      # faulted copy of the first samples, or None
-    lost: list[tuple[float, float]]
+    lost: set[int]               # seqs withheld (lost_frames faults, first pass)
     frame_len: int
     t0: float                    # stream time of sample 0 (epoch seconds)
     seq: int = 0
@@ -148,11 +167,9 @@ class Replay:
 
     def _noise_arrays(self) -> dict[str, np.ndarray]:
         if self._noise is None:
-            self._noise = {}
-            nstdb = self.settings.data_dir / "nstdb"
-            for name in ("bw", "ma"):
-                if (nstdb / f"{name}.hea").is_file():
-                    self._noise[name] = read_record(nstdb / name).signal[:, 0]
+            from simulators.faults import load_nstdb_noise
+
+            self._noise = load_nstdb_noise(self.settings.data_dir)
         return self._noise
 
     def _build(self, plan: StreamPlan, index: int, t_start: float) -> _Stream:
@@ -163,11 +180,13 @@ class Replay:
         # phase-shift streams over one frame period so publication is spread evenly
         t0 = t_start + (index / max(1, len(self.plans))) * self.settings.frame_seconds
         head = None
-        lost: list[tuple[float, float]] = []
+        lost: set[int] = set()
         sample_faults = [f for f in plan.faults if f.kind != "lost_frames"]
-        lost = [(f.start_s, f.start_s + f.duration_s) for f in plan.faults if f.kind == "lost_frames"]
+        if plan.faults:
+            from simulators.faults import frames_to_drop, inject
+
+            lost = frames_to_drop(plan.faults, signal.shape[0], rec.fs, frame_len)
         if sample_faults:
-            from simulators.faults import inject
 
             span = int(max(f.start_s + f.duration_s for f in sample_faults) * rec.fs) + frame_len
             span = min(span, signal.shape[0])
@@ -193,15 +212,20 @@ class Replay:
         return seq, chunk
 
     def truth_messages(self, streams: Sequence[_Stream]) -> list[tuple[bytes, bytes]]:
-        """Ground-truth messages (key, value) for every fault of every stream."""
+        """Ground-truth messages (key, value) for every fault of every stream (first pass of the record)."""
+        from simulators.faults import ground_truth
+
         out = []
         for s in streams:
-            for f in s.plan.faults:
-                start = s.t0 + f.start_s
-                end = start + f.duration_s
-                msg = FaultTruthMessage(stream_id=s.plan.stream_id, record=s.plan.record, lead=f.lead, kind=f.kind,
-                                        start=iso(start) or "", start_ts=start, end=iso(end) or "", end_ts=end,
-                                        snr_db=getattr(f, "snr_db", None))
+            if not s.plan.faults:
+                continue
+            snrs = [(f.kind, f.lead, s.t0 + f.start_s, f.snr_db) for f in s.plan.faults if f.snr_db is not None]
+            for ev in ground_truth(s.plan.stream_id, s.plan.faults, s.t0, s.record.fs, s.frame_len, s.signal.shape[0]):
+                msg = FaultTruthMessage(
+                    stream_id=ev.stream_id, record=s.plan.record, lead=ev.lead, kind=ev.kind, start=iso(ev.start) or "",
+                    start_ts=ev.start, end=iso(ev.end) or "", end_ts=ev.end,
+                    snr_db=next((v for k, ld, t, v in snrs if k == ev.kind and ld == ev.lead and abs(t - ev.start) < 1e-3),
+                                None))
                 out.append((s.plan.stream_id.encode(), msg.to_bytes()))
         return out
 
@@ -212,9 +236,12 @@ class Replay:
         """
         topics = self.settings.topics
         frame_s = self.settings.frame_seconds
+        for plan in self.plans:  # read every record before the clock starts
+            self._record(plan.path)
         wall0 = time.time()
         t_start = self.start_time if self.start_time is not None else wall0
         streams = [self._build(p, i, t_start) for i, p in enumerate(self.plans)]
+        wall0 = time.time()  # fault injection above may take a while on many streams
         self.metrics.streams.set(len(streams))
         for key, value in self.truth_messages(streams):
             await producer.send(topics.ground_truth, value=value, key=key)
@@ -246,8 +273,7 @@ class Replay:
                 continue
             seq, chunk = nxt
             start = s.t0 + seq * frame_s
-            rel = seq * frame_s
-            if any(a < rel + frame_s and rel < b for a, b in s.lost):
+            if seq in s.lost:
                 self.metrics.frames_dropped.inc()
             else:
                 sent_at = time.time()

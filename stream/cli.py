@@ -5,13 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -114,16 +110,14 @@ def replay(
     rng = np.random.default_rng(seed)
     fault_fn: Any = None
     if faults == "demo":
-        def fault_fn(i: int, sid: str, off: float) -> list[Any]:
-            return demo_faults(i, sid, off)
+        fault_fn = demo_faults
     elif faults == "random":
-        from simulators.faults import random_faults
+        from simulators.faults import FAULT_KINDS, random_faults
 
         horizon = duration * max(speed, 1.0) if duration else 600.0
 
-        def fault_fn(i: int, sid: str, off: float) -> list[Any]:
-            kinds = ("flatline", "nan", "lead_off", "saturation", "lost_frames", "noise_bw", "noise_ma")
-            return list(random_faults(horizon, ("MLII", "V1"), fault_rate, kinds, rng))
+        def fault_fn(i: int, sid: str, leads: tuple[str, ...]) -> list[Any]:
+            return list(random_faults(horizon, leads, fault_rate, FAULT_KINDS, rng))
     elif faults != "none":
         raise typer.BadParameter(f"--faults must be none, demo or random, not {faults!r}")
     plans = plan_streams(sources, patients, faults=fault_fn, prefix=prefix)
@@ -208,79 +202,6 @@ def alerts(
 
 
 # ------------------------------------------------------------------------------------------------ up
-def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen([sys.executable, "-m", "stream.cli", *args], env=env, stdout=log_file,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def _terminate(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout_s)
-
-
-@contextmanager
-def local_stack(settings: Settings, *, patients: int, speed: float, records: list[str], faults: str,
-                loop: bool, duration: float | None, log_dir: Path, metrics_port: int,
-                replay: bool = True, prefix: str = "patient") -> Iterator[dict[str, Any]]:
-    """Broker (unless a bootstrap is set) + worker subprocess (+ replay subprocess); all stopped on exit."""
-    from stream.broker import LocalBroker, ensure_topics_sync
-
-    log_dir.mkdir(parents=True, exist_ok=True)
-    broker = None
-    procs: dict[str, subprocess.Popen[bytes] | None] = {"worker": None, "replay": None}
-    try:
-        if settings.local_mode:
-            broker = LocalBroker(port=settings.local_broker_port, log_path=log_dir / "broker.log").start()
-            bs = broker.bootstrap
-        else:
-            bs = settings.kafka_bootstrap
-        ensure_topics_sync(settings, bs)
-        env = {**os.environ, "ECG_KAFKA_BOOTSTRAP": bs, "ECG_DATA_DIR": str(settings.data_dir)}
-        mode = "--embedded" if broker is not None else "--cluster"
-        procs["worker"] = _spawn(["worker", "--bootstrap", bs, mode, "--metrics-port", str(metrics_port)],
-                                 env, log_dir / "worker.log")
-        if replay:
-            args = ["replay", "--bootstrap", bs, "--patients", str(patients), "--speed", str(speed),
-                    "--faults", faults, "--records", ",".join(records), "--prefix", prefix,
-                    "--metrics-port", str(metrics_port + 1)]
-            if loop:
-                args.append("--loop")
-            if duration:
-                args += ["--duration", str(duration)]
-            procs["replay"] = _spawn(args, env, log_dir / "replay.log")
-        yield {"bootstrap": bs, "procs": procs, "broker": broker}
-    finally:
-        _terminate(procs["replay"])
-        _terminate(procs["worker"])
-        if broker is not None:
-            broker.stop()
-
-
-def _scrape(host: str, port: int) -> dict[str, float]:
-    """Sum of each sample name (labels collapsed) of a /metrics page; {} if unreachable."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=1) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return {}
-    sums: dict[str, float] = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            sums[s.name] = sums.get(s.name, 0.0) + s.value
-    return sums
-
-
 @app.command()
 def up(
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")] = None,
@@ -292,9 +213,8 @@ def up(
 ) -> None:
     """Main job: embedded broker (unless ECG_KAFKA_BOOTSTRAP), worker, /metrics and a replay of MIT-BIH records
     with injected faults; prints alerts as they arrive. Ctrl-C (or --duration) stops everything."""
-    from rich.table import Table
-
     from stream.schemas import AlertMessage
+    from stream.stack import local_stack, scrape_metrics
 
     settings = _settings()
     log_dir = log_dir or Path(settings.cache_dir) / "logs"
@@ -311,15 +231,30 @@ def up(
 
         async def watch() -> None:
             last_summary = time.monotonic()
-            stream_iter = _consume(settings, bs, settings.topics.alerts, follow=True).__aiter__()
+            queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+            async def pump() -> None:
+                async for v in _consume(settings, bs, settings.topics.alerts, follow=True):
+                    queue.put_nowait(v)
+
+            pump_task = asyncio.create_task(pump())
+            try:
+                await _watch_loop(queue, pump_task, last_summary)
+            finally:
+                pump_task.cancel()
+
+        async def _watch_loop(queue: asyncio.Queue[bytes], pump_task: asyncio.Task[None], last_summary: float) -> None:
             while True:
                 if duration is not None and time.monotonic() - t_start > duration:
                     return
-                for name, proc in stack["procs"].items():
-                    if proc is not None and proc.poll() is not None and name == "worker":
-                        raise EcgMonitorError(f"worker exited with {proc.returncode}; see {log_dir}/worker.log")
+                for name in ("worker", "replay"):
+                    proc = stack["procs"][name]
+                    if proc is not None and proc.poll() not in (None, 0):
+                        raise EcgMonitorError(f"{name} exited with {proc.returncode}; see {log_dir}/{name}.log")
+                if pump_task.done() and pump_task.exception() is not None:
+                    raise EcgMonitorError(f"alerts consumer failed: {pump_task.exception()}")
                 try:
-                    value = await asyncio.wait_for(stream_iter.__anext__(), 1.0)
+                    value: bytes | None = await asyncio.wait_for(queue.get(), 1.0)
                 except TimeoutError:
                     value = None
                 if value is not None:
@@ -327,14 +262,13 @@ def up(
                     if (msg.id, msg.status) not in seen:
                         seen.add((msg.id, msg.status))
                         colour = {"critical": "bold red", "warning": "yellow"}.get(msg.severity, "cyan")
-                        table = Table.grid(padding=(0, 2))
-                        table.add_row(f"[{colour}]{msg.severity.upper():8}[/]", f"[bold]{msg.kind:12}[/]",
-                                      f"{msg.status:8}", msg.stream_id, msg.record, msg.start,
-                                      json.dumps(msg.evidence)[:80])
-                        out.print(table)
+                        when = msg.start[11:19] + "Z"
+                        out.print(f"[{colour}]{msg.severity.upper():8}[/] [bold]{msg.kind:11}[/] {msg.status:8} "
+                                  f"{msg.stream_id} ({msg.record}) from {when}  {json.dumps(msg.evidence)}",
+                                  soft_wrap=True, highlight=False)
                 if time.monotonic() - last_summary > 15:
                     last_summary = time.monotonic()
-                    m = _scrape(settings.bind_host, settings.metrics_port)
+                    m = scrape_metrics(settings.bind_host, settings.metrics_port)
                     if m:
                         console.print(
                             f"[dim]frames {m.get('ecg_frames_received_total', 0):.0f}  "

@@ -1,0 +1,164 @@
+"""``ecg-monitor bench``: sustained throughput and end-to-end latency of N real-time patient streams.
+
+One stack for all runs: embedded broker (unless ``ECG_KAFKA_BOOTSTRAP``), one worker process. Each run starts a
+separate replay process publishing ``patients`` MIT-BIH streams (all 48 records, reused at offsets) at real
+time, without faults, under a run-specific stream-id prefix. This process reads the beats topic, which holds
+exactly one receipt per processed frame with ``sent_at`` and ``processed_at``; latency = ``processed_at -
+sent_at`` (the same definition as ``ecg_end_to_end_latency_seconds{point="processed"}``).
+
+Per run, over the ``seconds`` after ``warmup``: ``frames_per_s`` and ``samples_per_s`` processed, latency
+percentiles, and ``realtime`` = at least 97 % of the offered frames processed in the window and p99 < 1 s.
+The figures reported are the medians over the runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.broker import free_port
+from stream.settings import Settings
+from stream.stack import local_stack, scrape_metrics, spawn_cli, terminate, wait_for_metrics
+
+#: Share of offered frames that must be processed inside the window for a run to count as real time.
+REALTIME_SHARE = 0.97
+#: p99 end-to-end latency bound of a real-time run (seconds).
+REALTIME_P99_S = 1.0
+
+
+class _BeatsCollector:
+    """Background thread consuming the beats topic: per-prefix lists of (processed_at, latency, samples)."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.rows: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(30)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def take(self, prefix: str) -> list[tuple[float, float, int]]:
+        with self._lock:
+            return list(self.rows.get(prefix, []))
+
+    async def _run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from stream.broker import client_kwargs
+
+        topic = self.settings.topics.beats
+        consumer = AIOKafkaConsumer(**client_kwargs(self.settings, self.bootstrap), enable_auto_commit=False,
+                                    max_partition_fetch_bytes=4 << 20)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            self._ready.set()
+            while not self._stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+                rows = []
+                for msgs in batch.values():
+                    for m in msgs:
+                        d = json.loads(m.value)
+                        if d.get("latency_s") is None:
+                            continue
+                        rows.append((d["stream_id"].split("-", 1)[0], d["processed_at"], d["latency_s"], d["samples"]))
+                with self._lock:
+                    for prefix, at, lat, n in rows:
+                        self.rows[prefix].append((at, lat, n))
+        finally:
+            self._ready.set()
+            await consumer.stop()
+
+
+def _summarise(rows: list[tuple[float, float, int]], t0: float, seconds: float, patients: int,
+               frame_s: float) -> dict[str, Any]:
+    window = [(at, lat, n) for at, lat, n in rows if t0 <= at < t0 + seconds]
+    lat = np.array([r[1] for r in window]) if window else np.array([np.nan])
+    frames_per_s = len(window) / seconds
+    offered = patients / frame_s
+    p99 = float(np.nanpercentile(lat, 99))
+    return {
+        "frames_per_s": round(frames_per_s, 1),
+        "samples_per_s": round(sum(r[2] for r in window) / seconds, 1),
+        "offered_frames_per_s": round(offered, 1),
+        "p50_s": round(float(np.nanpercentile(lat, 50)), 4),
+        "p99_s": round(p99, 4),
+        "max_s": round(float(np.nanmax(lat)), 4),
+        "realtime": bool(frames_per_s >= REALTIME_SHARE * offered and p99 < REALTIME_P99_S),
+    }
+
+
+def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: float = 30.0, warmup: float = 10.0,
+              progress: bool = True, records: tuple[str, ...] = ("mitdb",)) -> dict[str, Any]:
+    """Run the benchmark (see module docs) and return the median figures plus every run."""
+    from rich.console import Console
+
+    console = Console(stderr=True, quiet=not progress)
+    log_dir = Path(tempfile.mkdtemp(prefix="ecg-bench-"))
+    port = free_port(settings.bind_host)
+    per_run: list[dict[str, Any]] = []
+    with local_stack(settings, log_dir=log_dir, metrics_port=port, replay=False) as stack:
+        bs = stack["bootstrap"]
+        wait_for_metrics(settings.bind_host, port, proc=stack["procs"]["worker"])
+        collector = _BeatsCollector(settings, bs)
+        collector.start()
+        env = {"ECG_KAFKA_BOOTSTRAP": bs, "ECG_DATA_DIR": str(Path(settings.data_dir).resolve())}
+        try:
+            for r in range(runs):
+                prefix = f"bench{r}"
+                console.print(f"run {r + 1}/{runs}: {patients} streams, {warmup:g} s warm-up + {seconds:g} s")
+                cpu0, w0 = scrape_metrics(settings.bind_host, port).get("process_cpu_seconds_total", 0.0), time.time()
+                replay = spawn_cli(
+                    ["replay", "--bootstrap", bs, "--patients", str(patients), "--speed", "1", "--faults", "none",
+                     "--records", ",".join(records), "--prefix", prefix, "--metrics-port", "-1",
+                     "--duration", str(warmup + seconds + 5)],
+                    {**os.environ, **env}, log_dir / f"replay-{r}.log")
+                try:
+                    # the window starts `warmup` s after the first processed frame of this run
+                    deadline = time.time() + 120
+                    while not collector.take(prefix) and time.time() < deadline:
+                        if replay.poll() is not None:
+                            raise RuntimeError(f"replay exited early; see {log_dir}/replay-{r}.log")
+                        time.sleep(0.2)
+                    first = min(at for at, _, _ in collector.take(prefix))
+                    t_measure = first + warmup
+                    while time.time() < t_measure + seconds + 3:
+                        time.sleep(0.5)
+                    cpu1, w1 = scrape_metrics(settings.bind_host, port).get("process_cpu_seconds_total", 0.0), time.time()
+                finally:
+                    terminate(replay)
+                res = _summarise(collector.take(prefix), t_measure, seconds, patients, settings.frame_seconds)
+                res["worker_cpu_share"] = round((cpu1 - cpu0) / (w1 - w0), 3)
+                per_run.append(res)
+                console.print(f"  {res}")
+                time.sleep(2)  # let the worker drain before the next run
+        finally:
+            collector.stop()
+    keys = ("frames_per_s", "samples_per_s", "p50_s", "p99_s")
+    result: dict[str, Any] = {"patients": patients, "runs": runs, "seconds_per_run": seconds}
+    for k in keys:
+        result[k] = statistics.median(run[k] for run in per_run)
+    result["realtime"] = bool(sum(run["realtime"] for run in per_run) * 2 > runs)
+    result["per_run"] = per_run
+    return result

@@ -1,0 +1,113 @@
+"""The local stack as child processes: embedded broker (unless a bootstrap is set), worker, replay.
+
+Used by ``ecg-monitor up``, ``ecg-monitor bench`` and the integration tests. Children run in their own
+sessions, get SIGTERM on exit (SIGKILL after a timeout) and write logs to ``log_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from stream.settings import Settings
+
+
+def spawn_cli(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``ecg-monitor ARGS`` (this interpreter) as a child in its own session, output to ``log_path``."""
+    with open(log_path, "ab") as log_file:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "stream.cli", *args], env=env, stdout=log_file,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def terminate(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
+    """SIGTERM a child, SIGKILL it after ``timeout_s``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout_s)
+
+
+@contextmanager
+def local_stack(settings: Settings, *, log_dir: Path, metrics_port: int, replay: bool = True,
+                patients: int = 6, speed: float = 1.0, records: tuple[str, ...] | list[str] = ("mitdb/100",),
+                faults: str = "none", loop: bool = False, duration: float | None = None,
+                prefix: str = "patient") -> Iterator[dict[str, Any]]:
+    """Broker (unless a bootstrap is set) + worker subprocess (+ replay subprocess); all stopped on exit."""
+    from stream.broker import LocalBroker, ensure_topics_sync
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    broker = None
+    procs: dict[str, subprocess.Popen[bytes] | None] = {"worker": None, "replay": None}
+    try:
+        if settings.local_mode:
+            broker = LocalBroker(port=settings.local_broker_port, log_path=log_dir / "broker.log").start()
+            bs = broker.bootstrap
+        else:
+            bs = settings.kafka_bootstrap
+        ensure_topics_sync(settings, bs)
+        env = {**os.environ, "ECG_KAFKA_BOOTSTRAP": bs, "ECG_DATA_DIR": str(Path(settings.data_dir).resolve())}
+        mode = "--embedded" if broker is not None else "--cluster"
+        procs["worker"] = spawn_cli(["worker", "--bootstrap", bs, mode, "--metrics-port", str(metrics_port)],
+                                 env, log_dir / "worker.log")
+        if replay:
+            args = ["replay", "--bootstrap", bs, "--patients", str(patients), "--speed", str(speed),
+                    "--faults", faults, "--records", ",".join(records), "--prefix", prefix,
+                    "--metrics-port", str(metrics_port + 1)]
+            if loop:
+                args.append("--loop")
+            if duration:
+                args += ["--duration", str(duration)]
+            procs["replay"] = spawn_cli(args, env, log_dir / "replay.log")
+        yield {"bootstrap": bs, "procs": procs, "broker": broker}
+    finally:
+        terminate(procs["replay"])
+        terminate(procs["worker"])
+        if broker is not None:
+            broker.stop()
+
+
+def scrape_metrics(host: str, port: int) -> dict[str, float]:
+    """Samples of a /metrics page: ``name`` -> sum over label sets, and ``name{k="v",...}`` -> value
+    (labels sorted); {} if unreachable."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=1) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    sums: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            sums[s.name] = sums.get(s.name, 0.0) + s.value
+            if s.labels:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                sums[f"{s.name}{{{labels}}}"] = s.value
+    return sums
+
+
+def wait_for_metrics(host: str, port: int, timeout_s: float = 30.0,
+                     proc: subprocess.Popen[bytes] | None = None) -> dict[str, float]:
+    """Poll ``/metrics`` until it answers; raise TimeoutError (or RuntimeError if ``proc`` exits)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        m = scrape_metrics(host, port)
+        if m:
+            return m
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before serving /metrics")
+        time.sleep(0.2)
+    raise TimeoutError(f"no /metrics on {host}:{port} after {timeout_s:.0f} s")
