@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import signal as sps
 
+from stream.errors import FrameValidationError
 from stream.records import TWELVE_LEADS
 from stream.stages.buffering import SampleBuffer, SequenceTracker
 from stream.stages.dropouts import DropoutConfig, DropoutDetector
@@ -132,19 +133,23 @@ class StreamProcessor:
 
         A ``seq`` <= the last seen is a duplicate and is ignored; a seq jump means lost frames: a
         ``missing_frames`` dropout on every lead and the buffer advances by the gap's samples as NaN.
-        Never raises on signal content (NaN, flat, clipped).
+        Never raises on signal content (NaN, flat, clipped); a frame whose leads or rate differ from the
+        stream's raises :class:`~stream.errors.FrameValidationError` (``lead_mismatch``/``fs_mismatch``)
+        before any state changes.
         """
         out = ProcessorOutput()
+        x = np.asarray(frame.samples, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[:, None]
+        if x.ndim != 2 or x.shape[1] != len(self.leads) or tuple(frame.leads) != self.leads:
+            raise FrameValidationError("lead_mismatch", f"frame has leads {frame.leads} / shape {x.shape}, stream {self.stream_id} has {self.leads}")
+        if abs(float(frame.fs) - self.fs) > 1e-6:
+            raise FrameValidationError("fs_mismatch", f"frame fs {frame.fs}, stream {self.stream_id} runs at {self.fs}")
         status = self._seq.observe(frame.seq)
         if status.duplicate:
             out.duplicate = True
             out.heart_rate_bpm = self._hr
             return out
-        x = np.asarray(frame.samples, dtype=np.float32)
-        if x.ndim == 1:
-            x = x[:, None]
-        if x.shape[1] != len(self.leads):
-            raise ValueError(f"frame has {x.shape[1]} leads, stream {self.stream_id} has {len(self.leads)}")
         st = out.stage_seconds
         if self.t0 is None:
             self.t0 = float(frame.start_time)

@@ -66,6 +66,7 @@ class QrsDetector:
         _, gd = sps.group_delay(sps.sos2tf(self.sos), w=[10.0], fs=self.fs)
         self._delay = round(float(gd[0]))
         self._ones = np.full(self._w, 1.0 / self._w)
+        self._span = np.arange(-self._h, self._h + 1)
         self._keep = self._h + self._locate + self._w + int(4.0 * self.fs)
         self.reset()
 
@@ -164,13 +165,18 @@ class QrsDetector:
         stop = self._n - self._h  # candidates need h samples of look-ahead
         if stop > self._scan:
             a, b = self._scan - self._off, stop - self._off
-            seg = self._mwi[a - self._h - 1 : b + self._h]
-            dom = maximum_filter1d(seg, size=2 * self._h + 1, mode="nearest")
-            core = seg[self._h + 1 : -self._h]
-            prev = seg[self._h : -self._h - 1]
-            hit = (core > prev) & (core >= dom[self._h + 1 : -self._h])
-            for j in np.flatnonzero(hit):
-                i = self._scan + int(j)
+            mwi = self._mwi
+            core = mwi[a:b]
+            # local maxima (rising into, not rising after), then keep those dominating +-h samples
+            loc = np.flatnonzero((core > mwi[a - 1 : b - 1]) & (core >= mwi[a + 1 : b + 1])) + a
+            if loc.size > 16:  # many: one running-max pass (same values as the gather below)
+                dom = maximum_filter1d(mwi[a - self._h : b + self._h], size=2 * self._h + 1)
+                loc = loc[mwi[loc] >= dom[loc - a + self._h]]
+            elif loc.size:
+                win = mwi[loc[:, None] + self._span[None, :]]
+                loc = loc[mwi[loc] >= win.max(axis=1)]
+            for j in loc.tolist():
+                i = j + self._off
                 self._searchback_until(i, out)
                 self._candidate(i, out)
             self._scan = stop

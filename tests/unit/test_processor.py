@@ -112,3 +112,24 @@ def test_stage_timings_are_reported(rec100):
     o = sp.process(next(frames(rec100.signal, rec100.fs, rec100.leads)))
     assert set(o.stage_seconds) == {"filter", "qrs", "dropouts", "rules", "windows"}
     assert all(v >= 0 for v in o.stage_seconds.values()) and o.samples == 360
+
+
+@pytest.mark.parametrize("frame_s", [0.25, 2.0])
+def test_frame_length_does_not_change_beats(rec100, frame_s):
+    ref = run(StreamProcessor("p1", rec100.fs, rec100.leads), frames(rec100.signal, rec100.fs, rec100.leads))
+    got = run(StreamProcessor("p1", rec100.fs, rec100.leads), frames(rec100.signal, rec100.fs, rec100.leads, frame_s=frame_s))
+    assert [b.sample for b in got.beats] == [b.sample for b in ref.beats]
+    assert [b.hr_bpm for b in got.beats] == [b.hr_bpm for b in ref.beats]
+
+
+def test_frames_that_do_not_fit_the_stream_are_rejected(rec100):
+    from stream.errors import FrameValidationError
+
+    sp = StreamProcessor("p1", rec100.fs, rec100.leads)
+    with pytest.raises(FrameValidationError) as exc:
+        sp.process(Frame("p1", 0, 360.0, ("MLII",), T0, rec100.signal[:360, :1]))
+    assert exc.value.reason == "lead_mismatch"
+    with pytest.raises(FrameValidationError) as exc:
+        sp.process(Frame("p1", 0, 250.0, rec100.leads, T0, rec100.signal[:360]))
+    assert exc.value.reason == "fs_mismatch"
+    assert sp.process(Frame("p1", 0, 360.0, rec100.leads, T0, rec100.signal[:360])).samples == 360  # state untouched
