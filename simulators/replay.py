@@ -138,7 +138,8 @@ class Replay:
     def __init__(self, settings: Settings, plans: Sequence[StreamPlan], *, speed: float = 1.0,
                  loop: bool = False, duration_s: float | None = None, encoding: str = "i16le",
                  metrics: ReplayMetrics | None = None, start_time: float | None = None,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, max_frames: int | None = None,
+                 record_sent: bool = False) -> None:
         if speed < 0:
             raise ValueError("speed must be >= 0 (0 = as fast as possible)")
         self.settings = settings
@@ -150,7 +151,10 @@ class Replay:
         self.metrics = metrics or ReplayMetrics()
         self.start_time = start_time
         self.rng = rng or np.random.default_rng(0)
+        self.max_frames = max_frames
         self.frames_sent = 0
+        #: (stream id, seq) of every frame published, when ``record_sent``
+        self.sent: list[tuple[str, int]] | None = [] if record_sent else None
         self._stop = asyncio.Event()
         self._records: dict[Path, Record] = {}
         self._noise: dict[str, np.ndarray] | None = None
@@ -198,6 +202,9 @@ class Replay:
     def _next_frame(self, s: _Stream) -> tuple[int, np.ndarray] | None:
         """(seq, samples) of the stream's next frame; None at the end (unless looping)."""
         n = s.signal.shape[0]
+        if self.max_frames is not None and s.seq >= self.max_frames:
+            s.done = True
+            return None
         if s.pos + s.frame_len > n:
             if not self.loop:
                 s.done = True
@@ -285,6 +292,8 @@ class Replay:
                 await producer.send(topics.telemetry, value=value, key=s.plan.stream_id.encode())
                 self.metrics.frames_sent.inc()
                 sent += 1
+                if self.sent is not None:
+                    self.sent.append((s.plan.stream_id, seq))
             heapq.heappush(heap, (self._due(s, s.seq, wall0, t_start, frame_s), i))
         self.frames_sent = sent
         await producer.flush()
@@ -299,12 +308,13 @@ class Replay:
 
 async def replay_to_kafka(settings: Settings, plans: Sequence[StreamPlan], bootstrap: str | None = None,
                           **kwargs: Any) -> int:
-    """Run a :class:`Replay` with its own aiokafka producer; return the number of frames sent."""
+    """Run a :class:`Replay` (built from ``kwargs``, or passed as ``replay=``) with its own aiokafka producer;
+    return the number of frames sent."""
     from aiokafka import AIOKafkaProducer
 
     from stream.broker import client_kwargs
 
-    replay = Replay(settings, plans, **kwargs)
+    replay = kwargs.pop("replay", None) or Replay(settings, plans, **kwargs)
     producer = AIOKafkaProducer(**client_kwargs(settings, bootstrap), linger_ms=5, acks=1)
     await producer.start()
     try:

@@ -1,0 +1,154 @@
+"""Integration fixtures: one embedded Tansu broker per test session (random port), fresh topics and consumer
+group per test, worker subprocesses (``ecg-monitor worker``) that are always terminated in teardown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream.broker import LocalBroker, client_kwargs, ensure_topics_sync, free_port
+from stream.settings import Settings, TopicNames
+from stream.stack import scrape_metrics, spawn_cli, terminate, wait_for_metrics
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """The embedded broker, shared by every integration test of the session."""
+    b = LocalBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log").start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+def settings(broker: LocalBroker, data_dir: Path) -> Settings:
+    """Settings pointing at the session broker, with this test's own topics and consumer group."""
+    uid = uuid.uuid4().hex[:8]
+    topics = TopicNames(**{name: f"it.{uid}.{name}" for name in TopicNames.model_fields})
+    s = Settings(kafka_bootstrap=broker.bootstrap, data_dir=data_dir, consumer_group=f"it-{uid}", topics=topics,
+                 partitions=4)
+    ensure_topics_sync(s)
+    return s
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """Environment that makes a child process build the same Settings."""
+    env = {**os.environ, "ECG_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "ECG_DATA_DIR": str(s.data_dir),
+           "ECG_CONSUMER_GROUP": s.consumer_group, "ECG_PARTITIONS": str(s.partitions),
+           "ECG_BIND_HOST": s.bind_host, "ECG_MAX_FRAME_BYTES": str(s.max_frame_bytes),
+           "ECG_MIN_FS": str(s.min_fs), "ECG_MAX_FS": str(s.max_fs)}
+    for name in TopicNames.model_fields:
+        env[f"ECG_TOPIC_{name.upper()}"] = getattr(s.topics, name)
+    return env
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def metrics(self) -> dict[str, float]:
+        return scrape_metrics("127.0.0.1", self.port)
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+@dataclass
+class WorkerFactory:
+    settings: Settings
+    tmp: Path
+    started: list[Worker] = field(default_factory=list)
+
+    def start(self) -> Worker:
+        """Start ``ecg-monitor worker`` and wait for its /metrics endpoint."""
+        port = free_port()
+        log = self.tmp / f"worker-{len(self.started)}.log"
+        proc = spawn_cli(["worker", "--embedded", "--metrics-port", str(port)], settings_env(self.settings), log)
+        w = Worker(proc, port, log)
+        self.started.append(w)
+        try:
+            wait_for_metrics("127.0.0.1", port, timeout_s=60, proc=proc)
+        except (TimeoutError, RuntimeError) as exc:
+            raise AssertionError(f"worker did not start: {exc}\n{w.log_tail()}") from exc
+        return w
+
+
+@pytest.fixture
+def workers(settings: Settings, tmp_path: Path) -> Iterator[WorkerFactory]:
+    factory = WorkerFactory(settings, tmp_path)
+    try:
+        yield factory
+    finally:
+        for w in factory.started:
+            terminate(w.proc, timeout_s=15)
+
+
+def consume(settings: Settings, topic: str, *, until: Callable[[list[bytes]], bool] | None = None,
+            timeout_s: float = 60.0, idle_s: float = 2.0) -> list[bytes]:
+    """Values of ``topic`` from the beginning: until ``until(values)`` holds (or timeout), or, without
+    ``until``, until nothing new arrived for ``idle_s``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def run() -> list[bytes]:
+        consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False, fetch_max_wait_ms=50)
+        await consumer.start()
+        values: list[bytes] = []
+        try:
+            tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            deadline = time.monotonic() + timeout_s
+            last = time.monotonic()
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=200)
+                for msgs in batch.values():
+                    values += [m.value for m in msgs]
+                if batch:
+                    last = time.monotonic()
+                if until is not None and until(values):
+                    break
+                if until is None and time.monotonic() - last > idle_s:
+                    break
+            return values
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+def produce(settings: Settings, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    """Publish (key, value) pairs in order and wait until they are acknowledged."""
+    from aiokafka import AIOKafkaProducer
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(**client_kwargs(settings))
+        await producer.start()
+        try:
+            for key, value in messages:
+                await producer.send_and_wait(topic, value=value, key=key)
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 30.0, every_s: float = 0.3) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; return it (or the last falsy one after timeout)."""
+    deadline = time.monotonic() + timeout_s
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(every_s)
+        value = predicate()
+    return value
