@@ -17,18 +17,39 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.cae12 import N_LEADS, WINDOW, LeadNorm
+from models.cae12 import N_LEADS, WINDOW, LeadNorm, RecordLeadNorm, normalise
 
 DOWN = 8
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention written out (exports to plain ONNX ops), returning the
+    head-averaged attention weights ``[B, L, L]`` with the output."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} not divisible by heads {heads}")
+        self.heads, self.head_dim = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        w = torch.softmax(q @ k.transpose(-1, -2) / self.head_dim**0.5, dim=-1)  # [B, H, L, L]
+        y = (w @ v).transpose(1, 2).reshape(b, n, d)
+        return self.out(y), w.mean(dim=1)
 
 
 class VAEBiLSTM(nn.Module):
     """Conv front-end -> (lead-wise MHA) -> BiLSTM -> (temporal MHA) -> Gaussian latent per step ->
     BiLSTM decoder -> transposed-conv back-end."""
 
-    def __init__(self, hidden: int = 48, latent: int = 8, conv: int = 32, attention: bool = False, heads: int = 4) -> None:
+    def __init__(self, hidden: int = 48, latent: int = 8, conv: int = 32, attention: bool = False, heads: int = 4, record_norm: bool = False) -> None:
         super().__init__()
         self.norm = LeadNorm()
+        self.rec_norm = RecordLeadNorm() if record_norm else None
         self.attention = attention
         self.lead_dim = 16
         if attention:
@@ -38,7 +59,7 @@ class VAEBiLSTM(nn.Module):
                 nn.GELU(),
             )
             self.lead_embed = nn.Parameter(torch.zeros(1, N_LEADS, self.lead_dim))
-            self.lead_mha = nn.MultiheadAttention(self.lead_dim, num_heads=2, batch_first=True)
+            self.lead_mha = Attention(self.lead_dim, heads=2)
             self.front = nn.Sequential(
                 nn.Conv1d(N_LEADS * self.lead_dim, conv, kernel_size=3, padding=1), nn.GELU(),
             )
@@ -50,7 +71,7 @@ class VAEBiLSTM(nn.Module):
             )
         self.enc_lstm = nn.LSTM(conv, hidden, batch_first=True, bidirectional=True)
         if attention:
-            self.time_mha = nn.MultiheadAttention(2 * hidden, num_heads=heads, batch_first=True)
+            self.time_mha = Attention(2 * hidden, heads=heads)
         self.to_mu = nn.Linear(2 * hidden, latent)
         self.to_logvar = nn.Linear(2 * hidden, latent)
         self.dec_lstm = nn.LSTM(latent, hidden, batch_first=True, bidirectional=True)
@@ -70,7 +91,7 @@ class VAEBiLSTM(nn.Module):
             s = tok.shape[-1]
             tok = tok.reshape(b, N_LEADS, self.lead_dim, s).permute(0, 3, 1, 2).reshape(b * s, N_LEADS, self.lead_dim)
             tok = tok + self.lead_embed
-            att, w = self.lead_mha(tok, tok, tok, need_weights=True, average_attn_weights=True)
+            att, w = self.lead_mha(tok)
             tok = tok + att  # [B*S, 12, D]
             lead_attn = w.reshape(b, s, N_LEADS, N_LEADS).mean(dim=(1, 2))  # attention received per lead
             feats = tok.reshape(b, s, N_LEADS * self.lead_dim).transpose(1, 2)
@@ -79,7 +100,7 @@ class VAEBiLSTM(nn.Module):
             h = self.front(xn.transpose(1, 2)).transpose(1, 2)  # [B, S, C]
         h, _ = self.enc_lstm(h)
         if self.attention:
-            att, w = self.time_mha(h, h, h, need_weights=True, average_attn_weights=True)
+            att, w = self.time_mha(h)
             h = h + att
             time_attn = w.mean(dim=1)  # [B, S] attention received per step
         return self.to_mu(h), self.to_logvar(h).clamp(-8.0, 8.0), lead_attn, time_attn
@@ -91,7 +112,7 @@ class VAEBiLSTM(nn.Module):
 
     def elbo_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sampled reconstruction MSE [B] and KL [B] (per element / per latent step means)."""
-        xn = self.norm(x)
+        xn, _, _ = normalise(self.norm, self.rec_norm, x)
         mu, logvar, _, _ = self.encode(xn)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         rn = self.decode(z)
@@ -100,12 +121,12 @@ class VAEBiLSTM(nn.Module):
         return rec, kl
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        xn = self.norm(x)
+        xn, center, scale = normalise(self.norm, self.rec_norm, x)
         mu, logvar, lead_attn, time_attn = self.encode(xn)
         rn = self.decode(mu)
         lead_error = ((rn - xn) ** 2).mean(dim=1)
         kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(dim=-1).mean(dim=-1)
-        recon = self.norm.inverse(rn)
+        recon = rn * scale + center
         if not self.attention or lead_attn is None or time_attn is None:
             return recon, lead_error, kl
         time_full = F.interpolate(time_attn.unsqueeze(1), size=WINDOW, mode="nearest").squeeze(1)

@@ -52,7 +52,8 @@ def build_model(name: str, mcfg: dict[str, Any]) -> Any:
     if name == "cae12":
         from models.cae12 import CAE12
 
-        return CAE12(channels=tuple(mcfg.get("channels", (32, 64, 64))), bottleneck=int(mcfg.get("bottleneck", 8)))
+        return CAE12(channels=tuple(mcfg.get("channels", (32, 64, 64))), bottleneck=int(mcfg.get("bottleneck", 8)),
+                     record_norm=mcfg.get("norm", "global") == "record")
     from models.vae_bilstm import VAEBiLSTM
 
     return VAEBiLSTM(
@@ -61,6 +62,7 @@ def build_model(name: str, mcfg: dict[str, Any]) -> Any:
         conv=int(mcfg.get("conv", 32)),
         attention=name == "vae_bilstm_mha",
         heads=int(mcfg.get("heads", 4)),
+        record_norm=mcfg.get("norm", "global") == "record",
     )
 
 
@@ -206,7 +208,13 @@ def make_train(name: str) -> Any:
         gen = torch.Generator().manual_seed(int(tcfg.get("seed", 0)))
         xtr = torch.from_numpy(tr.x)
         xva = torch.from_numpy(va.x)
-        train_loader = torch.utils.data.DataLoader(xtr, batch_size=bs, shuffle=True, generator=gen, drop_last=len(tr) > bs)
+        crop = int(tcfg.get("crop", 0))
+        collate = None
+        if 0 < crop < tr.x.shape[1]:
+            def collate(items: list[Any]) -> Any:  # random crops (augmentation); the nets are length-agnostic
+                start = int(torch.randint(0, tr.x.shape[1] - crop + 1, (1,), generator=gen))
+                return torch.stack(items)[:, start : start + crop]
+        train_loader = torch.utils.data.DataLoader(xtr, batch_size=bs, shuffle=True, generator=gen, drop_last=len(tr) > bs, collate_fn=collate)
         val_loader = torch.utils.data.DataLoader(xva, batch_size=128)
         beta = float(tcfg.get("beta", 1.0))
 

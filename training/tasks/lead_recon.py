@@ -122,7 +122,7 @@ def _pretrain_contrastive(model: Any, tr: PtbxlData, cfg: dict[str, Any], rng: n
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(b)
+            total += float(loss.detach()) * len(b)
         losses.append(total / max(len(order), 1))
         if progress:
             print(f"contrastive epoch {epoch + 1}: SupCon loss {losses[-1]:.4f} ({time.monotonic() - t0:.0f} s)")

@@ -1,0 +1,78 @@
+"""Lead reconstruction: exact limb-lead derivation, masks, tiny train/export/evaluate, committed artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.runtime.base import DEFAULT_ARTIFACTS_DIR
+from models.runtime.lead_recon import LeadReconModel, derive_limb_leads
+from stream.errors import ModelError
+from training.config import load_config
+from training.datasets.ptbxl import load_ptbxl
+from training.registry import TaskContext, get_spec
+from training.tasks.lead_recon import IDX, sample_masks
+
+pytestmark = pytest.mark.train
+
+
+def _ctx(data_dir: Path, tmp: Path, overrides: list[str]) -> TaskContext:
+    return TaskContext(
+        model="lead_recon", config=load_config("lead_recon", overrides=overrides), data_dir=data_dir,
+        cache_dir=tmp / "cache", runs_dir=tmp / "runs", artifacts_dir=tmp / "artifacts",
+        progress=False, extra={"source": "onnx"},
+    )
+
+
+def test_limb_leads_derived_exactly_on_real_records(data_dir, tmp_path):
+    x = load_ptbxl(data_dir, tmp_path, limit=2, progress=False).x
+    mask = np.zeros((len(x), 12), dtype=np.float32)
+    mask[:, [IDX["aVL"], IDX["aVF"]]] = 1  # any two limb leads determine the six
+    garbage = np.where(mask[:, None, :] > 0, x, 0.0)
+    out, derived = derive_limb_leads(garbage, mask)
+    assert derived[:, :6].sum() == 4 * len(x) and not derived[:, 6:].any()
+    for lead in ("I", "II", "III", "aVR"):
+        np.testing.assert_allclose(out[:, :, IDX[lead]], x[:, :, IDX[lead]], atol=0.01)  # PTB-XL stores 1 uV steps
+
+
+def test_masks_cover_evaluated_configurations():
+    m = sample_masks(400, np.random.default_rng(0), {"I_II_V4": 1, "II_only": 1, "leave_one_out": 1, "bernoulli": 1})
+    rows = {tuple(r) for r in m.astype(int)}
+    a = np.zeros(12, int)
+    a[[IDX["I"], IDX["II"], IDX["V4"]]] = 1
+    b = np.zeros(12, int)
+    b[IDX["II"]] = 1
+    assert tuple(a) in rows and tuple(b) in rows
+    assert (m.sum(axis=1) >= 1).all() and (m.sum(axis=1) <= 11).all()
+
+
+def test_train_export_evaluate_tiny(data_dir, tmp_path):
+    ctx = _ctx(data_dir, tmp_path, ["data.limit=6", "train.epochs=1", "contrastive.epochs=1", "model.width=8", "model.stem=8", "train.batch_size=8"])
+    spec = get_spec("lead_recon")
+    spec.train(ctx)
+    spec.export(ctx)
+    res = spec.evaluate(ctx)
+    assert set(res["I_II_V4"]["per_lead"]) == {"V1", "V2", "V3", "V5", "V6"}
+    assert set(res["I_II_V4"]["derived"]) == {"III", "aVR", "aVL", "aVF"}
+    assert len(res["II_only"]["per_lead"]) == 11
+    assert all(v["pearson"] > 0.99 for v in res["leave_one_out"]["derived"].values())
+    for conf in ("I_II_V4", "II_only", "leave_one_out"):
+        assert set(next(iter(res[conf]["per_lead"].values()))) == {"rmse", "r2", "pearson"}
+
+
+@pytest.mark.skipif(not (DEFAULT_ARTIFACTS_DIR / "lead_recon.onnx").is_file(), reason="lead_recon not exported yet")
+def test_committed_artifact_matches_card_and_runs_on_real_record(data_dir, tmp_path):
+    model = LeadReconModel.load()
+    assert (DEFAULT_ARTIFACTS_DIR / "lead_recon.onnx").stat().st_size < 3_000_000
+    x = load_ptbxl(data_dir, tmp_path, limit=1, progress=False).folds([10]).x[0]
+    mask = np.zeros(12, dtype=np.float32)
+    mask[[IDX["I"], IDX["II"], IDX["V4"]]] = 1
+    pred = model.predict(x, mask)
+    assert pred.leads.shape == (1, 1000, 12)
+    np.testing.assert_array_equal(pred.leads[0, :, IDX["V4"]], x[:, IDX["V4"]])
+    assert pred.derived[0, IDX["III"]] and pred.learned[0, IDX["V1"]]
+    assert np.corrcoef(pred.leads[0, :, IDX["V5"]], x[:, IDX["V5"]])[0, 1] > 0.5
+    with pytest.raises(ModelError):
+        model.predict(x, np.zeros(12))
