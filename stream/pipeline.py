@@ -130,6 +130,8 @@ class FramePipeline:
         try:
             result = state.processor.process(frame.to_stage_frame())
             out += self._outputs(frame.stream_id, frame.record, result, frame)
+        except FrameValidationError as exc:  # the stages' own checks (e.g. samples not matching the leads)
+            return [*out, self._dead_letter(exc.reason, exc.detail, key, value, topic, partition, offset)]
         except Exception as exc:  # a bug must not stop the partition: dead-letter the frame, keep going
             log.exception("processing failed for stream %s seq %d", frame.stream_id, frame.seq)
             self._streams.pop(frame.stream_id, None)  # state may be inconsistent: restart the stream

@@ -58,6 +58,8 @@ REJECT_REASONS: tuple[str, ...] = (
     "sampling_rate",       # fs outside [Settings.min_fs, Settings.max_fs]
     "sequence_backwards",  # seq lower than the last one processed for the stream (checked by the worker)
     "processing_error",    # the stages raised on a valid frame (a bug; the stream's state is restarted)
+    "lead_mismatch",       # raised by the stages: samples do not match the stream's leads
+    "fs_mismatch",         # raised by the stages: sampling rate differs from the stream's
 )
 
 
