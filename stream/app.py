@@ -90,7 +90,7 @@ def create_app(settings: Settings, *, bootstrap: str | None = None, embedded_bro
         datadir=str(Path(settings.cache_dir) / "faust"),
         autodiscover=False,
         store="memory://",
-        producer_linger_ms=5,
+        producer_linger_ms=20,  # batches receipts/alerts per partition; adds at most 20 ms to output delivery
         **local_tuning,
     )
     metrics = metrics or PipelineMetrics()
@@ -137,6 +137,19 @@ def update_consumer_lag(app: faust.App, pipeline: FramePipeline, metrics: Pipeli
         metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - position))
 
 
+class _Worker(faust.Worker):
+    """faust.Worker that keeps the requested log level (faust leaves the root logger at DEBUG, and aiokafka's
+    per-request debug records then cost ~6 % of the worker's CPU)."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        wanted = logging.getLevelName(str(self.loglevel).upper()) if isinstance(self.loglevel, str) else self.loglevel
+        wanted = wanted if isinstance(wanted, int) else logging.WARNING
+        logger.setLevel(wanted)
+        for name in ("aiokafka", "faust", "mode"):
+            logging.getLogger(name).setLevel(max(wanted, logging.INFO))
+        super().on_setup_root_logger(logger, level)
+
+
 def run_worker(settings: Settings, *, bootstrap: str | None = None, embedded_broker: bool | None = None,
                loglevel: str = "warning", metrics_port: int | None = None) -> None:
     """Run one stream worker until SIGINT/SIGTERM: the Faust app plus the ``/metrics`` endpoint."""
@@ -145,7 +158,7 @@ def run_worker(settings: Settings, *, bootstrap: str | None = None, embedded_bro
     server = serve_metrics(metrics.registry, settings.bind_host, port)
     log.warning("metrics on http://%s:%d/metrics", server.host, server.port)
     app = create_app(settings, bootstrap=bootstrap, embedded_broker=embedded_broker, metrics=metrics)
-    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, override_logging=True)
+    worker = _Worker(app, loglevel=loglevel, redirect_stdouts=False, override_logging=True)
     try:
         worker.execute_from_commandline()
     finally:

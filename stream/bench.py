@@ -110,17 +110,23 @@ def _summarise(rows: list[tuple[float, float, int]], t0: float, seconds: float, 
 
 
 def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: float = 30.0, warmup: float = 10.0,
-              progress: bool = True, records: tuple[str, ...] = ("mitdb",)) -> dict[str, Any]:
+              progress: bool = True, records: tuple[str, ...] = ("mitdb",), workers: int = 1) -> dict[str, Any]:
     """Run the benchmark (see module docs) and return the median figures plus every run."""
     from rich.console import Console
 
     console = Console(stderr=True, quiet=not progress)
     log_dir = Path(tempfile.mkdtemp(prefix="ecg-bench-"))
-    port = free_port(settings.bind_host)
+    port = free_port(settings.bind_host)  # workers use port, port + 1, ...
     per_run: list[dict[str, Any]] = []
-    with local_stack(settings, log_dir=log_dir, metrics_port=port, replay=False) as stack:
+    with local_stack(settings, log_dir=log_dir, metrics_port=port, replay=False, workers=workers) as stack:
         bs = stack["bootstrap"]
-        wait_for_metrics(settings.bind_host, port, proc=stack["procs"]["worker"])
+        ports = stack["worker_ports"]
+        for p, name in zip(ports, [n for n in stack["procs"] if n.startswith("worker")], strict=True):
+            wait_for_metrics(settings.bind_host, p, proc=stack["procs"][name])
+
+        def cpu_seconds() -> float:
+            return sum(scrape_metrics(settings.bind_host, p).get("process_cpu_seconds_total", 0.0) for p in ports)
+
         collector = _BeatsCollector(settings, bs)
         collector.start()
         env = {"ECG_KAFKA_BOOTSTRAP": bs, "ECG_DATA_DIR": str(Path(settings.data_dir).resolve())}
@@ -128,7 +134,7 @@ def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: floa
             for r in range(runs):
                 prefix = f"bench{r}"
                 console.print(f"run {r + 1}/{runs}: {patients} streams, {warmup:g} s warm-up + {seconds:g} s")
-                cpu0, w0 = scrape_metrics(settings.bind_host, port).get("process_cpu_seconds_total", 0.0), time.time()
+                cpu0, w0 = cpu_seconds(), time.time()
                 replay = spawn_cli(
                     ["replay", "--bootstrap", bs, "--patients", str(patients), "--speed", "1", "--faults", "none",
                      "--records", ",".join(records), "--prefix", prefix, "--metrics-port", "-1",
@@ -145,10 +151,11 @@ def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: floa
                     t_measure = first + warmup
                     while time.time() < t_measure + seconds + 3:
                         time.sleep(0.5)
-                    cpu1, w1 = scrape_metrics(settings.bind_host, port).get("process_cpu_seconds_total", 0.0), time.time()
+                    cpu1, w1 = cpu_seconds(), time.time()
                 finally:
                     terminate(replay)
                 res = _summarise(collector.take(prefix), t_measure, seconds, patients, settings.frame_seconds)
+                res["load_average_1m"] = round(os.getloadavg()[0], 2)
                 res["worker_cpu_share"] = round((cpu1 - cpu0) / (w1 - w0), 3)
                 per_run.append(res)
                 console.print(f"  {res}")
@@ -156,7 +163,8 @@ def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: floa
         finally:
             collector.stop()
     keys = ("frames_per_s", "samples_per_s", "p50_s", "p99_s")
-    result: dict[str, Any] = {"patients": patients, "runs": runs, "seconds_per_run": seconds}
+    result: dict[str, Any] = {"patients": patients, "workers": workers, "runs": runs, "seconds_per_run": seconds,
+                              "load_average_1m": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count()}
     for k in keys:
         result[k] = statistics.median(run[k] for run in per_run)
     result["realtime"] = bool(sum(run["realtime"] for run in per_run) * 2 > runs)

@@ -293,13 +293,14 @@ def bench(
     runs: Annotated[int, typer.Option(min=1, help="Measurement runs; the median is reported.")] = 3,
     seconds: Annotated[float, typer.Option(help="Measured seconds per run.")] = 30.0,
     warmup: Annotated[float, typer.Option(help="Seconds before measuring in each run.")] = 10.0,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (one consumer group).")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Throughput and end-to-end latency of N real-time MIT-BIH patient streams through the pipeline."""
     from stream.bench import run_bench
 
     result = run_bench(_settings(), patients=patients, runs=runs, seconds=seconds, warmup=warmup,
-                       progress=not as_json)
+                       progress=not as_json, workers=workers)
     if as_json:
         print(json.dumps(result))
     else:

@@ -141,6 +141,9 @@ class _FrameEnvelope(BaseModel):
     samples: str
 
 
+_ENVELOPE_FIELDS = frozenset([*_FrameEnvelope.model_fields, "start_ts"])
+
+
 def encode_samples(samples: np.ndarray, encoding: str = "i16le", gain: float | np.ndarray = DEFAULT_GAIN) -> str:
     """Encode float [n, leads] samples to the base64 text of ``encoding`` (see module docs)."""
     x = np.asarray(samples, dtype=np.float32)
@@ -248,7 +251,7 @@ def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) ->
         raise _reject("nan_only", f"all {x.size} samples missing")
     if env.units and len(env.units) != n_leads:
         raise _reject("bad_shape", f"{len(env.units)} units for {n_leads} leads")
-    extra = {k: v for k, v in obj.items() if k not in _FrameEnvelope.model_fields and k != "start_ts"}
+    extra = {k: v for k, v in obj.items() if k not in _ENVELOPE_FIELDS}
     return TelemetryFrame(
         stream_id=env.stream_id, seq=env.seq, fs=env.fs, leads=tuple(env.leads), start_time=start,
         samples=x, record=env.record, units=tuple(env.units) or ("mV",) * n_leads, sent_at=env.sent_at,

@@ -42,8 +42,10 @@ def terminate(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> 
 def local_stack(settings: Settings, *, log_dir: Path, metrics_port: int, replay: bool = True,
                 patients: int = 6, speed: float = 1.0, records: tuple[str, ...] | list[str] = ("mitdb/100",),
                 faults: str = "none", loop: bool = False, duration: float | None = None,
-                prefix: str = "patient") -> Iterator[dict[str, Any]]:
-    """Broker (unless a bootstrap is set) + worker subprocess (+ replay subprocess); all stopped on exit."""
+                prefix: str = "patient", workers: int = 1) -> Iterator[dict[str, Any]]:
+    """Broker (unless a bootstrap is set) + ``workers`` worker subprocesses (one consumer group; worker i serves
+    /metrics on ``metrics_port + i``; the replay on ``metrics_port + workers``) + a replay subprocess; all stopped
+    on exit. Yields ``{"bootstrap", "procs" (name -> Popen), "worker_ports", "broker"}``."""
     from stream.broker import LocalBroker, ensure_topics_sync
 
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -58,21 +60,24 @@ def local_stack(settings: Settings, *, log_dir: Path, metrics_port: int, replay:
         ensure_topics_sync(settings, bs)
         env = {**os.environ, "ECG_KAFKA_BOOTSTRAP": bs, "ECG_DATA_DIR": str(Path(settings.data_dir).resolve())}
         mode = "--embedded" if broker is not None else "--cluster"
-        procs["worker"] = spawn_cli(["worker", "--bootstrap", bs, mode, "--metrics-port", str(metrics_port)],
-                                 env, log_dir / "worker.log")
+        for i in range(workers):
+            name = "worker" if i == 0 else f"worker{i}"
+            procs[name] = spawn_cli(["worker", "--bootstrap", bs, mode, "--metrics-port", str(metrics_port + i)],
+                                    env, log_dir / f"{name}.log")
         if replay:
             args = ["replay", "--bootstrap", bs, "--patients", str(patients), "--speed", str(speed),
                     "--faults", faults, "--records", ",".join(records), "--prefix", prefix,
-                    "--metrics-port", str(metrics_port + 1)]
+                    "--metrics-port", str(metrics_port + workers)]
             if loop:
                 args.append("--loop")
             if duration:
                 args += ["--duration", str(duration)]
             procs["replay"] = spawn_cli(args, env, log_dir / "replay.log")
-        yield {"bootstrap": bs, "procs": procs, "broker": broker}
+        yield {"bootstrap": bs, "procs": procs, "broker": broker,
+               "worker_ports": [metrics_port + i for i in range(workers)]}
     finally:
-        terminate(procs["replay"])
-        terminate(procs["worker"])
+        for proc in procs.values():
+            terminate(proc)
         if broker is not None:
             broker.stop()
 
