@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ECG_DATA_DIR ?= ../shared/data
 export ECG_DATA_DIR
 
-.PHONY: help venv up test test-fast lint typecheck bench eval-qrs eval-dropouts clean
+.PHONY: help venv up test test-fast test-integration check-deploy lint typecheck bench eval-qrs eval-dropouts clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -28,14 +28,21 @@ test: venv  ## the whole test suite (unit + integration on the embedded broker)
 test-fast: venv  ## unit tests only
 	$(BIN)/python -m pytest -q -m "not integration and not slow" $(ARGS)
 
+test-integration: venv  ## integration tests only (embedded broker, worker subprocesses, Prometheus)
+	$(BIN)/python -m pytest -q -m integration $(ARGS)
+
+check-deploy:  ## promtool checks of deploy/prometheus.yml and deploy/alert-rules.yml
+	promtool check config deploy/prometheus.yml
+	promtool check rules deploy/alert-rules.yml
+
 lint: venv  ## ruff
 	$(BIN)/ruff check stream simulators models training tests
 
 typecheck: venv  ## mypy
 	$(BIN)/mypy
 
-bench: venv  ## throughput/latency benchmark on the local stack
-	$(BIN)/ecg-monitor bench --patients 500 --json
+bench: venv  ## throughput/latency benchmark on the local stack (ARGS="--workers 2" to scale out)
+	$(BIN)/ecg-monitor bench --patients 500 --json $(ARGS)
 
 eval-qrs: venv  ## R-peak detector vs XQRS/GQRS/NeuroKit2 on all 48 MIT-BIH records
 	$(BIN)/python -m training evaluate qrs --db mitdb --json
