@@ -43,6 +43,8 @@ class QrsDetector:
         searchback_rr: float = 1.66,
         locate_s: float = 0.25,
         max_rr_s: float = 2.0,
+        locate_band_hz: tuple[float, float] | None = (1.0, 30.0),
+        refine_s: float = 0.03,
     ) -> None:
         if fs <= 0:
             raise ValueError(f"fs must be positive, got {fs}")
@@ -62,9 +64,19 @@ class QrsDetector:
         self._sb = searchback_rr
         self._locate = round(locate_s * self.fs)
         self._max_rr = round(max_rr_s * self.fs)
+        self._refine = round(refine_s * self.fs)
         # group delay (samples) of the band-pass around the QRS energy band, removed from peak positions
         _, gd = sps.group_delay(sps.sos2tf(self.sos), w=[10.0], fs=self.fs)
         self._delay = round(float(gd[0]))
+        # R peaks are located on a wider band than the detection band (keeps the R-wave shape)
+        if locate_band_hz is None:
+            self._lb, self._la, self._ldelay = None, None, self._delay
+        else:
+            lsos = sps.butter(1, [locate_band_hz[0] / nyq, min(locate_band_hz[1], 0.45 * self.fs) / nyq], btype="bandpass", output="sos")
+            self._lb, self._la = sps.sos2tf(lsos)
+            _, lgd = sps.group_delay((self._lb, self._la), w=[10.0], fs=self.fs)
+            self._ldelay = round(float(lgd[0]))
+            self._lzi_unit = sps.lfilter_zi(self._lb, self._la)
         self._ones = np.full(self._w, 1.0 / self._w)
         self._span = np.arange(-self._h, self._h + 1)
         self._keep = self._h + self._locate + self._w + int(4.0 * self.fs)
@@ -75,12 +87,14 @@ class QrsDetector:
         """Forget all state; the next sample fed is absolute index ``start_sample`` (re-learns thresholds)."""
         pad = self._h + 1
         self._zi: np.ndarray | None = None
+        self._lzi: np.ndarray | None = None
         self._last_x = 0.0
         self._bp_tail = np.zeros(4)
         self._sq_tail = np.zeros(self._w - 1)
         self._origin = int(start_sample)
         self._off = self._origin - pad  # absolute index of hist[0]
         self._bp = np.zeros(pad)
+        self._loc = np.zeros(pad)
         self._mwi = np.zeros(pad)
         self._slope = np.zeros(pad)
         self._n = self._origin  # absolute index of the next sample
@@ -148,6 +162,11 @@ class QrsDetector:
         # integrated energy, kept as its square root (amplitude scale: PVCs do not swamp the levels)
         mwi = np.sqrt(np.convolve(sext, self._ones, mode="valid"))
         self._sq_tail = sext[len(sext) - (self._w - 1) :] if self._w > 1 else sext[:0]
+        if self._lb is not None:
+            if self._lzi is None:
+                self._lzi = self._lzi_unit * x[0]
+            loc, self._lzi = sps.lfilter(self._lb, self._la, x, zi=self._lzi)
+            self._loc = np.concatenate([self._loc, loc])
         self._bp = np.concatenate([self._bp, bp])
         self._mwi = np.concatenate([self._mwi, mwi])
         self._slope = np.concatenate([self._slope, np.abs(d)])
@@ -193,6 +212,8 @@ class QrsDetector:
         excess = self._mwi.size - self._keep
         if excess > 4 * self.fs:
             self._bp = self._bp[excess:]
+            if self._lb is not None:
+                self._loc = self._loc[excess:]
             self._mwi = self._mwi[excess:]
             self._slope = self._slope[excess:]
             self._off += excess
@@ -205,9 +226,16 @@ class QrsDetector:
         return float(self._slope[a : i - self._off + 1].max())
 
     def _locate_r(self, i: int) -> int:
+        # the R wave is the largest band-passed deflection in the locate_s before the integrated peak ...
         a = max(i - self._locate - self._off, 0)
         seg = self._bp[a : i - self._off + 1]
         r = self._off + a + int(np.argmax(np.abs(seg))) - self._delay
+        if self._lb is not None:
+            # ... refined to the largest wide-band deflection within +-refine_s (R-wave apex)
+            c = r + self._ldelay - self._off
+            lo, hi = max(c - self._refine, 0), min(c + self._refine + 1, self._loc.size)
+            if hi > lo:
+                r = self._off + lo + int(np.argmax(np.abs(self._loc[lo:hi]))) - self._ldelay
         return max(r, 0)
 
     def _beat(self, i: int, val: float, slope: float, out: list[int], searchback: bool) -> None:
