@@ -6,6 +6,8 @@ import asyncio
 import base64
 import json
 import signal
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -22,7 +24,7 @@ from stream.schemas import (
     encode_frame,
 )
 from stream.settings import Settings
-from tests.integration.conftest import WorkerFactory, consume, produce, wait_until
+from tests.integration.conftest import WorkerFactory, consume, produce, settings_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +66,15 @@ def test_replay_raises_alerts_and_exports_metrics(settings: Settings, workers: W
     assert raised[0].kind in ("asystole", "signal_loss") and raised[0].severity in ("critical", "warning")
     fault_start = replay_start = min(r.frame_start_ts for r in receipts if r.stream_id == plans[0].stream_id)
     assert fault_start + 19 <= raised[0].start_ts <= replay_start + 29  # the episode lies inside the fault
+
+    alerts = [AlertMessage.from_bytes(v) for v in consume(settings, settings.topics.alerts, idle_s=1.5)]
+    # `ecg-monitor alerts` prints the same alerts as JSON lines, de-duplicated by (id, status)
+    cli = subprocess.run([sys.executable, "-m", "stream.cli", "alerts", "--idle", "1"], env=settings_env(settings),
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    printed = [AlertMessage.model_validate_json(line) for line in cli.stdout.splitlines() if line.strip()]
+    assert {(a.id, a.status) for a in printed} == {(a.id, a.status) for a in alerts}
+    assert len(printed) == len({(a.id, a.status) for a in alerts})
 
     truth = [FaultTruthMessage.from_bytes(v) for v in consume(settings, settings.topics.ground_truth, idle_s=1)]
     assert sorted(t.kind for t in truth) == ["flatline", "lead_off", "lost_frames"]
