@@ -22,7 +22,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from stream.broker import faust_broker_credentials, faust_broker_url
 from stream.errors import ConfigError
 from stream.metrics import PipelineMetrics, serve_metrics
-from stream.pipeline import FramePipeline, ProcessorFactory
+from stream.pipeline import FramePipeline, Outgoing, ProcessorFactory
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,20 +97,24 @@ def create_app(settings: Settings, *, bootstrap: str | None = None, embedded_bro
     pipeline = FramePipeline(settings, metrics, processor_factory)
     t = settings.topics
     telemetry = app.topic(t.telemetry, key_type=bytes, value_type=bytes, partitions=settings.partitions)
-    outputs = {name: app.topic(name, key_type=bytes, value_type=bytes, partitions=settings.partitions)
-               for name in (t.alerts, t.dropouts, t.beats, t.dead_letter)}
+    for name in (t.alerts, t.dropouts, t.beats, t.dead_letter):  # declared so the worker creates them if missing
+        app.topic(name, key_type=bytes, value_type=bytes, partitions=settings.partitions)
+
+    async def publish(outs: list[Outgoing]) -> None:
+        # straight to the app's producer (Topic.send adds channel/sensor layers per message); Faust flushes
+        # this producer before committing offsets, so outputs are durable before their input is committed
+        for out in outs:
+            await app.producer.send(out.topic, out.key, out.value, None, None, None)
 
     @app.agent(telemetry, name="ecg-process-telemetry")
     async def process_telemetry(stream: faust.Stream) -> None:
         async for event in stream.events():
             msg = event.message
-            for out in pipeline.handle(msg.key, msg.value, msg.topic, msg.partition, msg.offset):
-                await outputs[out.topic].send(key=out.key, value=out.value)
+            await publish(pipeline.handle(msg.key, msg.value, msg.topic, msg.partition, msg.offset))
 
     @app.timer(HOUSEKEEPING_INTERVAL_S)
     async def housekeeping() -> None:
-        for out in pipeline.expire_idle():
-            await outputs[out.topic].send(key=out.key, value=out.value)
+        await publish(pipeline.expire_idle())
         update_consumer_lag(app, pipeline, metrics)
 
     app.ecg_pipeline = pipeline  # type: ignore[attr-defined]
