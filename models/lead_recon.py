@@ -74,13 +74,13 @@ class _Res(nn.Module):
 class LeadRecon(nn.Module):
     """Masked 12 leads -> all 12 leads (see module docstring)."""
 
-    def __init__(self, stem: int = 32, width: int = 64, head: int = 12, use_contrastive: bool = True, contrastive_dim: int = 64, fuse_dim: int = 16) -> None:
+    def __init__(self, stem: int = 32, width: int = 64, head: int = 12, use_contrastive: bool = True, contrastive_dim: int = 64, fuse_dim: int = 16, dilations: tuple[int, ...] = (1, 2, 4, 8, 16)) -> None:
         super().__init__()
         self.norm = LeadNorm()
         self.use_contrastive = use_contrastive
         self.stem = nn.Sequential(nn.Conv1d(2 * N_LEADS, stem, 7, padding=3), nn.BatchNorm1d(stem), nn.GELU())
         self.down = nn.Sequential(nn.Conv1d(stem, width, 4, stride=2, padding=1), nn.BatchNorm1d(width), nn.GELU())
-        self.blocks = nn.Sequential(*[_Res(width, d) for d in (1, 2, 4, 8, 16)])
+        self.blocks = nn.Sequential(*[_Res(width, d) for d in dilations])
         self.up = nn.Sequential(nn.ConvTranspose1d(width, stem, 4, stride=2, padding=1), nn.GELU())
         fused = 2 * stem
         if use_contrastive:

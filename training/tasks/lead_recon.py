@@ -84,6 +84,7 @@ def build_model(mcfg: dict[str, Any]) -> Any:
         use_contrastive=bool(mcfg.get("use_contrastive", True)),
         contrastive_dim=int(mcfg.get("contrastive_dim", 64)),
         fuse_dim=int(mcfg.get("fuse_dim", 16)),
+        dilations=tuple(mcfg.get("dilations", (1, 2, 4, 8, 16))),
     )
 
 
