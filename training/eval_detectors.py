@@ -250,6 +250,7 @@ def _progress(items: Iterable[Any], enabled: bool, desc: str) -> Iterable[Any]:
 
 # ------------------------------------------------------------------------------------------- dropouts
 
+SHORT_EVENT_S = 0.5
 DROPOUT_RECORDS: tuple[str, ...] = ("100", "103", "105", "108", "119", "201", "208", "213", "219", "223", "228", "232")
 
 
@@ -335,6 +336,7 @@ def evaluate_dropouts(
     events_total: dict[str, int] = dict.fromkeys(DROPOUT_FAULT_KINDS, 0)
     events_hit: dict[str, int] = dict.fromkeys(DROPOUT_FAULT_KINDS, 0)
     missed: list[dict[str, Any]] = []
+    short = [0, 0]  # events of <= SHORT_EVENT_S: total, recalled
     false_inj: list[dict[str, Any]] = []
     mislabelled: list[dict[str, Any]] = []
     clean_s_inj = 0.0
@@ -361,6 +363,9 @@ def evaluate_dropouts(
                 for s in segs
             )
             events_hit[ev.kind] += int(hit)
+            if ev.end - ev.start <= SHORT_EVENT_S:
+                short[0] += 1
+                short[1] += int(hit)
             if not hit:
                 missed.append({**ev.to_dict(), "duration_s": round(ev.end - ev.start, 3)})
         for s in segs:
@@ -399,6 +404,8 @@ def evaluate_dropouts(
         "events_by_kind": events_total,
         "recalled_by_kind": events_hit,
         "events": total,
+        "recall_events_up_to_500ms": _pct(short[1], short[0]),
+        "events_up_to_500ms": short[0],
         "recalled": hit,
         "missed": missed,
         "false_per_hour": round(len(false_clean) / clean_hours, 3) if clean_hours else None,

@@ -24,14 +24,14 @@ def test_match_beats_is_one_to_one_within_tolerance():
     assert inside.tolist() == [False, True, False]
 
 
-def test_evaluate_qrs_on_three_records(data_dir):
-    res = evaluate_qrs(data_dir, records=["100", "114", "119"], peers=True)
+def test_evaluate_qrs_on_two_records(data_dir):
+    res = evaluate_qrs(data_dir, records=["114", "119"], peers=True)
     json.dumps(res)  # JSON-able
     for key in ("sensitivity", "ppv", "sensitivity_50ms", "ppv_50ms", "samples_per_s", "seconds", "per_record", "xqrs", "gqrs", "neurokit2", "neurokit2_pantompkins"):
         assert key in res, key
     assert res["units"] == "percent"
     assert res["sensitivity"] > 99.0 and res["ppv"] > 99.0
-    assert set(res["per_record"]) == {"100", "114", "119"}
+    assert set(res["per_record"]) == {"114", "119"}
     assert res["per_record"]["114"]["tp"] > 1800  # record 114 has MLII on channel 1
     for peer in ("xqrs", "gqrs"):
         assert res[peer]["sensitivity"] > 90 and res[peer]["samples_per_s"] > 0
