@@ -107,7 +107,7 @@ def create_app(settings: Settings, *, bootstrap: str | None = None, embedded_bro
             await app.producer.send(out.topic, out.key, out.value, None, None, None)
 
     @app.agent(telemetry, name="ecg-process-telemetry")
-    async def process_telemetry(stream: faust.Stream) -> None:
+    async def process_telemetry(stream: faust.StreamT) -> None:
         async for event in stream.events():
             msg = event.message
             await publish(pipeline.handle(msg.key, msg.value, msg.topic, msg.partition, msg.offset))
