@@ -432,10 +432,13 @@ def evaluate_dropouts(
 # -------------------------------------------------------------------------------------------- bench
 
 
-def bench_processor(data_dir: Path, record: str = "100", seconds: int = 300, runs: int = 5) -> dict[str, Any]:
+def bench_processor(data_dir: Path, record: str = "100", seconds: int = 300, runs: int = 5, windows: bool = True) -> dict[str, Any]:
     """Median per-frame time of :meth:`StreamProcessor.process` (1 s, 2-lead, 360 Hz frames of a real
-    record), per stage and in total, over ``runs`` runs."""
-    from stream.stages.processor import Frame, StreamProcessor
+    record), per stage and in total, over ``runs`` runs; ``windows=False`` is the worker's configuration
+    without model windows."""
+    from stream.stages.processor import Frame, StageConfig, StreamProcessor
+
+    config = StageConfig(emit_beat_720=windows, emit_beat_400=windows, emit_leads_10s=windows)
 
     rec = read_record(Path(data_dir) / "mitdb" / record, sampto=int(seconds * 360))
     n = int(rec.fs)
@@ -443,7 +446,7 @@ def bench_processor(data_dir: Path, record: str = "100", seconds: int = 300, run
     medians: list[float] = []
     stage_acc: dict[str, list[float]] = {}
     for _ in range(runs):
-        sp = StreamProcessor("bench", rec.fs, rec.leads)
+        sp = StreamProcessor("bench", rec.fs, rec.leads, config)
         times = []
         for f in frames:
             t = time.perf_counter()
@@ -455,6 +458,7 @@ def bench_processor(data_dir: Path, record: str = "100", seconds: int = 300, run
     med = float(np.median(medians))
     return {
         "record": record,
+        "model_windows": windows,
         "frames_per_run": len(frames),
         "runs": runs,
         "median_frame_ms": round(med * 1e3, 4),
@@ -520,8 +524,9 @@ def bench_cmd(
     seconds: int = 300,
     runs: int = 5,
 ) -> None:
-    """Median per-frame time of StreamProcessor.process (1 s, 2 leads, 360 Hz)."""
-    print(json.dumps(bench_processor(_root(data_dir), record, seconds, runs), indent=2))
+    """Median per-frame time of StreamProcessor.process (1 s, 2 leads, 360 Hz), with and without windows."""
+    root = _root(data_dir)
+    print(json.dumps([bench_processor(root, record, seconds, runs, windows=w) for w in (True, False)], indent=2))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ class DropoutDetector:
         self._mmax = int(self._m.max()) + 1
         n_leads = len(self.leads)
         self._tails = [np.zeros((self._mmax + 1, n_leads), dtype=bool) for _ in range(4)]
+        self._tail_any = [False] * 4  # whether a tail holds any True (all-False tails need no shifting)
         self._last = np.full(n_leads, np.nan)  # last raw sample of each lead
         self._xtail = np.full((int(self._m[2]) - 1, n_leads), np.nan)  # raw samples for the range test
         self._ref = np.full(n_leads, np.nan)  # baseline (mean of the last clean frame)
@@ -116,7 +117,7 @@ class DropoutDetector:
         with np.errstate(invalid="ignore"):
             sat = np.abs(x) >= c.rail_mv
             ref = np.where(np.isnan(self._ref), x[0], self._ref)
-            prev = np.vstack([self._last[None, :], x[:-1]])
+            prev = np.concatenate([self._last[None, :], x[:-1]], axis=0)
             step = np.abs(x - prev)
             off = (np.abs(x - ref) >= c.lead_off_mv) & ~sat
             flat = (step <= c.flat_eps_mv) & ~sat & ~off
@@ -129,7 +130,7 @@ class DropoutDetector:
         bad = nan | sat | off
         # baseline: mean of this frame per lead, kept when the frame is mostly dropout
         if not bad.any():
-            self._ref = x.mean(axis=0)
+            self._ref = np.add.reduce(x, axis=0) / n
         else:
             cnt = (~bad).sum(axis=0)
             for lead in np.flatnonzero(cnt >= max(1, n // 2)):
@@ -138,10 +139,15 @@ class DropoutDetector:
         any_conf = False
         for k in (3, 2, 1, 0):  # lowest priority first, overwritten by higher ones
             m = int(self._m[k])
+            if not raw[k].any():
+                if self._tail_any[k]:  # shift the tail; no run of this kind can be confirmed now
+                    ext = np.concatenate([self._tails[k], raw[k]], axis=0)
+                    self._tails[k] = ext[-self._mmax :]
+                    self._tail_any[k] = bool(self._tails[k].any())
+                continue
             ext = np.concatenate([self._tails[k], raw[k]], axis=0)  # [mmax + n, leads]
             self._tails[k] = ext[-self._mmax :]
-            if not raw[k].any():
-                continue
+            self._tail_any[k] = True
             # trailing-window count of the raw mask over m samples (exact integer arithmetic)
             cs = np.cumsum(ext, axis=0, dtype=np.int32)
             L = ext.shape[0]
@@ -193,6 +199,7 @@ class DropoutDetector:
                 self._open[lead] = None
         for tail in self._tails:
             tail[:] = False
+        self._tail_any = [False] * 4
         self._last = np.full(len(self.leads), np.nan)
         self._xtail[:] = np.nan
         self._n = max(self._n, start_sample + n)

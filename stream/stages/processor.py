@@ -101,7 +101,13 @@ class StreamProcessor:
         self.qrs_lead = pick_qrs_lead(self.leads)
         self._filter = CausalFilter(self.fs, len(self.leads))
         self._qrs = QrsDetector(self.fs)
-        self._buf = SampleBuffer(round(self.config.buffer_seconds * self.fs), len(self.leads))
+        cfg = self.config
+        self._twelve = all(ld in self.leads for ld in TWELVE_LEADS)
+        self._windows_on = cfg.emit_beat_720 or cfg.emit_beat_400 or (cfg.emit_leads_10s and self._twelve)
+        # the buffer holds the band-passed signal for model windows; without windows it only counts samples
+        self._max_hold = round(cfg.buffer_seconds * self.fs)  # longer gaps restart filter and detector
+        cap = self._max_hold if self._windows_on else 1
+        self._buf = SampleBuffer(cap, len(self.leads))
         self._seq = SequenceTracker()
         self._rules = RuleEngine(stream_id, self.config.rules)
         self._drop: DropoutDetector | None = None
@@ -109,7 +115,6 @@ class StreamProcessor:
         self._peaks: list[int] = []
         self._pending: list[int] = []  # beats waiting for enough samples after them to cut windows
         self._last_n = round(self.fs)
-        self._twelve = all(ld in self.leads for ld in TWELVE_LEADS)
         self._twelve_idx = [self.leads.index(ld) for ld in TWELVE_LEADS] if self._twelve else []
         self._win10 = round(TWELVE_LEAD_WINDOW / TWELVE_LEAD_FS * self.fs)
         self._next10 = self._win10
@@ -166,7 +171,7 @@ class StreamProcessor:
             start = self._buf.end
             out.dropouts += drop.gap(start, gap)
             self._buf.append_gap(gap)
-            if gap <= self._buf.capacity:
+            if gap <= self._max_hold:
                 nan = np.full((gap, len(self.leads)), np.nan, dtype=np.float32)
                 self._filter.process(nan)
                 self._qrs.process(nan[:, self.qrs_lead], start)
@@ -180,8 +185,10 @@ class StreamProcessor:
         start = self._buf.end
         t1 = time.perf_counter()
         st["dropouts"] = t1 - t
-        y = self._filter.process(x)
-        self._buf.append(y)
+        if self._windows_on:
+            self._buf.append(self._filter.process(x))
+        else:  # no model windows wanted: the band-passed copy would never be read
+            self._buf.append_gap(x.shape[0])
         t2 = time.perf_counter()
         st["filter"] = t2 - t1
         peaks = self._qrs.process(x[:, self.qrs_lead], start)
@@ -193,7 +200,8 @@ class StreamProcessor:
             recent = np.diff(self._peaks[-(self.config.hr_beats + 1) :])
             self._hr = 60.0 * self.fs / float(np.median(recent)) if recent.size else None
             out.beats.append(Beat(self.stream_id, int(p), self.time_of(p), rr, self._hr))
-            self._pending.append(int(p))
+            if self._windows_on:
+                self._pending.append(int(p))
         t3 = time.perf_counter()
         st["qrs"] = t3 - t2
         out.dropouts += drop.process(x, start)

@@ -86,17 +86,17 @@ class QrsDetector:
     def reset(self, start_sample: int = 0) -> None:
         """Forget all state; the next sample fed is absolute index ``start_sample`` (re-learns thresholds)."""
         pad = self._h + 1
+        self._origin = int(start_sample)
         self._zi: np.ndarray | None = None
         self._lzi: np.ndarray | None = None
         self._last_x = 0.0
-        self._bp_tail = np.zeros(4)
-        self._sq_tail = np.zeros(self._w - 1)
-        self._origin = int(start_sample)
-        self._off = self._origin - pad  # absolute index of hist[0]
-        self._bp = np.zeros(pad)
-        self._loc = np.zeros(pad)
-        self._mwi = np.zeros(pad)
-        self._slope = np.zeros(pad)
+        # history of the band-passed, location, integrated and |derivative| signals, preallocated;
+        # row 0 is absolute sample self._off; the first `pad` rows are zeros before the stream start
+        self._cap = self._keep + round(8.0 * self.fs)
+        self._hist = np.zeros((4, self._cap))
+        self._bp, self._loc, self._mwi, self._slope = self._hist
+        self._off = self._origin - pad
+        self._len = pad
         self._n = self._origin  # absolute index of the next sample
         self._scan = self._origin  # next absolute index to scan for candidates
         self._init = False
@@ -154,28 +154,28 @@ class QrsDetector:
         if self._zi is None:
             self._zi = self._zi_unit * x[0]
         bp, self._zi = sps.lfilter(self._b, self._a, x, zi=self._zi)
-        ext = np.concatenate([self._bp_tail, bp])
-        d = (2.0 * ext[4:] + ext[3:-1] - ext[1:-3] - 2.0 * ext[:-4]) * (self.fs / 8.0)
-        self._bp_tail = ext[-4:]
-        sq = d * d
-        sext = np.concatenate([self._sq_tail, sq])
+        n = x.size
+        self._reserve(n)
+        w0, w1 = self._len, self._len + n
+        hb = self._bp
+        hb[w0:w1] = bp
+        # five-point derivative over the history (the rows before w0 hold the previous samples)
+        d = (2.0 * hb[w0:w1] + hb[w0 - 1 : w1 - 1] - hb[w0 - 3 : w1 - 3] - 2.0 * hb[w0 - 4 : w1 - 4]) * (self.fs / 8.0)
+        hs = self._slope
+        np.abs(d, out=hs[w0:w1])
+        sq = hs[w0 - self._w + 1 : w1]
         # integrated energy, kept as its square root (amplitude scale: PVCs do not swamp the levels)
-        mwi = np.sqrt(np.convolve(sext, self._ones, mode="valid"))
-        self._sq_tail = sext[len(sext) - (self._w - 1) :] if self._w > 1 else sext[:0]
+        np.sqrt(np.convolve(sq * sq, self._ones, mode="valid"), out=self._mwi[w0:w1])
         if self._lb is not None:
             if self._lzi is None:
                 self._lzi = self._lzi_unit * x[0]
-            loc, self._lzi = sps.lfilter(self._lb, self._la, x, zi=self._lzi)
-            self._loc = np.concatenate([self._loc, loc])
-        self._bp = np.concatenate([self._bp, bp])
-        self._mwi = np.concatenate([self._mwi, mwi])
-        self._slope = np.concatenate([self._slope, np.abs(d)])
-        self._n += x.size
+            self._loc[w0:w1], self._lzi = sps.lfilter(self._lb, self._la, x, zi=self._lzi)
+        self._len = w1
+        self._n += n
 
         out: list[int] = []
         if not self._init:
             if self._n - self._origin < self._learn + self._h + 1:
-                self._trim()
                 return np.zeros(0, dtype=np.int64)
             seg = self._mwi[self._origin - self._off : self._origin + self._learn - self._off]
             self._spki = 0.5 * float(seg.max())
@@ -200,7 +200,6 @@ class QrsDetector:
                 self._candidate(i, out)
             self._scan = stop
             self._searchback_until(stop, out)
-        self._trim()
         return np.asarray(out, dtype=np.int64)
 
     def flush(self) -> np.ndarray:
@@ -208,15 +207,22 @@ class QrsDetector:
         return np.zeros(0, dtype=np.int64)
 
     # -------------------------------------------------------------- internals
-    def _trim(self) -> None:
-        excess = self._mwi.size - self._keep
-        if excess > 4 * self.fs:
-            self._bp = self._bp[excess:]
-            if self._lb is not None:
-                self._loc = self._loc[excess:]
-            self._mwi = self._mwi[excess:]
-            self._slope = self._slope[excess:]
-            self._off += excess
+    def _reserve(self, n: int) -> None:
+        """Make room for ``n`` more history rows, keeping the last ``_keep`` (compacting or growing)."""
+        if self._len + n <= self._cap:
+            return
+        keep = min(self._keep, self._len)
+        drop = self._len - keep
+        if keep + n > self._cap:
+            self._cap = keep + n + round(8.0 * self.fs)
+            hist = np.zeros((4, self._cap))
+            hist[:, :keep] = self._hist[:, drop : self._len]
+            self._hist = hist
+        else:
+            self._hist[:, :keep] = self._hist[:, drop : self._len].copy()
+        self._bp, self._loc, self._mwi, self._slope = self._hist
+        self._len = keep
+        self._off += drop
 
     def _threshold(self) -> float:
         return self._npki + self._k * (self._spki - self._npki)
@@ -233,7 +239,7 @@ class QrsDetector:
         if self._lb is not None:
             # ... refined to the largest wide-band deflection within +-refine_s (R-wave apex)
             c = r + self._ldelay - self._off
-            lo, hi = max(c - self._refine, 0), min(c + self._refine + 1, self._loc.size)
+            lo, hi = max(c - self._refine, 0), min(c + self._refine + 1, self._len)
             if hi > lo:
                 r = self._off + lo + int(np.argmax(np.abs(self._loc[lo:hi]))) - self._ldelay
         return max(r, 0)

@@ -133,3 +133,17 @@ def test_frames_that_do_not_fit_the_stream_are_rejected(rec100):
         sp.process(Frame("p1", 0, 250.0, rec100.leads, T0, rec100.signal[:360]))
     assert exc.value.reason == "fs_mismatch"
     assert sp.process(Frame("p1", 0, 360.0, rec100.leads, T0, rec100.signal[:360])).samples == 360  # state untouched
+
+
+def test_without_model_windows_beats_dropouts_and_alerts_are_unchanged(rec100):
+    from stream.stages.processor import StageConfig
+
+    sig = rec100.signal.copy()
+    sig[360 * 30 : 360 * 31, 1] = np.nan
+    on = run(StreamProcessor("p1", rec100.fs, rec100.leads), frames(sig, rec100.fs, rec100.leads, skip={50, 51}))
+    cfg = StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=False)
+    off = run(StreamProcessor("p1", rec100.fs, rec100.leads, cfg), frames(sig, rec100.fs, rec100.leads, skip={50, 51}))
+    assert not off.windows and on.windows
+    assert [b.to_dict() for b in off.beats] == [b.to_dict() for b in on.beats]
+    assert [d.to_dict() for d in off.dropouts] == [d.to_dict() for d in on.dropouts]
+    assert [a.to_dict() for a in off.alerts] == [a.to_dict() for a in on.alerts]
