@@ -112,7 +112,7 @@ class _Tally:
         self.vtp = self.vfn = self.vfp = 0
         self.seconds = 0.0
         self.samples = 0
-        self.per_record: dict[str, dict[str, float | int]] = {}
+        self.per_record: dict[str, dict[str, float | int | None]] = {}
 
     def add(self, name: str, ref: np.ndarray, det: np.ndarray, fs: float, secs: float, n: int, vfl: Callable[[np.ndarray], np.ndarray]) -> None:
         tp, fn, fp = match_beats(ref, det, round(QRS_TOLERANCE_S * fs))
@@ -235,8 +235,8 @@ def evaluate_qrs(
     for name in ("xqrs", "gqrs", "neurokit2", "neurokit2_pantompkins"):
         if not peers:
             continue
-        fn = detectors.get(name)
-        result[name] = tallies[name].summary(per_record=False) if callable(fn) else {"sensitivity": None, "ppv": None, "reason": fn}
+        peer = detectors.get(name)
+        result[name] = tallies[name].summary(per_record=False) if callable(peer) else {"sensitivity": None, "ppv": None, "reason": peer}
     return result
 
 
@@ -337,6 +337,9 @@ def evaluate_dropouts(
     events_hit: dict[str, int] = dict.fromkeys(DROPOUT_FAULT_KINDS, 0)
     missed: list[dict[str, Any]] = []
     short = [0, 0]  # events of <= SHORT_EVENT_S: total, recalled
+    alerts_inj: dict[str, int] = {}
+    qrs_counts = [0, 0, 0]  # tp, fn, fp of beats away from faults in the injected run
+    alerts_clean: dict[str, int] = {}
     false_inj: list[dict[str, Any]] = []
     mislabelled: list[dict[str, Any]] = []
     clean_s_inj = 0.0
@@ -374,6 +377,25 @@ def evaluate_dropouts(
                 false_inj.append({**s.to_dict(), "record": name})
             elif not any(EXPECTED_DROPOUT[ev.kind] == s.kind for ev in over):
                 mislabelled.append({**s.to_dict(), "record": name, "truth": [ev.kind for ev in over]})
+        for a in out.alerts:
+            if a.status == "raised":
+                alerts_inj[a.kind] = alerts_inj.get(a.kind, 0) + 1
+        # beats on the QRS lead away from faults on it (and 2 s after each), against the annotations
+        qrs_lead = rec.leads[_qrs_lead(rec.leads)]
+        ann = read_annotations(data_dir / "mitdb" / name).beats().sample
+        ann = ann[ann < n - round(0.5 * rec.fs)]
+        peaks = np.array([b.sample for b in out.beats], dtype=np.int64)
+        keep_a = np.ones(ann.size, dtype=bool)
+        keep_p = np.ones(peaks.size, dtype=bool)
+        for ev in truth:
+            if ev.lead in (None, qrs_lead):
+                lo, hi = (ev.start - T0 - 0.1) * rec.fs, (ev.end - T0 + 2.0) * rec.fs
+                keep_a &= ~((ann >= lo) & (ann < hi))
+                keep_p &= ~((peaks >= lo) & (peaks < hi))
+        tp, fn, fp = match_beats(ann[keep_a], peaks[keep_p], round(QRS_TOLERANCE_S * rec.fs))
+        qrs_counts[0] += tp
+        qrs_counts[1] += fn
+        qrs_counts[2] += fp
         covered = sum(ev.end - ev.start for ev in dropout_truth)
         clean_s_inj += rec.duration_s - covered
     inj_seconds = time.perf_counter() - t_start
@@ -388,25 +410,28 @@ def evaluate_dropouts(
         sid = f"mitdb-{name}"
         out = replay(StreamProcessor(sid, rec.fs, rec.leads), rec.signal, rec.fs, rec.leads, sid)
         clean_hours += rec.duration_s / 3600.0
+        for a in out.alerts:
+            if a.status == "raised":
+                alerts_clean[a.kind] = alerts_clean.get(a.kind, 0) + 1
         for s in out.dropouts:
             verified = _rail_verified(s, rec, T0)
             rail += int(verified)
             false_clean.append({**s.to_dict(), "record": name, "start_s": round(s.start - T0, 3), "rail_verified": verified})
-    total = sum(events_total.values())
-    hit = sum(events_hit.values())
+    n_events = sum(events_total.values())
+    n_hit = sum(events_hit.values())
     by_kind_false: dict[str, int] = {}
     for f in false_clean:
         by_kind_false[f["kind"]] = by_kind_false.get(f["kind"], 0) + 1
     return {
         "units": "percent (recall), count per hour (false_per_hour)",
-        "recall": _pct(hit, total),
+        "recall": _pct(n_hit, n_events),
         "recall_by_kind": {k: _pct(events_hit[k], events_total[k]) for k in DROPOUT_FAULT_KINDS},
         "events_by_kind": events_total,
         "recalled_by_kind": events_hit,
-        "events": total,
+        "events": n_events,
         "recall_events_up_to_500ms": _pct(short[1], short[0]),
         "events_up_to_500ms": short[0],
-        "recalled": hit,
+        "recalled": n_hit,
         "missed": missed,
         "false_per_hour": round(len(false_clean) / clean_hours, 3) if clean_hours else None,
         "false_per_hour_excluding_rail_verified": round((len(false_clean) - rail) / clean_hours, 3) if clean_hours else None,
@@ -421,6 +446,16 @@ def evaluate_dropouts(
         "mislabelled_segments": len(mislabelled),
         "mislabelled_examples": mislabelled[:20],
         "noise_events": noise_events,
+        "alerts_raised_injected_run": alerts_inj,
+        "alerts_raised_clean_run": alerts_clean,
+        "qrs_away_from_faults": {
+            "sensitivity": _pct(qrs_counts[0], qrs_counts[0] + qrs_counts[1]),
+            "ppv": _pct(qrs_counts[0], qrs_counts[0] + qrs_counts[2]),
+            "tp": qrs_counts[0],
+            "fn": qrs_counts[1],
+            "fp": qrs_counts[2],
+            "note": "beats on the QRS lead outside [fault start - 0.1 s, fault end + 2 s] of every injected fault (noise too) on that lead or on all leads",
+        },
         "injected_records": names,
         "injected_minutes": minutes,
         "seed": seed,
@@ -479,9 +514,9 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the full result as J
 def _root(data_dir: Path | None) -> Path:
     if data_dir is not None:
         return data_dir.resolve()
-    from stream.settings import Settings
+    from stream.settings import get_settings
 
-    return Path(Settings().data_dir).resolve()
+    return Path(get_settings().data_dir).resolve()
 
 
 def _print(result: dict[str, Any], as_json: bool, keys: tuple[str, ...]) -> None:

@@ -45,7 +45,7 @@ class SampleBuffer:
             raise ValueError(f"capacity and n_leads must be positive, got {capacity}, {n_leads}")
         self.capacity = int(capacity)
         self.n_leads = int(n_leads)
-        self._data = np.full((2 * self.capacity, self.n_leads), np.nan, dtype=dtype)
+        self._data: np.ndarray = np.full((2 * self.capacity, self.n_leads), np.nan, dtype=dtype)
         self._len = 0  # valid samples held in _data[:_len]
         self.end = 0  # absolute index one past the newest sample
 

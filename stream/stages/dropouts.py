@@ -161,8 +161,8 @@ class DropoutDetector:
                 any_conf = True
         if not any_conf and all(o is None for o in self._open):
             return out
-        for lead in range(n_leads):
-            out += self._runs(lead, code[:, lead], base)
+        for li in range(n_leads):
+            out += self._runs(li, code[:, li], base)
         return out
 
     def _runs(self, lead: int, code: np.ndarray, base: int) -> list[DropoutSegment]:
@@ -204,11 +204,11 @@ class DropoutDetector:
         self._xtail[:] = np.nan
         self._n = max(self._n, start_sample + n)
         if n > 0:
-            for lead in self.leads:
+            for name in self.leads:
                 out.append(
                     DropoutSegment(
                         self.stream_id,
-                        lead,
+                        name,
                         self.time(start_sample),
                         self.time(start_sample + n),
                         "missing_frames",
