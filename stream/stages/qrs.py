@@ -8,7 +8,8 @@ A Pan-Tompkins style detector (Pan & Tompkins 1985; Hamilton & Tompkins 1986) wr
    decided once that much look-ahead has arrived (fixed decision delay);
 3. adaptive signal/noise peak levels (SPKI/NPKI) with threshold ``NPKI + k (SPKI - NPKI)``, a 200 ms
    refractory period, T-wave rejection by slope (within 360 ms of the previous beat), and search-back for a
-   missed beat at half threshold once ``1.66 x`` the mean RR has elapsed;
+   missed beat at half threshold (but at least ``searchback_floor x SPKI``, so a true pause does not turn
+   a P wave into a beat) once ``1.66 x`` the mean RR (capped at ``max_rr_s``) has elapsed;
 4. the R peak is located at the largest absolute band-passed deflection in the 250 ms before the
    integrated peak, corrected for the band-pass group delay.
 
@@ -45,6 +46,7 @@ class QrsDetector:
         max_rr_s: float = 2.0,
         locate_band_hz: tuple[float, float] | None = (1.0, 30.0),
         refine_s: float = 0.03,
+        searchback_floor: float = 0.2,
     ) -> None:
         if fs <= 0:
             raise ValueError(f"fs must be positive, got {fs}")
@@ -65,6 +67,7 @@ class QrsDetector:
         self._locate = round(locate_s * self.fs)
         self._max_rr = round(max_rr_s * self.fs)
         self._refine = round(refine_s * self.fs)
+        self._sb_floor = searchback_floor
         # group delay (samples) of the band-pass around the QRS energy band, removed from peak positions
         _, gd = sps.group_delay(sps.sos2tf(self.sos), w=[10.0], fs=self.fs)
         self._delay = round(float(gd[0]))
@@ -285,7 +288,7 @@ class QrsDetector:
             deadline = self._last_beat + int(self._sb * min(self._rr_sum / len(self._rr), self._max_rr))
             if deadline >= now:
                 return
-            thr2 = 0.5 * self._threshold()
+            thr2 = max(0.5 * self._threshold(), self._sb_floor * self._spki)
             best: tuple[int, float, float] | None = None
             for p in self._pending:
                 if p[0] > deadline:
