@@ -7,12 +7,13 @@ wrapper copies present leads through and computes derivable limb leads exactly).
 Architecture (after the seed's "contrastive representation + raw-lead projections, fused, light conv
 decoder per target lead"):
 
-- raw branch: masked normalised leads + mask channels -> conv stem (full rate) -> stride-2 dilated
-  residual blocks -> transposed conv back to full rate, concatenated with the stem (skip);
+- raw branch: masked normalised leads + mask channels -> stride-2 conv stem (50 Hz) -> dilated
+  residual blocks, concatenated with the stem (skip);
 - contrastive branch (optional): :class:`ContrastiveEncoder`, pre-trained with a supervised contrastive
   loss (SupCon, Khosla et al. 2020) on PTB-XL diagnostic superclass sets, then frozen; its embedding is
   projected and tiled along time, fused with the raw features;
-- decoder: one light conv head per target lead (grouped convolutions, 12 groups).
+- decoder: one light conv head per target lead (grouped convolutions, 12 groups), upsampling back
+  to 100 Hz with a grouped transposed convolution.
 """
 
 from __future__ import annotations
@@ -78,18 +79,20 @@ class LeadRecon(nn.Module):
         super().__init__()
         self.norm = LeadNorm()
         self.use_contrastive = use_contrastive
-        self.stem = nn.Sequential(nn.Conv1d(2 * N_LEADS, stem, 7, padding=3), nn.BatchNorm1d(stem), nn.GELU())
-        self.down = nn.Sequential(nn.Conv1d(stem, width, 4, stride=2, padding=1), nn.BatchNorm1d(width), nn.GELU())
+        # raw-lead projection at half rate (100 Hz -> 50 Hz), dilated residual blocks, skip from the stem
+        self.stem = nn.Sequential(nn.Conv1d(2 * N_LEADS, stem, 8, stride=2, padding=3), nn.BatchNorm1d(stem), nn.GELU())
+        self.down = nn.Sequential(nn.Conv1d(stem, width, 3, padding=1), nn.BatchNorm1d(width), nn.GELU())
         self.blocks = nn.Sequential(*[_Res(width, d) for d in dilations])
-        self.up = nn.Sequential(nn.ConvTranspose1d(width, stem, 4, stride=2, padding=1), nn.GELU())
-        fused = 2 * stem
+        fused = stem + width
         if use_contrastive:
             self.contrastive = ContrastiveEncoder(contrastive_dim)
             self.fuse = nn.Linear(contrastive_dim, fuse_dim)
             fused += fuse_dim
         self.proj = nn.Conv1d(fused, N_LEADS * head, 1)
+        # one light decoder per target lead (12 groups): upsample back to 100 Hz, then a 5-tap conv
         self.heads = nn.Sequential(
             nn.GELU(),
+            nn.ConvTranspose1d(N_LEADS * head, N_LEADS * head, 4, stride=2, padding=1, groups=N_LEADS), nn.GELU(),
             nn.Conv1d(N_LEADS * head, N_LEADS * head, 5, padding=2, groups=N_LEADS), nn.GELU(),
             nn.Conv1d(N_LEADS * head, N_LEADS, 5, padding=2, groups=N_LEADS),
         )
@@ -103,7 +106,7 @@ class LeadRecon(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         f = self.features(x, mask)
         s = self.stem(f)
-        h = self.up(self.blocks(self.down(s)))
+        h = self.blocks(self.down(s))
         parts = [s, h]
         if self.use_contrastive:
             e = self.fuse(self.contrastive.embed(f))  # [B, fuse_dim]

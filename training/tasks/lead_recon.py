@@ -208,7 +208,8 @@ def train(ctx: TaskContext) -> Path:
 
     result = fit(model, train_loader, val_loader, loss_fn, FitConfig.from_dict(tcfg), run_dir, select_device(ctx.device), ctx.progress, desc=NAME)
     model = model.cpu().eval()
-    val_res = evaluate_arrays(lambda x, m: _torch_predict(model, x, m), va)
+    n_eval = int(tcfg.get("val_eval_records", 0)) or len(va)
+    val_res = evaluate_arrays(lambda x, m: _torch_predict(model, x, m), va.subset(np.arange(min(n_eval, len(va)))))
     write_json(run_dir / "metrics.json", {"validation": val_res, "fit": result.to_dict(), "contrastive_losses": contrastive_losses})
     if ctx.progress:
         print(json.dumps({k: v["mean_pearson"] for k, v in val_res.items()}))
