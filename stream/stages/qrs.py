@@ -2,16 +2,23 @@
 
 A Pan-Tompkins style detector (Pan & Tompkins 1985; Hamilton & Tompkins 1986) written for streaming:
 
-1. band-pass 5-15 Hz (Butterworth, ``sosfilt`` with carried state), five-point derivative, squaring,
-   moving-window integration (150 ms) -- all linear/pointwise, so chunked output equals whole-record output;
+1. band-pass 5-15 Hz (4th-order Butterworth, ``lfilter`` with carried state), five-point derivative,
+   squaring, moving-window integration (150 ms), square root -- all linear/pointwise over carried history,
+   so chunked output equals whole-record output;
 2. candidates = local maxima of the integrated signal that dominate a +-``dominance_s`` neighbourhood,
    decided once that much look-ahead has arrived (fixed decision delay);
 3. adaptive signal/noise peak levels (SPKI/NPKI) with threshold ``NPKI + k (SPKI - NPKI)``, a 200 ms
    refractory period, T-wave rejection by slope (within 360 ms of the previous beat), and search-back for a
    missed beat at half threshold (but at least ``searchback_floor x SPKI``, so a true pause does not turn
    a P wave into a beat) once ``1.66 x`` the mean RR (capped at ``max_rr_s``) has elapsed;
-4. the R peak is located at the largest absolute band-passed deflection in the 250 ms before the
-   integrated peak, corrected for the band-pass group delay.
+4. no beat for ``decay_after_s`` (3 s): the signal level decays by ``decay`` per second, so the detector
+   recovers after an artefact inflated it or the amplitude dropped;
+5. the R peak is located at the largest absolute band-passed deflection in the 250 ms before the
+   integrated peak (corrected for the band-pass group delay), then refined to the largest 1-30 Hz
+   deflection within +-30 ms (the R-wave apex, where MIT-BIH annotations sit).
+
+Latency: a beat is reported ``latency_samples`` (dominance look-ahead + integration + filter delay,
+~0.4 s at 360 Hz) after its R peak, or up to ``max_latency_samples`` when found by search-back.
 
 Python loops run only over candidate peaks (a few per beat); every per-sample step is vectorised.
 ``QrsDetector(fs).process(chunk, start_sample)`` returns the absolute indices of the R peaks decided in
@@ -47,6 +54,8 @@ class QrsDetector:
         locate_band_hz: tuple[float, float] | None = (1.0, 30.0),
         refine_s: float = 0.03,
         searchback_floor: float = 0.2,
+        decay_after_s: float | None = 3.0,
+        decay: float = 0.7,
     ) -> None:
         if fs <= 0:
             raise ValueError(f"fs must be positive, got {fs}")
@@ -68,6 +77,8 @@ class QrsDetector:
         self._max_rr = round(max_rr_s * self.fs)
         self._refine = round(refine_s * self.fs)
         self._sb_floor = searchback_floor
+        self._decay_after = None if decay_after_s is None else round(decay_after_s * self.fs)
+        self._decay = decay
         # group delay (samples) of the band-pass around the QRS energy band, removed from peak positions
         _, gd = sps.group_delay(sps.sos2tf(self.sos), w=[10.0], fs=self.fs)
         self._delay = round(float(gd[0]))
@@ -112,6 +123,7 @@ class QrsDetector:
         self._rr_sum = 0
         self._pending: list[tuple[int, float, float]] = []  # noise candidates since the last beat
         self._sb_done = False
+        self._decay_from: int | None = None
 
     @property
     def latency_samples(self) -> int:
@@ -271,6 +283,15 @@ class QrsDetector:
         last = self._last_beat
         if last is not None and i - last < self._refractory:
             return
+        if self._decay_after is not None:
+            # no beat for a long time (pause, or levels inflated by an artefact): lower the signal level
+            # by `decay` per second past `decay_after`, counted at candidates (chunking-invariant)
+            since = self._origin + self._learn if last is None else last
+            if self._decay_from is None or self._decay_from < since + self._decay_after:
+                self._decay_from = since + self._decay_after
+            while i > self._decay_from:
+                self._spki *= self._decay
+                self._decay_from += round(self.fs)
         slope = self._max_slope(i)
         if val > self._threshold():
             if last is not None and i - last < self._twave and slope < 0.5 * self._last_slope:
@@ -281,6 +302,8 @@ class QrsDetector:
         else:
             self._npki = 0.125 * val + 0.875 * self._npki
             self._pending.append((i, val, slope))
+        if len(self._pending) > 1024:  # no beat for a very long time: keep the recent candidates
+            del self._pending[:512]
 
     def _searchback_until(self, now: int, out: list[int]) -> None:
         """Search back for a missed beat once 1.66 x mean RR has elapsed before ``now``."""
@@ -297,6 +320,7 @@ class QrsDetector:
                     best = p
             if best is None:
                 self._sb_done = True
+                self._pending = [p for p in self._pending if p[0] > deadline]  # never searched again
                 return
             self._beat(best[0], best[1], best[2], out, searchback=True)
 

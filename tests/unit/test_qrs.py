@@ -82,3 +82,15 @@ def test_heart_rate_and_input_checks():
     with pytest.raises(ValueError):
         detect_qrs(np.zeros(10), 360.0, chunk=-1)
     assert detect_qrs(np.zeros(3600), 360.0).size == 0  # flat signal: no beats
+
+
+def test_recovers_after_an_amplitude_drop(rec119, data_dir):
+    x = rec119.lead("MLII").astype(np.float64).copy()
+    x[: 360 * 30] *= 10.0  # a loud first half (gain change, artefact): levels learnt 10x too high
+    peaks = detect_qrs(x, rec119.fs)
+    ann = read_annotations(data_dir / "mitdb" / "119").beats().sample
+    late = ann[(ann > 360 * 42) & (ann < 360 * 59)]
+    _tp, fn, fp = match_beats(late, peaks[(peaks > 360 * 42) & (peaks < 360 * 59)], 54)
+    assert fn == 0 and fp == 0
+    stuck = detect_qrs(x, rec119.fs, decay_after_s=None)  # without the decay it stays deaf
+    assert np.sum((stuck > 360 * 42) & (stuck < 360 * 59)) < late.size / 2
