@@ -50,8 +50,12 @@ def select_device(preference: str = "auto") -> torch.device:
 
 
 def limit_threads(n: int | None = None) -> int:
-    """Cap torch's intra-op threads (``ECG_TORCH_THREADS`` or ``n``, default 2) on shared CPUs."""
-    n = n or int(os.environ.get("ECG_TORCH_THREADS", "2"))
+    """Cap torch's intra-op threads (``n``, else ``ECG_TORCH_THREADS``, default 1).
+
+    On a shared, oversubscribed CPU one thread per process is several times faster than two (OpenMP
+    threads spin-waiting for a core); raise it on a dedicated machine.
+    """
+    n = n or int(os.environ.get("ECG_TORCH_THREADS", "1"))
     torch.set_num_threads(max(1, n))
     return torch.get_num_threads()
 
@@ -65,9 +69,13 @@ def new_run_dir(runs_dir: Path, model: str, tag: str = "") -> Path:
 
 
 def latest_run_dir(runs_dir: Path, model: str, tag: str = "") -> Path:
-    """Most recent run directory of ``model`` holding a checkpoint (optionally with ``tag``)."""
+    """Most recent run directory of ``model`` holding a checkpoint (in it or one level down), optionally with ``tag``."""
     root = Path(runs_dir) / model
-    runs = sorted(p for p in root.glob("*") if (p / "checkpoint.pt").is_file() and (not tag or p.name.endswith(f"-{tag}")))
+    runs = sorted(
+        p
+        for p in root.glob("*")
+        if ((p / "checkpoint.pt").is_file() or any(p.glob("*/checkpoint.pt"))) and (not tag or p.name.endswith(f"-{tag}"))
+    )
     if not runs:
         raise ConfigError(f"no trained run of {model!r} under {root}; run `python -m training train {model}` first")
     return runs[-1]
@@ -201,7 +209,9 @@ def fit(
             n = batch_size(batch)
             total += float(loss.detach()) * n
             count += n
-            bar.set_postfix(loss=f"{total / max(count, 1):.5f}")
+            bar.set_postfix(loss=f"{total / max(count, 1):.5f}", refresh=False)
+            if cfg.max_minutes > 0 and time.monotonic() - t0 > cfg.max_minutes * 60:
+                break  # budget spent mid-epoch: validate what was learnt so far, then stop below
         train_loss = total / max(count, 1)
         val_loss = _mean_loss(model, val_loader, loss_fn, device)
         result.history["train_loss"].append(train_loss)

@@ -1,0 +1,82 @@
+"""Training framework: config overrides, registry, splits (patient-disjoint), dataset cache, fit loop."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stream.errors import ConfigError, DataError
+from stream.records import MITDB_DS2, MITDB_PACED
+from training.config import apply_overrides, load_config
+from training.datasets import content_hash
+from training.datasets.mitdb import load_beats
+from training.registry import get_spec, model_names
+from training.splits import assert_disjoint, group_split, mitdb_inter_patient, mitdb_patient
+
+
+def test_overrides_parse_json_and_dotted_keys():
+    cfg = {"epochs": 10, "model": {"latent": 32}, "name": "x"}
+    out = apply_overrides(cfg, ["epochs=3", "model.latent=16", "name=abc"])
+    assert out == {"epochs": 3, "model": {"latent": 16}, "name": "abc"}
+    assert cfg["epochs"] == 10  # input untouched
+
+
+def test_unknown_override_key_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown key"):
+        apply_overrides({"epochs": 1}, ["epoch=2"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_overrides({"epochs": 1}, ["epochs"])
+
+
+def test_config_file_merges_over_defaults(tmp_path):
+    user = tmp_path / "c.json"
+    user.write_text(json.dumps({"train": {"epochs": 2}}))
+    cfg = load_config("cae", user, ["seed=7"])
+    assert cfg["train"]["epochs"] == 2 and cfg["seed"] == 7
+    assert "lr" in cfg["train"]  # defaults kept
+
+
+def test_registry_lists_and_resolves_models():
+    assert {"cae", "lstm_ae"} <= set(model_names())
+    assert get_spec("cae").name == "cae"
+    with pytest.raises(ConfigError, match="unknown model"):
+        get_spec("nope")
+
+
+def test_inter_patient_split_is_patient_disjoint_and_excludes_paced():
+    split = mitdb_inter_patient(n_val=5, seed=0)
+    assert_disjoint(split, mitdb_patient)  # raises if a patient is in two splits
+    allr = [r for part in split.values() for r in part]
+    assert len(allr) == len(set(allr))
+    assert not set(allr) & set(MITDB_PACED)
+    assert split["test"] == sorted(r for r in MITDB_DS2 if r not in MITDB_PACED)
+    # 201 and 202 are one subject: 202 is in the test set, so 201 is in no other split
+    assert "202" in split["test"] and "201" not in allr
+    with pytest.raises(DataError):
+        assert_disjoint({"train": ["201"], "test": ["202"]}, mitdb_patient)
+
+
+def test_group_split_is_seeded_and_disjoint():
+    groups = [f"p{i}" for i in range(40)]
+    a, b = group_split(groups, seed=3), group_split(groups, seed=3)
+    assert a == b
+    assert_disjoint(a)
+    assert sum(len(v) for v in a.values()) == 40
+
+
+def test_prepared_beats_are_cached_and_labelled(data_dir, tmp_path):
+    beats = load_beats(data_dir, tmp_path, records=["100", "119"], progress=False)
+    assert beats.windows.shape[1] == 720 and beats.windows.dtype == np.float32
+    assert set(np.unique(beats.record)) == {"100", "119"}
+    assert {"N", "V"} <= set(np.unique(beats.aami))
+    assert (beats.abnormal == (beats.aami != "N")).all()
+    files = list((tmp_path / "datasets").glob("mitdb-beats-*.npz"))
+    assert len(files) == 1
+    again = load_beats(data_dir, tmp_path, records=["100", "119"], progress=False)
+    np.testing.assert_array_equal(again.windows, beats.windows)
+    # the key changes with the parameters
+    h1 = content_hash([data_dir / "mitdb" / "100.hea"], {"w": 720})
+    h2 = content_hash([data_dir / "mitdb" / "100.hea"], {"w": 360})
+    assert h1 != h2

@@ -1,0 +1,398 @@
+"""CAE: beat-window anomaly detection on MIT-BIH, trained on AAMI-N beats only.
+
+Two protocols, same code:
+
+- ``inter_patient``: de Chazal DS1 (split by record into train/validation) -> DS2 test, paced records
+  excluded (and record 201, same subject as DS2's 202). Its model is the committed ``cae.onnx``.
+- ``pooled``: the seed's protocol, every window of all 48 records mixed and split 70/15/15 at random
+  (neighbouring, overlapping windows of one patient land in train and test: optimistic). ``cae_pooled.onnx``.
+
+Anomaly score = weighted MSE reconstruction error (centre of the window weighted up); the threshold is
+chosen on the validation split (F1 by default). Positive class = abnormal (AAMI S, V, F, Q).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.errors import ConfigError
+from training.datasets.mitdb import BeatSet, load_beats
+from training.registry import ModelSpec, TaskContext
+from training.splits import mitdb_inter_patient
+
+PROTOCOLS = ("inter_patient", "pooled")
+ARTIFACTS = {"inter_patient": "cae", "pooled": "cae_pooled"}
+#: Figures published by the seed project (pooled 70/15/15 protocol).
+SEED_FIGURES = {
+    "roc_auc": 0.9721,
+    "accuracy": 0.9459,
+    "sensitivity": 0.9019,
+    "specificity": 0.9551,
+    "f1": 0.8514,
+    "parameters": 583361,
+    "protocol": "pooled: all windows of the 48 records mixed, random 70/15/15",
+}
+
+
+def split_params(cfg: dict[str, Any], protocol: str) -> dict[str, Any]:
+    """What defines a protocol's split (stored in the card so evaluation rebuilds the same split)."""
+    d = cfg["data"]
+    return {
+        "protocol": protocol,
+        "seed": int(cfg["seed"]),
+        "n_val_records": int(d["n_val_records"]),
+        "pooled_fractions": list(d["pooled_fractions"]),
+        "records": d.get("records"),
+        "target_fs": float(d["target_fs"]),
+        "width": int(d["width"]),
+    }
+
+
+def protocol_splits(ctx: TaskContext, params: dict[str, Any]) -> tuple[dict[str, BeatSet], dict[str, Any]]:
+    """Train/val/test beat sets of a protocol and a description of the split."""
+    beats = load_beats(ctx.data_dir, ctx.cache_dir, params.get("records"), params["target_fs"], params["width"], progress=ctx.progress)
+    protocol = params["protocol"]
+    if protocol == "inter_patient":
+        split = mitdb_inter_patient(params["n_val_records"], params["seed"], available=np.unique(beats.record).tolist())
+        parts = {k: beats.of_records(v) for k, v in split.items()}
+        desc: dict[str, Any] = {"kind": "inter-patient (de Chazal DS1 -> DS2, paced and record 201 excluded)", "records": split}
+    elif protocol == "pooled":
+        fr = params["pooled_fractions"]
+        perm = np.random.default_rng(params["seed"]).permutation(len(beats))
+        n_tr, n_va = int(fr[0] * len(beats)), int(fr[1] * len(beats))
+        parts = {"train": beats.subset(np.sort(perm[:n_tr])), "val": beats.subset(np.sort(perm[n_tr : n_tr + n_va])), "test": beats.subset(np.sort(perm[n_tr + n_va :]))}
+        desc = {"kind": "pooled random window split (seed protocol; not patient-wise)", "fractions": fr, "records": sorted(np.unique(beats.record).tolist())}
+    else:
+        raise ConfigError(f"unknown CAE protocol {protocol!r}; use {PROTOCOLS}")
+    desc["windows"] = {k: {c: int((v.aami == c).sum()) for c in "NSVFQ"} for k, v in parts.items()}
+    return parts, desc
+
+
+def _normalise(cfg: dict[str, Any], windows: np.ndarray) -> np.ndarray:
+    from models.runtime.cae import normalise_windows
+
+    return normalise_windows(windows, cfg["data"]["normalisation"], float(cfg["data"]["eps"]))
+
+
+def build_model(cfg: dict[str, Any]) -> Any:
+    """The torch ConvAutoencoder described by ``cfg``."""
+    from models.cae import ConvAutoencoder, center_weights
+
+    m, d = cfg["model"], cfg["data"]
+    w = center_weights(int(d["width"]), float(d["target_fs"]), float(m["center_seconds"]), float(m["center_weight"]))
+    return ConvAutoencoder(
+        int(d["width"]),
+        tuple(m["channels"]),
+        tuple(m["kernels"]),
+        tuple(m["strides"]),
+        int(m["latent"]),
+        w,
+        float(m.get("dropout", 0.0)),
+        int(m.get("head_channels", 8)),
+    )
+
+
+def choose_score_weights(cfg: dict[str, Any], err2: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Pick the centre window and weight of the score maximising ROC-AUC on validation errors ``err2`` [n, L]."""
+    from sklearn.metrics import roc_auc_score
+
+    from models.cae import center_weights
+
+    d, grid = cfg["data"], cfg["score_grid"]
+    best: dict[str, Any] = {"roc_auc": -1.0}
+    for secs in grid["center_seconds"]:
+        for wt in grid["center_weight"]:
+            w = center_weights(int(d["width"]), float(d["target_fs"]), float(secs), float(wt))
+            auc = float(roc_auc_score(y, (err2 * w).mean(axis=1)))
+            if auc > best["roc_auc"]:
+                best = {"roc_auc": auc, "center_seconds": float(secs), "center_weight": float(wt)}
+    best["chosen_on"] = "validation ROC-AUC"
+    return best
+
+
+def _protocols(cfg: dict[str, Any]) -> list[str]:
+    protos = list(cfg.get("protocols") or PROTOCOLS)
+    bad = set(protos) - set(PROTOCOLS)
+    if bad:
+        raise ConfigError(f"unknown CAE protocols {sorted(bad)}; use {PROTOCOLS}")
+    return protos
+
+
+def prepare(ctx: TaskContext) -> dict[str, Any]:
+    """Build/cache the MIT-BIH beat windows and summarise both protocols' splits."""
+    out: dict[str, Any] = {}
+    for p in _protocols(ctx.config):
+        _, desc = protocol_splits(ctx, split_params(ctx.config, p))
+        out[p] = desc
+    return out
+
+
+def _report_figures(parts: dict[str, BeatSet], val_scores: np.ndarray, test_scores: np.ndarray, method: str) -> dict[str, Any]:
+    from training.metrics import binary_report, choose_threshold
+
+    th = choose_threshold(parts["val"].abnormal, val_scores, method)
+    return {
+        "threshold": {"value": th, "method": f"maximise {method} on the validation split", "chosen_on": "validation"},
+        "validation": binary_report(parts["val"].abnormal, val_scores, th, parts["val"].aami),
+        "test": binary_report(parts["test"].abnormal, test_scores, th, parts["test"].aami),
+    }
+
+
+def _plots(out_dir: Path, parts: dict[str, BeatSet], val_scores: np.ndarray, test_scores: np.ndarray, th: float, recon: np.ndarray | None, x: np.ndarray | None, title: str) -> None:
+    from sklearn.metrics import roc_curve
+
+    from training.plots import plot_roc, plot_score_hist, plot_signals
+
+    curves = {}
+    for name, bs, sc in (("validation", parts["val"], val_scores), ("test", parts["test"], test_scores)):
+        fpr, tpr, _ = roc_curve(bs.abnormal, sc)
+        from sklearn.metrics import roc_auc_score
+
+        curves[name] = (fpr, tpr, float(roc_auc_score(bs.abnormal, sc)))
+    plot_roc(curves, out_dir / "roc.png", f"CAE {title}")
+    plot_score_hist({c: test_scores[parts["test"].aami == c] for c in "NSVFQ"}, th, out_dir / "scores_test.png", f"CAE {title}: test scores by AAMI class")
+    if recon is not None and x is not None:
+        rows = [{"input (normalised)": x[i], "reconstruction": recon[i]} for i in range(x.shape[0])]
+        plot_signals(rows, out_dir / "reconstructions.png", 360.0, title=f"CAE {title}: test windows (N, S, V, F)")
+
+
+def train(ctx: TaskContext) -> Path:
+    """Train one CAE per protocol into ``runs/cae/<stamp>/<protocol>/`` and evaluate it on its test split."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from training.trainer import (
+        FitConfig,
+        count_parameters,
+        fit,
+        limit_threads,
+        new_run_dir,
+        predict_batches,
+        seed_everything,
+        select_device,
+        write_json,
+    )
+
+    cfg = ctx.config
+    limit_threads()
+    device = select_device(ctx.device)
+    run_dir = new_run_dir(ctx.runs_dir, "cae")
+    write_json(run_dir / "config.json", {**cfg, "command": ctx.command})
+    tcfg = cfg["train"]
+    summary: dict[str, Any] = {}
+    for protocol in _protocols(cfg):
+        seed_everything(int(cfg["seed"]))
+        sub = run_dir / protocol
+        sub.mkdir()
+        params = split_params(cfg, protocol)
+        parts, desc = protocol_splits(ctx, params)
+        rng = np.random.default_rng(int(cfg["seed"]))
+        tr_idx = np.flatnonzero(parts["train"].aami == "N")
+        if tr_idx.size > int(cfg["data"]["max_train_windows"]):
+            tr_idx = np.sort(rng.choice(tr_idx, int(cfg["data"]["max_train_windows"]), replace=False))
+        va_idx = np.flatnonzero(parts["val"].aami == "N")
+        if va_idx.size > int(cfg["data"]["max_val_loss_windows"]):
+            va_idx = np.sort(rng.choice(va_idx, int(cfg["data"]["max_val_loss_windows"]), replace=False))
+        x_tr = torch.from_numpy(_normalise(cfg, parts["train"].windows[tr_idx]))
+        x_va = torch.from_numpy(_normalise(cfg, parts["val"].windows[va_idx]))
+        g = torch.Generator().manual_seed(int(cfg["seed"]))
+        bs = int(tcfg["batch_size"])
+        train_loader = DataLoader(TensorDataset(x_tr), batch_size=bs, shuffle=True, generator=g, drop_last=True)
+        val_loader = DataLoader(TensorDataset(x_va), batch_size=512)
+        noise = float(tcfg.get("noise_std", 0.0))
+        model = build_model(cfg)
+
+        def loss_fn(m: torch.nn.Module, batch: Any, noise: float = noise) -> torch.Tensor:
+            x = batch[0]
+            inp = x + noise * torch.randn_like(x) if (noise > 0 and m.training) else x
+            recon, _ = m(inp)
+            return torch.mean((recon - x) ** 2)
+
+        fit_res = fit(model, train_loader, val_loader, loss_fn, FitConfig.from_dict(tcfg), sub, device, ctx.progress, desc=f"cae[{protocol}]")
+        model.cpu().eval()
+        val_x = _normalise(cfg, parts["val"].windows)
+        val_recon = predict_batches(model, (val_x,), device=torch.device("cpu"))[0]
+        choice = choose_score_weights(cfg, (val_recon - val_x) ** 2, parts["val"].abnormal)
+        del val_recon
+        from models.cae import center_weights
+
+        model.set_score_weights(center_weights(int(cfg["data"]["width"]), float(cfg["data"]["target_fs"]), choice["center_seconds"], choice["center_weight"]))
+        torch.save(model.state_dict(), sub / "checkpoint.pt")
+        val_scores = predict_batches(model, (val_x,), device=torch.device("cpu"))[1]
+        test_x = _normalise(cfg, parts["test"].windows)
+        test_recon, test_scores = predict_batches(model, (test_x,), device=torch.device("cpu"))
+        figures = _report_figures(parts, val_scores, test_scores, cfg["threshold"]["method"])
+        examples = [int(np.flatnonzero(parts["test"].aami == c)[0]) for c in "NSVF" if (parts["test"].aami == c).any()]
+        _plots(sub, parts, val_scores, test_scores, figures["threshold"]["value"], test_recon[examples], test_x[examples], protocol)
+        metrics = {
+            "protocol": protocol,
+            "split": desc,
+            "split_params": params,
+            "train_windows_n": int(tr_idx.size),
+            "parameters": count_parameters(model),
+            "fit": {k: v for k, v in fit_res.to_dict().items() if k != "history"},
+            "score_weights": choice,
+            **figures,
+        }
+        write_json(sub / "metrics.json", metrics)
+        summary[protocol] = {k: metrics["test"][k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity", "f1", "recall_by_class")}
+    summary["seed"] = SEED_FIGURES
+    write_json(run_dir / "metrics.json", summary)
+    if not ctx.as_json:
+        print(json.dumps(summary, indent=2))
+    return run_dir
+
+
+def _run_dir(ctx: TaskContext) -> Path:
+    from training.trainer import latest_run_dir
+
+    return ctx.run_dir or latest_run_dir(ctx.runs_dir, "cae")
+
+
+def export(ctx: TaskContext) -> Path:
+    """Export every protocol of a run (pooled first) to ONNX + card; test figures recomputed via the ORT wrapper."""
+    import torch
+
+    from models.export import card_path_for, export_with_card
+    from models.runtime.cae import CaeScorer
+    from training.metrics import binary_report
+
+    run_dir = _run_dir(ctx)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    protos = [p for p in ("pooled", "inter_patient") if (run_dir / p / "checkpoint.pt").is_file()]
+    if not protos:
+        raise ConfigError(f"run {run_dir} has no protocol checkpoints")
+    ctx.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    cards: dict[str, dict[str, Any]] = {}
+    last = Path()
+    for protocol in protos:
+        metrics = json.loads((run_dir / protocol / "metrics.json").read_text())
+        model = build_model(cfg)
+        model.load_state_dict(torch.load(run_dir / protocol / "checkpoint.pt", map_location="cpu", weights_only=True))
+        model.eval()
+        params = metrics["split_params"]
+        parts, desc = protocol_splits(ctx, params)
+        rng = np.random.default_rng(0)
+        real = _normalise(cfg, parts["val"].windows[np.sort(rng.choice(len(parts["val"]), min(1024, len(parts["val"])), replace=False))])
+        onnx_path = ctx.artifacts_dir / f"{ARTIFACTS[protocol]}.onnx"
+        fields: dict[str, Any] = {
+            "description": "Convolutional autoencoder anomaly scorer for 2 s single-lead beat windows (MIT-BIH); score = weighted reconstruction MSE, trained on AAMI N beats only.",
+            "protocol": protocol,
+            "sampling_rate_hz": float(params["target_fs"]),
+            "window_samples": int(params["width"]),
+            "lead": "MLII (first lead where absent)",
+            "preprocessing": "stream.stages.filtering.filter_signal (causal Butterworth band-pass 0.5-40 Hz) on the whole lead, then stream.stages.segmentation.beat_windows centred on annotated beats",
+            "normalisation": {"method": cfg["data"]["normalisation"], "eps": float(cfg["data"]["eps"]), "per": "window", "formula": "(x - mean(x)) / (std(x) + eps)" if cfg["data"]["normalisation"] == "zscore" else cfg["data"]["normalisation"]},
+            "score": {"output": "score", "definition": "mean over samples of w * (reconstruction - input)^2; w = center_weight within center_seconds around the window centre, normalised to mean 1", **metrics["score_weights"], "positive": "abnormal (AAMI S, V, F, Q)"},
+            "training_data": f"MIT-BIH Arrhythmia Database 1.0.0 (Moody & Mark 2001), AAMI-N windows of the train split only, {metrics['train_windows_n']} windows (seeded subsample)",
+            "split": desc,
+            "split_params": params,
+            "threshold": metrics["threshold"],
+            "fit": metrics["fit"],
+            "architecture": {k: cfg["model"][k] for k in ("channels", "kernels", "strides", "latent", "head_channels")},
+            "seed_figures": SEED_FIGURES,
+            "command": ctx.command or "python -m training export cae",
+            "run_dir": str(run_dir),
+        }
+        card = export_with_card(model, onnx_path, {"window": real}, ["reconstruction", "score"], fields)
+        # test figures from the exported artifact through the runtime wrapper (what `evaluate` recomputes)
+        scorer = CaeScorer.load(ARTIFACTS[protocol], ctx.artifacts_dir)
+        th = scorer.threshold
+        test_scores = scorer.scores(parts["test"].windows)
+        val_scores = scorer.scores(parts["val"].windows)
+        card["metrics"] = {
+            "test": binary_report(parts["test"].abnormal, test_scores, th, parts["test"].aami),
+            "validation": binary_report(parts["val"].abnormal, val_scores, th, parts["val"].aami),
+            "source": "ONNX Runtime via models.runtime.cae.CaeScorer on the test split (read once)",
+        }
+        if protocol == "inter_patient" and "pooled" in cards:
+            card["metrics_protocol_a_pooled"] = {"artifact": "cae_pooled.onnx", "test": cards["pooled"]["metrics"]["test"]}
+        card_path_for(onnx_path).write_text(json.dumps(card, indent=2) + "\n")
+        cards[protocol] = card
+        last = onnx_path
+        print(f"exported {onnx_path} ({card['onnx_bytes']} bytes, parity max abs diff {card['parity']['max_abs_diff']:.2e}); test ROC-AUC {card['metrics']['test']['roc_auc']:.4f}")
+    return last
+
+
+def evaluate(ctx: TaskContext) -> dict[str, Any]:
+    """Test figures of both protocols from the committed ONNX artifacts (or a run's checkpoints)."""
+    from models.runtime.base import load_card
+    from models.runtime.cae import CaeScorer
+    from training.metrics import binary_report
+
+    out: dict[str, Any] = {}
+    keys = ("roc_auc", "accuracy", "sensitivity", "specificity", "f1", "precision", "pr_auc", "threshold", "n", "recall_by_class", "count_by_class")
+    for protocol in PROTOCOLS:
+        name = ARTIFACTS[protocol]
+        if ctx.extra.get("source") == "checkpoint":
+            import torch
+
+            from training.trainer import predict_batches
+
+            run_dir = _run_dir(ctx)
+            cfg = json.loads((run_dir / "config.json").read_text())
+            metrics = json.loads((run_dir / protocol / "metrics.json").read_text())
+            params, th = metrics["split_params"], float(metrics["threshold"]["value"])
+            model = build_model(cfg)
+            model.load_state_dict(torch.load(run_dir / protocol / "checkpoint.pt", map_location="cpu", weights_only=True))
+            parts, _ = protocol_splits(ctx, params)
+            scores = predict_batches(model.eval(), (_normalise(cfg, parts["test"].windows),), device=torch.device("cpu"))[1]
+        else:
+            onnx = ctx.artifacts_dir / f"{name}.onnx"
+            if not onnx.is_file():
+                out[protocol] = {"error": f"{onnx} missing; run `python -m training train cae` then `export cae`"}
+                continue
+            card = load_card(onnx.with_name(f"{name}.card.json"))
+            params = card.get("split_params")
+            scorer = CaeScorer.load(name, ctx.artifacts_dir)
+            th = scorer.threshold
+            parts, _ = protocol_splits(ctx, params)
+            scores = scorer.scores(parts["test"].windows)
+        rep = binary_report(parts["test"].abnormal, scores, th, parts["test"].aami)
+        out[protocol] = {k: rep[k] for k in keys}
+    out["seed"] = SEED_FIGURES
+    if "pooled" in out and "roc_auc" in out["pooled"]:
+        out["pooled_vs_seed"] = {k: {"ours": out["pooled"][k], "seed": SEED_FIGURES[k], "beats_seed": out["pooled"][k] > SEED_FIGURES[k]} for k in ("roc_auc", "accuracy", "sensitivity", "specificity", "f1")}
+    return out
+
+
+def report(ctx: TaskContext) -> dict[str, Any]:
+    """The committed cards' figures and the latest run's plots."""
+    from models.runtime.base import load_card
+
+    out: dict[str, Any] = {}
+    for protocol in PROTOCOLS:
+        p = ctx.artifacts_dir / f"{ARTIFACTS[protocol]}.card.json"
+        if p.is_file():
+            c = load_card(p).raw
+            out[protocol] = {
+                "artifact": c["onnx_file"],
+                "sha256": c["onnx_sha256"],
+                "parameters": c.get("parameters"),
+                "threshold": c.get("threshold"),
+                "test": {k: c["metrics"]["test"][k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity", "f1", "recall_by_class")},
+                "parity_max_abs_diff": c["parity"]["max_abs_diff"],
+                "run_dir": c.get("run_dir"),
+            }
+    try:
+        run_dir = _run_dir(ctx)
+        out["plots"] = sorted(str(p) for p in run_dir.glob("*/*.png"))
+    except ConfigError:
+        out["plots"] = []
+    out["seed"] = SEED_FIGURES
+    return out
+
+
+SPEC = ModelSpec(
+    name="cae",
+    description="Convolutional autoencoder: beat-window anomaly score on MIT-BIH (inter-patient + pooled protocols)",
+    prepare=prepare,
+    train=train,
+    evaluate=evaluate,
+    export=export,
+    report=report,
+)

@@ -1,0 +1,434 @@
+"""LSTM-AE: recovery of masked (missing) ECG samples on MIT-BIH, evaluated on held-out patients.
+
+Two protocols, same code, patient-wise split (DS1 minus paced/201 -> train + validation records; DS2 -> test):
+
+- ``seed``: Kaggle-heartbeat-style beats (filtered lead resampled to 125 Hz, 187 samples from the R peak,
+  min-max [0, 1]); the seed's evaluation mask, samples [100, 137) set to zero. Artifact ``lstm_ae_seed.onnx``.
+- ``stream``: 2 s segments at 360 Hz (the stream's rate, filtered with the stream's causal filter) at random
+  positions, one contiguous gap of 0.1-0.8 s at a random position. Artifact ``lstm_ae.onnx`` (the stream's).
+
+Both models train on random contiguous masks of 5-40 % of the segment. Figures on the masked samples only:
+RMSE and Pearson r, against zero fill, linear interpolation, cubic spline and the seed's LSTM autoencoder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.interpolate import CubicSpline
+
+from stream.errors import ConfigError
+from training.registry import ModelSpec, TaskContext
+from training.splits import mitdb_inter_patient
+
+PROTOCOLS = ("seed", "stream")
+ARTIFACTS = {"seed": "lstm_ae_seed", "stream": "lstm_ae"}
+SECTIONS = {"seed": "seed_protocol", "stream": "stream_protocol"}
+NORMALISATION = {"seed": "none", "stream": "observed_zscore"}
+
+
+# ----------------------------------------------------------------------------- data and masks
+def record_split(cfg: dict[str, Any]) -> dict[str, list[str]]:
+    """Patient-wise record split (DS1 -> train/val, DS2 -> test), optionally restricted to ``cfg["records"]``."""
+    return mitdb_inter_patient(int(cfg["n_val_records"]), int(cfg["seed"]), available=cfg.get("records"))
+
+
+def load_protocol(ctx: TaskContext, cfg: dict[str, Any], protocol: str) -> dict[str, np.ndarray]:
+    """Segments of every split: ``{"train": [n, L], "val": ..., "test": ...}`` in native units."""
+    from training.datasets.mitdb import load_seed_beats, load_segments
+
+    split = record_split(cfg)
+    records = sorted({r for v in split.values() for r in v})
+    p = cfg[SECTIONS[protocol]]
+    if protocol == "seed":
+        arr = load_seed_beats(ctx.data_dir, ctx.cache_dir, records, float(p["fs"]), int(p["length"]), ctx.progress)
+    elif protocol == "stream":
+        arr = load_segments(ctx.data_dir, ctx.cache_dir, records, float(p["fs"]), int(p["length"]), int(p["segments_per_record"]), int(cfg["seed"]), ctx.progress)
+    else:
+        raise ConfigError(f"unknown protocol {protocol!r}")
+    out = {k: arr["segments"][np.isin(arr["record"], v)] for k, v in split.items()}
+    # a seeded subsample of the test patients' segments keeps evaluation within the CPU budget
+    out["test"] = _subsample(out["test"], int(p["max_test_segments"]), int(cfg["seed"]) + 3)
+    return out
+
+
+def random_masks(n: int, length: int, min_len: int, max_len: int, rng: np.random.Generator, margin: int = 1) -> np.ndarray:
+    """``[n, length]`` float32 masks, each one contiguous gap of ``min_len..max_len`` samples (1 = missing)."""
+    lens = rng.integers(min_len, max_len + 1, size=n)
+    starts = rng.integers(margin, length - margin - lens + 1)
+    ar = np.arange(length)[None, :]
+    return ((ar >= starts[:, None]) & (ar < (starts + lens)[:, None])).astype(np.float32)
+
+
+def eval_masks(cfg: dict[str, Any], protocol: str, n: int) -> np.ndarray:
+    """The fixed evaluation masks: the seed's [100, 137) or seeded random 0.1-0.8 s gaps."""
+    p = cfg[SECTIONS[protocol]]
+    length = int(p["length"])
+    if protocol == "seed":
+        m = np.zeros((n, length), np.float32)
+        m[:, int(p["mask_start"]) : int(p["mask_stop"])] = 1.0
+        return m
+    rng = np.random.default_rng(int(cfg["eval_masks_seed"]))
+    fs = float(p["fs"])
+    return random_masks(n, length, round(float(p["min_gap_s"]) * fs), round(float(p["max_gap_s"]) * fs), rng, margin=16)
+
+
+def train_gap_range(cfg: dict[str, Any], protocol: str) -> tuple[int, int]:
+    length = int(cfg[SECTIONS[protocol]]["length"])
+    return max(1, round(float(cfg["min_gap_fraction"]) * length)), round(float(cfg["max_gap_fraction"]) * length)
+
+
+def _subsample(x: np.ndarray, n: int, seed: int) -> np.ndarray:
+    if x.shape[0] <= n:
+        return x
+    idx = np.sort(np.random.default_rng(seed).choice(x.shape[0], n, replace=False))
+    return x[idx]
+
+
+class MaskedBatches:
+    """Re-iterable batches ``(z, mask, target)`` with fresh random masks each epoch (or fixed ``masks``)."""
+
+    def __init__(self, x: np.ndarray, batch: int, method: str, eps: float, rng: np.random.Generator, gap: tuple[int, int], masks: np.ndarray | None = None, shuffle: bool = True, identity: bool = False) -> None:
+        self.x, self.batch, self.method, self.eps, self.rng, self.gap = x, batch, method, eps, rng, gap
+        self.masks, self.shuffle, self.identity = masks, shuffle, identity
+
+    def __len__(self) -> int:
+        return (self.x.shape[0] + self.batch - 1) // self.batch
+
+    def __iter__(self) -> Iterator[tuple[Any, Any, Any]]:
+        import torch
+
+        from models.runtime.lstm_ae import normalise_observed
+
+        order = self.rng.permutation(self.x.shape[0]) if self.shuffle else np.arange(self.x.shape[0])
+        for s in range(0, order.size, self.batch):
+            idx = order[s : s + self.batch]
+            x = self.x[idx]
+            if self.identity:  # the seed's training: reconstruct the unmasked input
+                m = np.zeros_like(x)
+            elif self.masks is not None:
+                m = self.masks[idx]
+            else:
+                m = random_masks(x.shape[0], x.shape[1], self.gap[0], self.gap[1], self.rng)
+            z, mean, scale = normalise_observed(x, m, self.method, self.eps)
+            target = ((x - mean) / scale).astype(np.float32)
+            yield torch.from_numpy(z), torch.from_numpy(m), torch.from_numpy(target)
+
+
+# ----------------------------------------------------------------------------- methods and metrics
+def linear_fill(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Linear interpolation across each gap from the observed samples."""
+    out = x.copy()
+    ar = np.arange(x.shape[1])
+    for i in range(x.shape[0]):
+        g = mask[i] > 0
+        out[i, g] = np.interp(ar[g], ar[~g], x[i, ~g])
+    return out
+
+
+def spline_fill(x: np.ndarray, mask: np.ndarray, knots: int = 20) -> np.ndarray:
+    """Cubic spline (scipy CubicSpline) through ``knots`` observed samples on each side of the gap."""
+    out = x.copy()
+    n = x.shape[1]
+    for i in range(x.shape[0]):
+        gi = np.flatnonzero(mask[i] > 0)
+        a, b = gi[0], gi[-1] + 1
+        kn = np.r_[np.arange(max(0, a - knots), a), np.arange(b, min(n, b + knots))]
+        out[i, gi] = CubicSpline(kn, x[i, kn])(gi)
+    return out
+
+
+def gap_metrics(truth: np.ndarray, rec: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    """RMSE (mean of per-segment RMSE, and pooled) and Pearson r (mean per segment) on masked samples only."""
+    m = mask > 0
+    err2 = np.where(m, (rec - truth) ** 2, 0.0)
+    n = m.sum(axis=1)
+    per_rmse = np.sqrt(err2.sum(axis=1) / np.maximum(n, 1))
+    rs = []
+    for i in range(truth.shape[0]):
+        t, r = truth[i, m[i]], rec[i, m[i]]
+        if t.std() > 1e-9 and r.std() > 1e-9:
+            rs.append(float(np.corrcoef(t, r)[0, 1]))
+    return {
+        "rmse": float(per_rmse.mean()),
+        "rmse_median": float(np.median(per_rmse)),
+        "rmse_pooled": float(np.sqrt(err2.sum() / max(int(n.sum()), 1))),
+        "pearson_r": float(np.mean(rs)) if rs else None,
+        "pearson_r_defined_in": len(rs),
+        "segments": int(truth.shape[0]),
+    }
+
+
+def baseline_figures(truth: np.ndarray, mask: np.ndarray, knots: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    obs = np.where(mask > 0, 0.0, truth).astype(np.float32)
+    recs = {"zero_fill": obs, "linear": linear_fill(obs, mask), "cubic_spline": spline_fill(obs, mask, knots)}
+    return {k: gap_metrics(truth, v, mask) for k, v in recs.items()}, recs
+
+
+def with_ratios(figs: dict[str, Any], model_key: str = "model") -> dict[str, Any]:
+    lin = figs["linear"]["rmse"]
+    figs["rmse_ratio_to_linear"] = figs[model_key]["rmse"] / lin if lin > 0 else None
+    others = [k for k in ("zero_fill", "linear", "cubic_spline", "seed_lstm_ae") if k in figs]
+    figs["beats_every_baseline"] = all(figs[model_key]["rmse"] < figs[k]["rmse"] for k in others)
+    return figs
+
+
+# ----------------------------------------------------------------------------- task callables
+def build_model(cfg: dict[str, Any], protocol: str) -> Any:
+    from models.lstm_ae import MaskedRecoveryNet
+
+    m = cfg[SECTIONS[protocol]]["model"]
+    return MaskedRecoveryNet(int(m["channels"]), int(m["hidden"]), int(m["layers"]), int(m["kernel"]), int(m["down"]), int(m["head_channels"]))
+
+
+def _torch_recover(model: Any, x: np.ndarray, mask: np.ndarray, method: str, eps: float) -> np.ndarray:
+    import torch
+
+    from models.runtime.lstm_ae import normalise_observed
+    from training.trainer import predict_batches
+
+    z, mean, scale = normalise_observed(x, mask, method, eps)
+    y = predict_batches(model.eval(), (z, mask), batch=512, device=torch.device("cpu"))[0]
+    return np.where(mask > 0, y * scale + mean, x).astype(np.float32)
+
+
+def prepare(ctx: TaskContext) -> dict[str, Any]:
+    """Build/cache both protocols' segments; summarise counts per split."""
+    out: dict[str, Any] = {"records": record_split(ctx.config)}
+    for p in PROTOCOLS:
+        data = load_protocol(ctx, ctx.config, p)
+        out[p] = {k: list(v.shape) for k, v in data.items()}
+    return out
+
+
+def _masked_loss(model: Any, batch: Any) -> Any:
+    z, m, target = batch
+    out = model(z, m)
+    return ((out - target) ** 2 * m).sum() / m.sum().clamp_min(1.0)
+
+
+def _identity_loss(model: Any, batch: Any) -> Any:
+    z, m, target = batch
+    return ((model(z, m) - target) ** 2).mean()
+
+
+def _plot_examples(path: Path, truth: np.ndarray, mask: np.ndarray, recs: dict[str, np.ndarray], fs: float, title: str) -> None:
+    from training.plots import plot_signals
+
+    rows, spans = [], []
+    for i in range(min(4, truth.shape[0])):
+        gi = np.flatnonzero(mask[i] > 0)
+        rows.append({"original": truth[i], "masked input": np.where(mask[i] > 0, np.nan, truth[i]), **{k: np.where(mask[i] > 0, v[i], np.nan) for k, v in recs.items()}})
+        spans.append((int(gi[0]), int(gi[-1]) + 1))
+    plot_signals(rows, path, fs, spans, title)
+
+
+def train(ctx: TaskContext) -> Path:
+    """Train the recovery model of each protocol, and the seed's LSTM-AE baseline; evaluate on test patients."""
+
+    from models.lstm_ae import SeedLSTMAE
+    from training.trainer import (
+        FitConfig,
+        count_parameters,
+        fit,
+        limit_threads,
+        new_run_dir,
+        seed_everything,
+        select_device,
+        write_json,
+    )
+
+    cfg = ctx.config
+    limit_threads()
+    device = select_device(ctx.device)
+    run_dir = new_run_dir(ctx.runs_dir, "lstm_ae")
+    write_json(run_dir / "config.json", {**cfg, "command": ctx.command})
+    summary: dict[str, Any] = {}
+    eps = float(cfg["eps"])
+    for protocol in PROTOCOLS:
+        seed = int(cfg["seed"])
+        seed_everything(seed)
+        sub = run_dir / protocol
+        sub.mkdir()
+        p = cfg[SECTIONS[protocol]]
+        data = load_protocol(ctx, cfg, protocol)
+        method = NORMALISATION[protocol]
+        x_tr = _subsample(data["train"], int(p["max_train_segments"]), seed)
+        x_va = _subsample(data["val"], int(p["max_val_segments"]), seed + 1)
+        gap = train_gap_range(cfg, protocol)
+        va_masks = random_masks(x_va.shape[0], x_va.shape[1], gap[0], gap[1], np.random.default_rng(seed + 2))
+        bs = int(p["train"]["batch_size"])
+        tr_b = MaskedBatches(x_tr, bs, method, eps, np.random.default_rng(seed), gap)
+        va_b = MaskedBatches(x_va, 512, method, eps, np.random.default_rng(seed), gap, masks=va_masks, shuffle=False)
+        model = build_model(cfg, protocol)
+        res = fit(model, tr_b, va_b, _masked_loss, FitConfig.from_dict(p["train"]), sub, device, ctx.progress, desc=f"lstm_ae[{protocol}]")
+        model.cpu().eval()
+        test = data["test"]
+        masks = eval_masks(cfg, protocol, test.shape[0])
+        figs, recs = baseline_figures(test, masks, int(cfg["spline_knots_each_side"]))
+        recs["model"] = _torch_recover(model, test, masks, method, eps)
+        figs["model"] = gap_metrics(test, recs["model"], masks)
+        seed_info: dict[str, Any] = {}
+        if cfg["baseline"]["enabled"]:
+            bsub = sub / "seed_lstm_ae"
+            bsub.mkdir()
+            seed_everything(seed)
+            base = SeedLSTMAE()
+            xb = _subsample(data["train"], int(cfg["baseline"]["max_train_segments"]), seed)
+            b_tr = MaskedBatches(xb, int(cfg["baseline"]["train"]["batch_size"]), method, eps, np.random.default_rng(seed), gap, identity=True)
+            b_va = MaskedBatches(x_va, 512, method, eps, np.random.default_rng(seed), gap, shuffle=False, identity=True)
+            bres = fit(base, b_tr, b_va, _identity_loss, FitConfig.from_dict(cfg["baseline"]["train"]), bsub, device, ctx.progress, desc=f"seed_lstm_ae[{protocol}]")
+            base.cpu().eval()
+            recs["seed_lstm_ae"] = _torch_recover(base, test, masks, method, eps)
+            figs["seed_lstm_ae"] = gap_metrics(test, recs["seed_lstm_ae"], masks)
+            seed_info = {"parameters": count_parameters(base), "epochs_run": bres.epochs_run, "training": "reconstruction of unmasked inputs (as the seed), evaluated with the gap zeroed"}
+        figs = with_ratios(figs)
+        _plot_examples(sub / "recovery_examples.png", test, masks, {k: recs[k] for k in ("model", "linear", "seed_lstm_ae") if k in recs}, float(p["fs"]), f"LSTM-AE [{protocol}] test patients")
+        metrics = {
+            "protocol": protocol,
+            "records": record_split(cfg),
+            "segments": {k: int(v.shape[0]) for k, v in data.items()},
+            "train_segments_used": int(x_tr.shape[0]),
+            "parameters": count_parameters(model),
+            "fit": {k: v for k, v in res.to_dict().items() if k != "history"},
+            "seed_lstm_ae": seed_info,
+            "test": figs,
+        }
+        write_json(sub / "metrics.json", metrics)
+        summary[protocol] = {k: (v["rmse"] if isinstance(v, dict) else v) for k, v in figs.items()}
+    write_json(run_dir / "metrics.json", summary)
+    if not ctx.as_json:
+        print(json.dumps(summary, indent=2))
+    return run_dir
+
+
+def _run_dir(ctx: TaskContext) -> Path:
+    from training.trainer import latest_run_dir
+
+    return ctx.run_dir or latest_run_dir(ctx.runs_dir, "lstm_ae")
+
+
+def _onnx_figures(ctx: TaskContext, cfg: dict[str, Any], protocol: str, name: str, seed_arch: dict[str, Any] | None) -> dict[str, Any]:
+    from models.runtime.lstm_ae import GapFiller
+
+    data = load_protocol(ctx, cfg, protocol)
+    test = data["test"]
+    masks = eval_masks(cfg, protocol, test.shape[0])
+    figs, _ = baseline_figures(test, masks, int(cfg["spline_knots_each_side"]))
+    rec = GapFiller.load(name, ctx.artifacts_dir).predict(np.where(masks > 0, np.nan, test)).signal
+    figs["model"] = gap_metrics(test, rec, masks)
+    if seed_arch:
+        figs["seed_lstm_ae"] = seed_arch
+    return with_ratios(figs)
+
+
+def export(ctx: TaskContext) -> Path:
+    """Export both protocols' models to ONNX + card; test figures recomputed from the ONNX via GapFiller."""
+    import torch
+
+    from models.export import card_path_for, export_with_card
+
+    run_dir = _run_dir(ctx)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    ctx.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    last = Path()
+    for protocol in PROTOCOLS:
+        sub = run_dir / protocol
+        metrics = json.loads((sub / "metrics.json").read_text())
+        p = cfg[SECTIONS[protocol]]
+        model = build_model(cfg, protocol)
+        model.load_state_dict(torch.load(sub / "checkpoint.pt", map_location="cpu", weights_only=True))
+        model.eval()
+        data = load_protocol(ctx, cfg, protocol)
+        from models.runtime.lstm_ae import normalise_observed
+
+        x_va = _subsample(data["val"], 512, 7)
+        gap = train_gap_range(cfg, protocol)
+        m_va = random_masks(x_va.shape[0], x_va.shape[1], gap[0], gap[1], np.random.default_rng(7))
+        z, _, _ = normalise_observed(x_va, m_va, NORMALISATION[protocol], float(cfg["eps"]))
+        name = ARTIFACTS[protocol]
+        onnx_path = ctx.artifacts_dir / f"{name}.onnx"
+        fields: dict[str, Any] = {
+            "description": "Masked-segment recovery: fills a contiguous gap of a single-lead ECG segment (conv + bidirectional LSTM, mask as an input channel).",
+            "protocol": protocol,
+            "sampling_rate_hz": float(p["fs"]),
+            "segment_samples": int(p["length"]),
+            "max_gap_fraction": float(cfg["max_gap_fraction"]),
+            "mask_convention": "mask = 1 where samples are missing; observed samples are passed through unchanged",
+            "preprocessing": "stream.stages.filtering.filter_signal (causal band-pass 0.5-40 Hz) on MLII; "
+            + ("resampled to 125 Hz (stream.stages.segmentation.resample), 187 samples from each R peak via beat_windows, min-max [0, 1] per beat" if protocol == "seed" else "2 s windows at 360 Hz at seeded random positions via beat_windows"),
+            "normalisation": {"method": NORMALISATION[protocol], "eps": float(cfg["eps"]), "formula": "(x - mean_observed) / (std_observed + eps); output * (std_observed + eps) + mean_observed" if protocol == "stream" else "none (segments already min-max [0, 1])"},
+            "training_data": "MIT-BIH Arrhythmia Database 1.0.0 (Moody & Mark 2001), all beat classes, train records of the split; random contiguous masks of 5-40 % of the segment",
+            "split": {"kind": "patient-wise: de Chazal DS1 (paced and 201 excluded) -> train/validation records, DS2 -> test", "records": metrics["records"]},
+            "evaluation_masks": "samples [100, 137) zeroed (the seed's)" if protocol == "seed" else f"one gap of {p['min_gap_s']}-{p['max_gap_s']} s per segment at a random position (seed {cfg['eval_masks_seed']})",
+            "threshold": None,
+            "fit": metrics["fit"],
+            "architecture": p["model"],
+            "command": ctx.command or "python -m training export lstm_ae",
+            "run_dir": str(run_dir),
+            "split_config": {k: cfg.get(k) for k in ("seed", "n_val_records", "records", "eval_masks_seed", "spline_knots_each_side", "eps", "min_gap_fraction", "max_gap_fraction")} | {SECTIONS[protocol]: p},
+        }
+        card = export_with_card(model, onnx_path, {"signal": z, "mask": m_va}, ["recovered"], fields)
+        seed_arch = metrics["test"].get("seed_lstm_ae")
+        card["metrics"] = {"test": _onnx_figures(ctx, cfg, protocol, name, seed_arch), "source": "model: ONNX Runtime via models.runtime.lstm_ae.GapFiller; seed_lstm_ae: torch, from the run"}
+        card_path_for(onnx_path).write_text(json.dumps(card, indent=2) + "\n")
+        last = onnx_path
+        print(f"exported {onnx_path} ({card['onnx_bytes']} bytes, parity {card['parity']['max_abs_diff']:.2e}); test RMSE model {card['metrics']['test']['model']['rmse']:.4f} vs linear {card['metrics']['test']['linear']['rmse']:.4f}")
+    return last
+
+
+def evaluate(ctx: TaskContext) -> dict[str, Any]:
+    """Test figures of both protocols from the committed ONNX artifacts (baselines recomputed)."""
+    from models.runtime.base import load_card
+
+    out: dict[str, Any] = {}
+    for protocol in PROTOCOLS:
+        name = ARTIFACTS[protocol]
+        card_file = ctx.artifacts_dir / f"{name}.card.json"
+        if not card_file.is_file():
+            out[protocol] = {"error": f"{card_file} missing; run `python -m training train lstm_ae` then `export lstm_ae`"}
+            continue
+        card = load_card(card_file).raw
+        sc = card["split_config"]
+        cfg = {**ctx.config, **{k: v for k, v in sc.items() if k != SECTIONS[protocol]}, SECTIONS[protocol]: sc[SECTIONS[protocol]]}
+        seed_arch = card["metrics"]["test"].get("seed_lstm_ae")
+        out[protocol] = _onnx_figures(ctx, cfg, protocol, name, seed_arch)
+    if "seed" in out and "rmse_ratio_to_linear" in out["seed"]:
+        out["goals"] = {
+            "seed_protocol_rmse_at_most_half_of_linear": out["seed"]["rmse_ratio_to_linear"] <= 0.5,
+            "stream_protocol_beats_every_baseline": bool(out.get("stream", {}).get("beats_every_baseline")),
+        }
+    return out
+
+
+def report(ctx: TaskContext) -> dict[str, Any]:
+    """The committed cards' figures and the latest run's plots."""
+    from models.runtime.base import load_card
+
+    out: dict[str, Any] = {}
+    for protocol in PROTOCOLS:
+        f = ctx.artifacts_dir / f"{ARTIFACTS[protocol]}.card.json"
+        if f.is_file():
+            c = load_card(f).raw
+            t = c["metrics"]["test"]
+            out[protocol] = {"artifact": c["onnx_file"], "sha256": c["onnx_sha256"], "parameters": c.get("parameters"), "rmse": {k: v["rmse"] for k, v in t.items() if isinstance(v, dict) and "rmse" in v}, "pearson_r": {k: v.get("pearson_r") for k, v in t.items() if isinstance(v, dict) and "rmse" in v}, "rmse_ratio_to_linear": t.get("rmse_ratio_to_linear")}
+    try:
+        out["plots"] = sorted(str(p) for p in _run_dir(ctx).glob("*/*.png"))
+    except ConfigError:
+        out["plots"] = []
+    return out
+
+
+SPEC = ModelSpec(
+    name="lstm_ae",
+    description="Masked-segment recovery (conv-BiLSTM with mask channel) on MIT-BIH; seed (125 Hz beats) and stream (2 s at 360 Hz) protocols",
+    prepare=prepare,
+    train=train,
+    evaluate=evaluate,
+    export=export,
+    report=report,
+)
