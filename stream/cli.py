@@ -218,6 +218,12 @@ def up(
 
     settings = _settings()
     log_dir = log_dir or Path(settings.cache_dir) / "logs"
+
+    def _interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the stack as cleanly as Ctrl-C
+    signal.signal(signal.SIGINT, _interrupt)   # also when started with SIGINT ignored (background jobs)
     recs = _records_opt(records)
     t_start = time.monotonic()
     with local_stack(settings, patients=patients, speed=speed, records=recs, faults=faults, loop=True,
