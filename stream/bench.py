@@ -142,6 +142,15 @@ def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: floa
         def cpu_seconds() -> float:
             return sum(scrape_metrics(settings.bind_host, p).get("process_cpu_seconds_total", 0.0) for p in ports)
 
+        def stage_totals() -> dict[str, float]:
+            """Summed ecg_stage_duration_seconds sum/count per stage over the workers."""
+            tot: dict[str, float] = defaultdict(float)
+            for p in ports:
+                for k, v in scrape_metrics(settings.bind_host, p).items():
+                    if k.startswith(("ecg_stage_duration_seconds_sum{", "ecg_stage_duration_seconds_count{")):
+                        tot[k] += v
+            return tot
+
         collector = _BeatsCollector(settings, bs)
         collector.start()
         env = {"ECG_KAFKA_BOOTSTRAP": bs, "ECG_DATA_DIR": str(Path(settings.data_dir).resolve())}
@@ -149,7 +158,7 @@ def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: floa
             for r in range(runs):
                 prefix = f"bench{r}"
                 console.print(f"run {r + 1}/{runs}: {patients} streams, {warmup:g} s warm-up + {seconds:g} s")
-                cpu0, w0 = cpu_seconds(), time.time()
+                cpu0, w0, st0 = cpu_seconds(), time.time(), stage_totals()
                 replay = spawn_cli(
                     ["replay", "--bootstrap", bs, "--patients", str(patients), "--speed", "1", "--faults", "none",
                      "--records", ",".join(records), "--prefix", prefix, "--metrics-port", "-1",
@@ -166,7 +175,7 @@ def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: floa
                     t_measure = first + warmup
                     while time.time() < t_measure + seconds + 3:
                         time.sleep(0.5)
-                    cpu1, w1 = cpu_seconds(), time.time()
+                    cpu1, w1, st1 = cpu_seconds(), time.time(), stage_totals()
                 finally:
                     terminate(replay)
                 res = _summarise(collector.take(prefix), t_measure, seconds, patients, settings.frame_seconds)
@@ -175,6 +184,13 @@ def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: floa
                 # CPU cost per frame does not depend on what else competes for the cores
                 frames_in_cpu_window = sum(1 for at, _, _ in collector.take(prefix) if w0 <= at < w1)
                 res["worker_cpu_ms_per_frame"] = round(1000 * (cpu1 - cpu0) / max(1, frames_in_cpu_window), 3)
+                stages = sorted({k.split('stage="')[1].rstrip('"}') for k in st1})
+                res["stage_ms_per_frame"] = {
+                    st: round(1000 * (st1[f'ecg_stage_duration_seconds_sum{{stage="{st}"}}']
+                                      - st0.get(f'ecg_stage_duration_seconds_sum{{stage="{st}"}}', 0.0))
+                              / max(1.0, st1[f'ecg_stage_duration_seconds_count{{stage="{st}"}}']
+                                    - st0.get(f'ecg_stage_duration_seconds_count{{stage="{st}"}}', 0.0)), 4)
+                    for st in stages}
                 per_run.append(res)
                 console.print(f"  {res}")
                 drain(ports)  # a backlog left by this run must not count against the next one
@@ -186,5 +202,8 @@ def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: floa
     for k in keys:
         result[k] = statistics.median(run[k] for run in per_run)
     result["realtime"] = bool(sum(run["realtime"] for run in per_run) * 2 > runs)
+    stage_names = sorted({st for run in per_run for st in run["stage_ms_per_frame"]})
+    result["stage_ms_per_frame"] = {st: statistics.median(run["stage_ms_per_frame"].get(st, 0.0) for run in per_run)
+                                    for st in stage_names}
     result["per_run"] = per_run
     return result
