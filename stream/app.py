@@ -58,11 +58,13 @@ class EcgApp(faust.App):
 
 
 def create_app(settings: Settings, *, bootstrap: str | None = None, embedded_broker: bool | None = None,
-               metrics: PipelineMetrics | None = None, processor_factory: ProcessorFactory | None = None) -> faust.App:
+               metrics: PipelineMetrics | None = None, processor_factory: ProcessorFactory | None = None,
+               scorer: Any = None) -> faust.App:
     """Build the Faust app (agent, timers) for ``settings``.
 
     ``bootstrap`` overrides ``settings.kafka_bootstrap`` (the embedded broker's address in local mode);
     ``embedded_broker`` (default: local mode) applies the short group timeouts the local Tansu broker needs.
+    ``scorer`` (a :class:`stream.stages.scoring.WindowScorer`) scores the processor's windows with ONNX models.
     """
     servers = bootstrap or settings.kafka_bootstrap
     if not servers:
@@ -94,10 +96,10 @@ def create_app(settings: Settings, *, bootstrap: str | None = None, embedded_bro
         **local_tuning,
     )
     metrics = metrics or PipelineMetrics()
-    pipeline = FramePipeline(settings, metrics, processor_factory)
+    pipeline = FramePipeline(settings, metrics, processor_factory, scorer=scorer)
     t = settings.topics
     telemetry = app.topic(t.telemetry, key_type=bytes, value_type=bytes, partitions=settings.partitions)
-    for name in (t.alerts, t.dropouts, t.beats, t.dead_letter):  # declared so the worker creates them if missing
+    for name in (t.alerts, t.dropouts, t.beats, t.dead_letter, t.scores):  # declared so the worker creates them if missing
         app.topic(name, key_type=bytes, value_type=bytes, partitions=settings.partitions)
 
     async def publish(outs: list[Outgoing]) -> None:
@@ -155,13 +157,20 @@ class _Worker(faust.Worker):
 
 
 def run_worker(settings: Settings, *, bootstrap: str | None = None, embedded_broker: bool | None = None,
-               loglevel: str = "warning", metrics_port: int | None = None) -> None:
-    """Run one stream worker until SIGINT/SIGTERM: the Faust app plus the ``/metrics`` endpoint."""
+               loglevel: str = "warning", metrics_port: int | None = None,
+               models: tuple[str, ...] = ()) -> None:
+    """Run one stream worker until SIGINT/SIGTERM: the Faust app plus the ``/metrics`` endpoint.
+    ``models`` names the ONNX models scoring the stream (none: no scoring)."""
     metrics = PipelineMetrics()
     port = settings.metrics_port if metrics_port is None else metrics_port
     server = serve_metrics(metrics.registry, settings.bind_host, port)
     log.warning("metrics on http://%s:%d/metrics", server.host, server.port)
-    app = create_app(settings, bootstrap=bootstrap, embedded_broker=embedded_broker, metrics=metrics)
+    scorer = None
+    if models:
+        from stream.stages.scoring import WindowScorer
+
+        scorer = WindowScorer(models, settings.models_dir)
+    app = create_app(settings, bootstrap=bootstrap, embedded_broker=embedded_broker, metrics=metrics, scorer=scorer)
     worker = _Worker(app, loglevel=loglevel, redirect_stdouts=False, override_logging=True)
     try:
         worker.execute_from_commandline()

@@ -125,7 +125,8 @@ def drain(ports: list[int], host: str = "127.0.0.1", timeout_s: float = 120.0) -
 
 
 def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: float = 30.0, warmup: float = 10.0,
-              progress: bool = True, records: tuple[str, ...] = ("mitdb",), workers: int = 1) -> dict[str, Any]:
+              progress: bool = True, records: tuple[str, ...] = ("mitdb",), workers: int = 1,
+              models: str | None = None) -> dict[str, Any]:
     """Run the benchmark (see module docs) and return the median figures plus every run."""
     from rich.console import Console
 
@@ -133,7 +134,8 @@ def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: floa
     log_dir = Path(tempfile.mkdtemp(prefix="ecg-bench-"))
     port = free_port(settings.bind_host)  # workers use port, port + 1, ...
     per_run: list[dict[str, Any]] = []
-    with local_stack(settings, log_dir=log_dir, metrics_port=port, replay=False, workers=workers) as stack:
+    with local_stack(settings, log_dir=log_dir, metrics_port=port, replay=False, workers=workers,
+                     models=models) as stack:
         bs = stack["bootstrap"]
         ports = stack["worker_ports"]
         for p, name in zip(ports, [n for n in stack["procs"] if n.startswith("worker")], strict=True):
@@ -197,7 +199,7 @@ def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: floa
         finally:
             collector.stop()
     keys = ("frames_per_s", "samples_per_s", "p50_s", "p99_s", "worker_cpu_ms_per_frame")
-    result: dict[str, Any] = {"patients": patients, "workers": workers, "runs": runs, "seconds_per_run": seconds,
+    result: dict[str, Any] = {"patients": patients, "workers": workers, "models": models, "runs": runs, "seconds_per_run": seconds,
                               "load_average_1m": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count()}
     for k in keys:
         result[k] = statistics.median(run[k] for run in per_run)

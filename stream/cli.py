@@ -28,6 +28,14 @@ BootstrapOpt = Annotated[str | None, typer.Option(
     help="Kafka bootstrap servers (default ECG_KAFKA_BOOTSTRAP; empty = embedded local broker where applicable).")]
 
 
+#: Models the worker scores with by default (committed artifacts in models/artifacts).
+DEFAULT_MODELS = "cae,beat_vae,cae12"
+
+
+def _models_opt(models: str) -> tuple[str, ...]:
+    return () if models.strip().lower() in ("", "none") else tuple(m.strip() for m in models.split(",") if m.strip())
+
+
 def _settings() -> Settings:
     return Settings()
 
@@ -54,6 +62,8 @@ def worker(
         "--embedded/--cluster", help="Apply the embedded-broker group timeouts (default: when no bootstrap is set).")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Port of /metrics (default ECG_METRICS_PORT).")] = None,
     loglevel: Annotated[str, typer.Option(help="Faust/worker log level.")] = "warning",
+    models: Annotated[str, typer.Option(
+        help="ONNX models scoring the stream (comma-separated: cae, beat_vae, cae12), or 'none'.")] = DEFAULT_MODELS,
 ) -> None:
     """Run a stream worker: consume telemetry, detect beats/dropouts, publish alerts, serve /metrics.
 
@@ -73,7 +83,7 @@ def worker(
     try:
         ensure_topics_sync(settings, bs)
         run_worker(settings, bootstrap=bs, embedded_broker=embedded if embedded is not None else broker is not None,
-                   loglevel=loglevel, metrics_port=metrics_port)
+                   loglevel=loglevel, metrics_port=metrics_port, models=_models_opt(models))
     finally:
         if broker is not None:
             broker.stop()
@@ -300,13 +310,14 @@ def bench(
     seconds: Annotated[float, typer.Option(help="Measured seconds per run.")] = 30.0,
     warmup: Annotated[float, typer.Option(help="Seconds before measuring in each run.")] = 10.0,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (one consumer group).")] = 1,
+    models: Annotated[str, typer.Option(help="ONNX models the workers score with, or 'none'.")] = DEFAULT_MODELS,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Throughput and end-to-end latency of N real-time MIT-BIH patient streams through the pipeline."""
     from stream.bench import run_bench
 
     result = run_bench(_settings(), patients=patients, runs=runs, seconds=seconds, warmup=warmup,
-                       progress=not as_json, workers=workers)
+                       progress=not as_json, workers=workers, models=models)
     if as_json:
         print(json.dumps(result))
     else:

@@ -70,6 +70,12 @@ class PipelineMetrics:
             "Messages not yet processed: fetch high-watermark minus next offset to process.",
             ["topic", "partition"], registry=r)
         self.active_streams = Gauge("ecg_active_streams", "Streams with a frame in the last 60 s.", registry=r)
+        self.model_scores = Counter("ecg_model_scores_total", "Windows scored by an ONNX model.", ["model"],
+                                    registry=r)
+        self.model_anomalies = Counter("ecg_model_anomalies_total", "Windows a model scored above its threshold.",
+                                       ["model"], registry=r)
+        self.windows_skipped = Counter("ecg_model_windows_skipped_total", "Windows not scored, by reason.",
+                                       ["reason"], registry=r)
         # touch the label sets users expect so they are exported at 0 before the first event
         self.latency.labels("processed")
         self.latency.labels("alert")

@@ -30,6 +30,8 @@ from stream.schemas import (
     DeadLetterMessage,
     DropoutMessage,
     FrameLimits,
+    ScoreOut,
+    ScoresMessage,
     TelemetryFrame,
     decode_frame,
 )
@@ -59,12 +61,13 @@ class _StreamState:
     last_seen: float
 
 
-def default_processor_factory(settings: Settings, *, model_windows: bool = False) -> ProcessorFactory:
-    """StreamProcessor with the default StageConfig; model windows are cut only when ``model_windows``
-    (nothing in this worker consumes them, and cutting/resampling them costs CPU on every beat)."""
+def default_processor_factory(settings: Settings, *, window_kinds: frozenset[str] = frozenset()) -> ProcessorFactory:
+    """StreamProcessor with the default StageConfig, cutting only the model windows in ``window_kinds``
+    (those a scorer consumes; cutting/resampling windows costs CPU on every beat)."""
     from stream.stages.processor import StageConfig, StreamProcessor
 
-    config = StageConfig(emit_beat_720=model_windows, emit_leads_10s=model_windows, emit_beat_400=model_windows)
+    config = StageConfig(emit_beat_720="beat_720" in window_kinds, emit_leads_10s="leads_10s" in window_kinds,
+                         emit_beat_400="beat_400" in window_kinds)
 
     def make(stream_id: str, fs: float, leads: tuple[str, ...]) -> Any:
         return StreamProcessor(stream_id, fs, leads, config)
@@ -77,12 +80,15 @@ class FramePipeline:
 
     def __init__(self, settings: Settings, metrics: PipelineMetrics | None = None,
                  processor_factory: ProcessorFactory | None = None, clock: Callable[[], float] = time.time,
-                 max_alert_ids: int = 100_000) -> None:
+                 max_alert_ids: int = 100_000, scorer: Any = None) -> None:
+        """``scorer``: optional :class:`stream.stages.scoring.WindowScorer`; its scores go to the scores topic."""
         self.settings = settings
         self.topics = settings.topics
         self.metrics = metrics or PipelineMetrics()
         self.limits = FrameLimits.from_settings(settings)
-        self._factory = processor_factory or default_processor_factory(settings)
+        self.scorer = scorer
+        kinds = frozenset(scorer.window_kinds) if scorer is not None else frozenset()
+        self._factory = processor_factory or default_processor_factory(settings, window_kinds=kinds)
         self._clock = clock
         self._streams: dict[str, _StreamState] = {}
         self._published_alerts: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -195,6 +201,8 @@ class FramePipeline:
                 m.latency.labels("alert").observe(max(0.0, now - sent_at))
             msg = AlertMessage.from_event(ev, record=record, published_at=now)
             out.append(Outgoing(self.topics.alerts, key, msg.to_bytes()))
+        if self.scorer is not None and result.windows:
+            out += self._scores(stream_id, key, result.windows, frame)
         if frame is not None:
             latency = None if sent_at is None else max(0.0, now - sent_at)
             if latency is not None:
@@ -207,3 +215,21 @@ class FramePipeline:
             )
             out.append(Outgoing(self.topics.beats, key, batch.to_bytes()))
         return out
+
+    def _scores(self, stream_id: str, key: bytes, windows: list[Any], frame: TelemetryFrame | None) -> list[Outgoing]:
+        m = self.metrics
+        res = self.scorer.score(windows)
+        for model, seconds in res.model_seconds.items():
+            m.stage_duration.labels(f"model_{model}").observe(seconds)
+        for _, reason in res.skipped:
+            m.windows_skipped.labels("dropout" if reason == "dropout" else "model_error").inc()
+        if not res.scores:
+            return []
+        for sc in res.scores:
+            m.model_scores.labels(sc.model).inc()
+            if sc.anomalous:
+                m.model_anomalies.labels(sc.model).inc()
+        msg = ScoresMessage(stream_id=stream_id, seq=frame.seq if frame is not None else None,
+                            scores=[ScoreOut(**{k: v for k, v in sc.to_dict().items() if k != "stream_id"})
+                                    for sc in res.scores])
+        return [Outgoing(self.topics.scores, key, msg.to_bytes())]

@@ -347,6 +347,27 @@ class BeatBatchMessage(_Message):
     beats: list[BeatOut] = Field(default_factory=list)
 
 
+class ScoreOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    window: str
+    lead: str | None = None
+    time: float
+    score: float
+    threshold: float | None = None
+    anomalous: bool
+    embedding: list[float] | None = None
+
+
+class ScoresMessage(_Message):
+    """Topic ``scores``: ONNX model scores of the windows cut while processing one frame (only when any)."""
+
+    stream_id: str
+    seq: int | None = None
+    scores: list[ScoreOut] = Field(default_factory=list)
+
+
 class FaultTruthMessage(_Message):
     """Topic ``ground_truth``: one injected fault (simulator ground truth), times in stream time."""
 
@@ -418,5 +439,5 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.dropouts, "stream id", DropoutMessage.__name__, "unusable-signal segments per lead"),
         TopicSpec(t.beats, "stream id", BeatBatchMessage.__name__, "beats per processed frame (processing receipt)"),
         TopicSpec(t.ground_truth, "stream id", FaultTruthMessage.__name__, "faults injected by the simulator"),
-        TopicSpec(t.scores, "stream id", "model scores (anomaly models)", "reserved for ONNX model scores"),
+        TopicSpec(t.scores, "stream id", ScoresMessage.__name__, "ONNX anomaly-model scores per frame"),
     ]

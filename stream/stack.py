@@ -42,7 +42,7 @@ def terminate(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> 
 def local_stack(settings: Settings, *, log_dir: Path, metrics_port: int, replay: bool = True,
                 patients: int = 6, speed: float = 1.0, records: tuple[str, ...] | list[str] = ("mitdb/100",),
                 faults: str = "none", loop: bool = False, duration: float | None = None,
-                prefix: str = "patient", workers: int = 1) -> Iterator[dict[str, Any]]:
+                prefix: str = "patient", workers: int = 1, models: str | None = None) -> Iterator[dict[str, Any]]:
     """Broker (unless a bootstrap is set) + ``workers`` worker subprocesses (one consumer group; worker i serves
     /metrics on ``metrics_port + i``; the replay on ``metrics_port + workers``) + a replay subprocess; all stopped
     on exit. Yields ``{"bootstrap", "procs" (name -> Popen), "worker_ports", "broker"}``."""
@@ -62,8 +62,10 @@ def local_stack(settings: Settings, *, log_dir: Path, metrics_port: int, replay:
         mode = "--embedded" if broker is not None else "--cluster"
         for i in range(workers):
             name = "worker" if i == 0 else f"worker{i}"
-            procs[name] = spawn_cli(["worker", "--bootstrap", bs, mode, "--metrics-port", str(metrics_port + i)],
-                                    env, log_dir / f"{name}.log")
+            args = ["worker", "--bootstrap", bs, mode, "--metrics-port", str(metrics_port + i)]
+            if models is not None:
+                args += ["--models", models]
+            procs[name] = spawn_cli(args, env, log_dir / f"{name}.log")
         if replay:
             args = ["replay", "--bootstrap", bs, "--patients", str(patients), "--speed", str(speed),
                     "--faults", faults, "--records", ",".join(records), "--prefix", prefix,

@@ -21,6 +21,7 @@ from stream.schemas import (
     BeatBatchMessage,
     DeadLetterMessage,
     FaultTruthMessage,
+    ScoresMessage,
     encode_frame,
 )
 from stream.settings import Settings
@@ -76,6 +77,10 @@ def test_replay_raises_alerts_and_exports_metrics(settings: Settings, workers: W
     assert {(a.id, a.status) for a in printed} == {(a.id, a.status) for a in alerts}
     assert len(printed) == len({(a.id, a.status) for a in alerts})
 
+    # the worker scores beat windows with the committed ONNX models (default --models)
+    scores = [ScoresMessage.from_bytes(v) for v in consume(settings, settings.topics.scores, idle_s=1)]
+    assert {sc.model for s in scores for sc in s.scores} >= {"cae", "beat_vae"}
+
     truth = [FaultTruthMessage.from_bytes(v) for v in consume(settings, settings.topics.ground_truth, idle_s=1)]
     assert sorted(t.kind for t in truth) == ["flatline", "lead_off", "lost_frames"]
 
@@ -87,6 +92,7 @@ def test_replay_raises_alerts_and_exports_metrics(settings: Settings, workers: W
     assert m["ecg_beats_detected_total"] == sum(len(r.beats) for r in receipts)
     assert m["ecg_end_to_end_latency_seconds_count"] >= replay.frames_sent
     assert m["ecg_alerts_total"] >= 1 and m["ecg_dropouts_total"] >= 1
+    assert m["ecg_model_scores_total"] == sum(len(s.scores) for s in scores)
     assert m['ecg_stage_duration_seconds_count{stage="qrs"}'] >= replay.frames_sent
     lag = wait_until(lambda: (mm := worker.metrics()) and all(
         v == 0 for k, v in mm.items() if k.startswith("ecg_consumer_lag_messages{")) and mm)

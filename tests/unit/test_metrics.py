@@ -156,3 +156,21 @@ def test_metrics_endpoint_names_units_and_labels(record) -> None:
         for s in fam.samples:
             assert "p1" not in s.labels.values()
     assert np.isfinite(families["ecg_frames_received"].samples[0].value)
+
+
+def test_onnx_scores_are_published_per_frame(record) -> None:
+    from stream.schemas import ScoresMessage
+    from stream.stages.scoring import WindowScorer
+
+    m = PipelineMetrics()
+    pipe = FramePipeline(Settings(), m, scorer=WindowScorer(("cae", "beat_vae")))
+    outs = []
+    for off, value in enumerate(_frames(record, n=12)):
+        outs += pipe.handle(b"p1", value, "t", 0, off)
+    scores = [ScoresMessage.from_bytes(o.value) for o in outs if o.topic == pipe.topics.scores]
+    assert scores and all(s.stream_id == "p1" for s in scores)
+    models = {sc.model for s in scores for sc in s.scores}
+    assert models == {"cae", "beat_vae"}
+    n = sum(len(s.scores) for s in scores)
+    assert _value(m, "ecg_model_scores_total", model="cae") + _value(m, "ecg_model_scores_total", model="beat_vae") == n
+    assert _value(m, "ecg_stage_duration_seconds_count", stage="model_cae") >= 1
