@@ -87,6 +87,10 @@ class FramePipeline:
         self.metrics = metrics or PipelineMetrics()
         self.limits = FrameLimits.from_settings(settings)
         self.scorer = scorer
+        #: windows waiting to be scored (flushed at ``score_batch`` windows or by :meth:`flush_scores`)
+        self.score_batch = 64
+        self._pending_windows: list[Any] = []
+        self._pending_seq: dict[str, int] = {}
         kinds = frozenset(scorer.window_kinds) if scorer is not None else frozenset()
         self._factory = processor_factory or default_processor_factory(settings, window_kinds=kinds)
         self._clock = clock
@@ -202,7 +206,12 @@ class FramePipeline:
             msg = AlertMessage.from_event(ev, record=record, published_at=now)
             out.append(Outgoing(self.topics.alerts, key, msg.to_bytes()))
         if self.scorer is not None and result.windows:
-            out += self._scores(stream_id, key, result.windows, frame)
+            # windows are scored in batches across streams (one ONNX Runtime call per model and batch)
+            self._pending_windows += result.windows
+            if frame is not None:
+                self._pending_seq[stream_id] = frame.seq
+            if len(self._pending_windows) >= self.score_batch:
+                out += self.flush_scores()
         if frame is not None:
             latency = None if sent_at is None else max(0.0, now - sent_at)
             if latency is not None:
@@ -216,20 +225,25 @@ class FramePipeline:
             out.append(Outgoing(self.topics.beats, key, batch.to_bytes()))
         return out
 
-    def _scores(self, stream_id: str, key: bytes, windows: list[Any], frame: TelemetryFrame | None) -> list[Outgoing]:
+    def flush_scores(self) -> list[Outgoing]:
+        """Score every pending window (one ONNX Runtime call per model); one scores message per stream."""
+        if self.scorer is None or not self._pending_windows:
+            return []
+        windows, self._pending_windows = self._pending_windows, []
+        seqs, self._pending_seq = self._pending_seq, {}
         m = self.metrics
         res = self.scorer.score(windows)
         for model, seconds in res.model_seconds.items():
             m.stage_duration.labels(f"model_{model}").observe(seconds)
         for _, reason in res.skipped:
             m.windows_skipped.labels("dropout" if reason == "dropout" else "model_error").inc()
-        if not res.scores:
-            return []
+        by_stream: dict[str, list[ScoreOut]] = {}
         for sc in res.scores:
             m.model_scores.labels(sc.model).inc()
             if sc.anomalous:
                 m.model_anomalies.labels(sc.model).inc()
-        msg = ScoresMessage(stream_id=stream_id, seq=frame.seq if frame is not None else None,
-                            scores=[ScoreOut(**{k: v for k, v in sc.to_dict().items() if k != "stream_id"})
-                                    for sc in res.scores])
-        return [Outgoing(self.topics.scores, key, msg.to_bytes())]
+            by_stream.setdefault(sc.stream_id, []).append(
+                ScoreOut(**{k: v for k, v in sc.to_dict().items() if k != "stream_id"}))
+        return [Outgoing(self.topics.scores, sid.encode(),
+                         ScoresMessage(stream_id=sid, seq=seqs.get(sid), scores=scores).to_bytes())
+                for sid, scores in by_stream.items()]

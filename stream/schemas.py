@@ -361,7 +361,8 @@ class ScoreOut(BaseModel):
 
 
 class ScoresMessage(_Message):
-    """Topic ``scores``: ONNX model scores of the windows cut while processing one frame (only when any)."""
+    """Topic ``scores``: ONNX model scores of one stream's windows, scored in a batch across streams
+    (at most 64 windows or 0.25 s); ``seq`` is the stream's last frame in that batch."""
 
     stream_id: str
     seq: int | None = None

@@ -167,6 +167,8 @@ def test_onnx_scores_are_published_per_frame(record) -> None:
     outs = []
     for off, value in enumerate(_frames(record, n=12)):
         outs += pipe.handle(b"p1", value, "t", 0, off)
+    outs += pipe.flush_scores()  # the worker's timer does this every 0.25 s
+    assert pipe.flush_scores() == []
     scores = [ScoresMessage.from_bytes(o.value) for o in outs if o.topic == pipe.topics.scores]
     assert scores and all(s.stream_id == "p1" for s in scores)
     models = {sc.model for s in scores for sc in s.scores}
