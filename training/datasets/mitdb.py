@@ -110,15 +110,25 @@ def load_resampled_lead(data_dir: str | Path, record: str, target_fs: float) -> 
 
 def _seed_beats_build(data_dir: Path, records: Sequence[str], fs: float, length: int, progress: bool) -> dict[str, np.ndarray]:
     segs, recs, classes = [], [], []
+    win = round(10.0 * fs)
+    half = length // 2
     for r in tqdm(records, desc="mitdb 125 Hz beats", disable=not progress, unit="record"):
         y, peaks, aami = load_resampled_lead(data_dir, r, fs)
-        half = length // 2
-        # beat_windows centres windows on its peaks: shifting by half starts each segment at the R peak
-        w, kept = beat_windows(y, peaks + half, fs, target_fs=fs, width=length)
-        lo, hi = w.min(axis=1, keepdims=True), w.max(axis=1, keepdims=True)
-        segs.append(((w - lo) / np.maximum(hi - lo, 1e-6)).astype(np.float32))
-        recs.append(np.full(len(kept), r, dtype="U8"))
-        classes.append(aami[kept])
+        for w0 in range(0, y.shape[0] - win + 1, win):
+            sel = np.flatnonzero((peaks >= w0) & (peaks < w0 + win))
+            if sel.size < 2:
+                continue
+            seg = y[w0 : w0 + win]
+            lo, hi = float(seg.min()), float(seg.max())
+            seg = (seg - lo) / max(hi - lo, 1e-6)  # Kaggle: amplitude normalised to [0, 1] per 10 s window
+            period = float(np.median(np.diff(peaks[sel])))  # nominal heartbeat period T
+            # beat_windows centres windows on its peaks: shifting by half starts each segment at the R peak
+            w, kept = beat_windows(seg, peaks[sel] - w0 + half, fs, target_fs=fs, width=length)
+            keep_len = min(length, round(1.2 * period))
+            w[:, keep_len:] = 0.0  # Kaggle: signal up to 1.2 T from the R peak, zero-padded to 187
+            segs.append(w.astype(np.float32))
+            recs.append(np.full(len(kept), r, dtype="U8"))
+            classes.append(aami[sel][kept])
     return {"segments": np.concatenate(segs), "record": np.concatenate(recs), "aami": np.concatenate(classes)}
 
 
@@ -130,12 +140,14 @@ def load_seed_beats(
     length: int = 187,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Kaggle-heartbeat-style beats: filtered lead resampled to 125 Hz, 187 samples from each R peak, min-max [0, 1].
+    """Beats built like the Kaggle heartbeat set (Kachuee et al. 2018) from the stream's filtered lead.
 
-    (The Kaggle set zero-pads after 1.2 median RR; here the segment holds the real following signal.)
+    The lead is resampled to 125 Hz and cut into 10 s windows, each min-max normalised to [0, 1]; T is
+    the window's median RR; each annotated beat gives the signal from its R peak for 1.2 T, zero-padded to
+    187 samples (beats whose 187 samples overrun the window are dropped).
     """
     data_dir = Path(data_dir)
-    params = {"kind": "mitdb_seed_beats", "records": sorted(records), "fs": fs, "length": length, "filter": "stream.causal_bandpass_0.5_40"}
+    params = {"kind": "mitdb_seed_beats_kaggle", "records": sorted(records), "fs": fs, "length": length, "filter": "stream.causal_bandpass_0.5_40"}
     return cached_arrays("mitdb-seedbeats", wfdb_files(data_dir / "mitdb", records), params, lambda: _seed_beats_build(data_dir, sorted(records), fs, length, progress), cache_dir)
 
 

@@ -2,8 +2,9 @@
 
 Two protocols, same code, patient-wise split (DS1 minus paced/201 -> train + validation records; DS2 -> test):
 
-- ``seed``: Kaggle-heartbeat-style beats (filtered lead resampled to 125 Hz, 187 samples from the R peak,
-  min-max [0, 1]); the seed's evaluation mask, samples [100, 137) set to zero. Artifact ``lstm_ae_seed.onnx``.
+- ``seed``: beats built like the Kaggle heartbeat set (filtered lead resampled to 125 Hz, 10 s windows
+  min-max normalised to [0, 1], signal from each R peak for 1.2 median RR zero-padded to 187 samples);
+  the seed's evaluation mask, samples [100, 137) set to zero. Artifact ``lstm_ae_seed.onnx``.
 - ``stream``: 2 s segments at 360 Hz (the stream's rate, filtered with the stream's causal filter) at random
   positions, one contiguous gap of 0.1-0.8 s at a random position. Artifact ``lstm_ae.onnx`` (the stream's).
 
@@ -360,7 +361,7 @@ def export(ctx: TaskContext) -> Path:
             "max_gap_fraction": float(cfg["max_gap_fraction"]),
             "mask_convention": "mask = 1 where samples are missing; observed samples are passed through unchanged",
             "preprocessing": "stream.stages.filtering.filter_signal (causal band-pass 0.5-40 Hz) on MLII; "
-            + ("resampled to 125 Hz (stream.stages.segmentation.resample), 187 samples from each R peak via beat_windows, min-max [0, 1] per beat" if protocol == "seed" else "2 s windows at 360 Hz at seeded random positions via beat_windows"),
+            + ("resampled to 125 Hz (stream.stages.segmentation.resample); Kaggle-heartbeat construction: 10 s windows min-max [0, 1], 187 samples from each R peak via beat_windows, zero after 1.2 x the window's median RR" if protocol == "seed" else "2 s windows at 360 Hz at seeded random positions via beat_windows"),
             "normalisation": {"method": NORMALISATION[protocol], "eps": float(cfg["eps"]), "formula": "(x - mean_observed) / (std_observed + eps); output * (std_observed + eps) + mean_observed" if protocol == "stream" else "none (segments already min-max [0, 1])"},
             "training_data": "MIT-BIH Arrhythmia Database 1.0.0 (Moody & Mark 2001), all beat classes, train records of the split; random contiguous masks of 5-40 % of the segment",
             "split": {"kind": "patient-wise: de Chazal DS1 (paced and 201 excluded) -> train/validation records, DS2 -> test", "records": metrics["records"]},
@@ -370,6 +371,7 @@ def export(ctx: TaskContext) -> Path:
             "architecture": p["model"],
             "command": ctx.command or "python -m training export lstm_ae",
             "run_dir": str(run_dir),
+            "training_config": cfg,
             "split_config": {k: cfg.get(k) for k in ("seed", "n_val_records", "records", "eval_masks_seed", "spline_knots_each_side", "eps", "min_gap_fraction", "max_gap_fraction")} | {SECTIONS[protocol]: p},
         }
         card = export_with_card(model, onnx_path, {"signal": z, "mask": m_va}, ["recovered"], fields)
