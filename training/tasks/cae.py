@@ -295,6 +295,7 @@ def export(ctx: TaskContext) -> Path:
             "fit": metrics["fit"],
             "architecture": {k: cfg["model"][k] for k in ("channels", "kernels", "strides", "latent", "head_channels")},
             "seed_figures": SEED_FIGURES,
+            "training_config": cfg,
             "command": ctx.command or "python -m training export cae",
             "run_dir": str(run_dir),
         }
