@@ -34,7 +34,7 @@ def test_beat_windows_are_720_centred_on_annotated_beats(data_dir):
 
 def test_beat_windows_resample_when_rate_differs(data_dir):
     rec = read_record(data_dir / "ludb" / "data" / "1")
-    w, kept = beat_windows(rec.lead("II"), np.array([2500]), rec.fs)
+    w, _kept = beat_windows(rec.lead("II"), np.array([2500]), rec.fs)
     assert w.shape == (1, 720)
 
 
