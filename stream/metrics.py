@@ -62,6 +62,11 @@ class PipelineMetrics:
             "Time from a frame's publication by the gateway/replay (sent_at; equal to acquisition of its last "
             "sample in real time) to its processing (point=processed) or to the alert it triggered (point=alert).",
             ["point"], buckets=LATENCY_BUCKETS, registry=r)
+        self.frame_age = Histogram(
+            "ecg_frame_age_seconds",
+            "Time from a frame's start time (acquisition of its first sample) to its processing (point=processed) "
+            "or to the alert it triggered (point=alert); at least one frame duration in real time.",
+            ["point"], buckets=LATENCY_BUCKETS, registry=r)
         self.stage_duration = Histogram(
             "ecg_stage_duration_seconds", "Processing time of one frame in each stage.", ["stage"],
             buckets=STAGE_BUCKETS, registry=r)
@@ -78,6 +83,7 @@ class PipelineMetrics:
                                        ["reason"], registry=r)
         # touch the label sets users expect so they are exported at 0 before the first event
         self.latency.labels("processed")
+        self.frame_age.labels("processed")
         self.latency.labels("alert")
 
 

@@ -203,6 +203,8 @@ class FramePipeline:
                 m.alerts.labels(ev.kind, ev.severity).inc()
             if sent_at is not None:
                 m.latency.labels("alert").observe(max(0.0, now - sent_at))
+            if frame is not None:
+                m.frame_age.labels("alert").observe(max(0.0, now - frame.start_time))
             msg = AlertMessage.from_event(ev, record=record, published_at=now)
             out.append(Outgoing(self.topics.alerts, key, msg.to_bytes()))
         if self.scorer is not None and result.windows:
@@ -216,6 +218,7 @@ class FramePipeline:
             latency = None if sent_at is None else max(0.0, now - sent_at)
             if latency is not None:
                 m.latency.labels("processed").observe(latency)
+            m.frame_age.labels("processed").observe(max(0.0, now - frame.start_time))
             batch = BeatBatchMessage(
                 stream_id=stream_id, seq=frame.seq, frame_start_ts=frame.start_time, sent_at=sent_at,
                 processed_at=now, latency_s=latency, samples=result.samples, gap_frames=result.gap_frames,

@@ -64,6 +64,9 @@ def test_pipeline_counts_frames_samples_beats_and_latency(record) -> None:
     assert _value(m, "ecg_beats_detected_total") == n_beats
     assert _value(m, "ecg_end_to_end_latency_seconds_count", point="processed") == 30
     assert _value(m, "ecg_end_to_end_latency_seconds_sum", point="processed") == pytest.approx(30 * 0.2)
+    # frame age counts from each frame's start time, so it is never shorter than the sent_at latency
+    assert _value(m, "ecg_frame_age_seconds_count", point="processed") == 30
+    assert _value(m, "ecg_frame_age_seconds_sum", point="processed") >= 30 * 0.2
     assert _value(m, "ecg_stage_duration_seconds_count", stage="qrs") == 30
     pipe.expire_idle()
     assert _value(m, "ecg_active_streams") == 1
