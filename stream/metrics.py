@@ -48,6 +48,9 @@ class PipelineMetrics:
             ["reason"], registry=r)
         self.frames_duplicate = Counter(
             "ecg_frames_duplicate_total", "Frames skipped as duplicates (redelivery or repeated seq).", registry=r)
+        self.stream_restarts = Counter(
+            "ecg_stream_restarts_total",
+            "Streams whose sequence restarted with a later start time (device restart): a new session.", registry=r)
         self.frames_missing = Counter(
             "ecg_frames_missing_total", "Frames never received (sequence gaps).", registry=r)
         self.samples_processed = Counter(

@@ -59,6 +59,7 @@ class _StreamState:
     record: str
     last_seq: int
     last_seen: float
+    last_start: float = float("-inf")
 
 
 def default_processor_factory(settings: Settings, *, window_kinds: frozenset[str] = frozenset()) -> ProcessorFactory:
@@ -127,7 +128,13 @@ class FramePipeline:
             if frame.seq == state.last_seq:
                 m.frames_duplicate.inc()
                 return out
-            if frame.seq < state.last_seq:
+            if frame.seq < state.last_seq and frame.start_time > state.last_start:
+                # the device restarted its sequence (power cycle, new session) while time moved on: a new session
+                log.info("stream %s restarted its sequence at %d; new session", frame.stream_id, frame.seq)
+                m.stream_restarts.inc()
+                out += self._outputs(frame.stream_id, state.record, state.processor.flush(), None)
+                state = None
+            elif frame.seq < state.last_seq:
                 return [*out, self._dead_letter(
                     "sequence_backwards", f"seq {frame.seq} after {state.last_seq} for stream {frame.stream_id}",
                     key, value, topic, partition, offset)]
@@ -136,6 +143,7 @@ class FramePipeline:
                                  frame.record, frame.seq, self._clock())
             self._streams[frame.stream_id] = state
         state.last_seq = frame.seq
+        state.last_start = frame.start_time
         state.last_seen = self._clock()
         try:
             result = state.processor.process(frame.to_stage_frame())

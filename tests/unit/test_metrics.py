@@ -107,6 +107,23 @@ def test_redelivery_duplicates_and_backwards_sequences(record) -> None:
     assert _value(m, "ecg_frames_missing_total") == 1
 
 
+def test_device_restart_with_later_start_time_is_a_new_session(record) -> None:
+    m = PipelineMetrics()
+    pipe = FramePipeline(Settings(), m)
+    for off, value in enumerate(_frames(record, n=10)):
+        pipe.handle(b"p1", value, "t", 0, off)
+    # the device power-cycles: seq restarts at 0, but its frames start after the last one received
+    x = record.signal[:360]
+    restarted = encode_frame(stream_id="p1", seq=0, fs=record.fs, leads=record.leads, start_time=T0 + 20,
+                             samples=x, record="mitdb/100", sent_at=T0 + 21)
+    outs = pipe.handle(b"p1", restarted, "t", 0, 10)
+    assert all(o.topic != pipe.topics.dead_letter for o in outs)
+    receipts = [BeatBatchMessage.from_bytes(o.value) for o in outs if o.topic == pipe.topics.beats]
+    assert [r.seq for r in receipts] == [0]
+    assert _value(m, "ecg_stream_restarts_total") == 1
+    assert _value(m, "ecg_frames_rejected_total", reason="sequence_backwards") == 0
+
+
 def test_bad_frame_is_dead_lettered_with_reason_and_source(record) -> None:
     m = PipelineMetrics()
     pipe = FramePipeline(Settings(), m)
