@@ -297,6 +297,7 @@ def export(ctx: TaskContext) -> Path:
             "seed_figures": SEED_FIGURES,
             "training_config": cfg,
             "command": ctx.command or "python -m training export cae",
+            "train_command": cfg.get("command"),
             "run_dir": str(run_dir),
         }
         card = export_with_card(model, onnx_path, {"window": real}, ["reconstruction", "score"], fields)
@@ -310,8 +311,11 @@ def export(ctx: TaskContext) -> Path:
             "validation": binary_report(parts["val"].abnormal, val_scores, th, parts["val"].aami),
             "source": "ONNX Runtime via models.runtime.cae.CaeScorer on the test split (read once)",
         }
+        pooled_card = ctx.artifacts_dir / f"{ARTIFACTS['pooled']}.card.json"
+        if protocol == "inter_patient" and "pooled" not in cards and pooled_card.is_file():
+            cards["pooled"] = json.loads(pooled_card.read_text())  # pooled model exported from an earlier run
         if protocol == "inter_patient" and "pooled" in cards:
-            card["metrics_protocol_a_pooled"] = {"artifact": "cae_pooled.onnx", "test": cards["pooled"]["metrics"]["test"]}
+            card["metrics_protocol_a_pooled"] = {"artifact": "cae_pooled.onnx", "run_dir": cards["pooled"].get("run_dir"), "test": cards["pooled"]["metrics"]["test"]}
         card_path_for(onnx_path).write_text(json.dumps(card, indent=2) + "\n")
         cards[protocol] = card
         last = onnx_path
