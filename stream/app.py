@@ -77,6 +77,8 @@ def create_app(settings: Settings, *, bootstrap: str | None = None, embedded_bro
         {"broker_session_timeout": 3.0, "broker_rebalance_timeout": 3.0, "broker_heartbeat_interval": 0.5}
         if embedded else {}
     )
+    datadir = Path(settings.cache_dir) / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level; a fresh clone has no .cache/
     app = EcgApp(
         settings.consumer_group,
         broker=faust_broker_url(servers),
@@ -91,7 +93,7 @@ def create_app(settings: Settings, *, bootstrap: str | None = None, embedded_bro
         web_enabled=False,
         web_host=settings.bind_host,
         web_port=settings.web_port,
-        datadir=str(Path(settings.cache_dir) / "faust"),
+        datadir=str(datadir),
         autodiscover=False,
         store="memory://",
         producer_linger_ms=20,  # batches receipts/alerts per partition; adds at most 20 ms to output delivery

@@ -31,12 +31,13 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
 
 
 @pytest.fixture
-def settings(broker: LocalBroker, data_dir: Path) -> Settings:
-    """Settings pointing at the session broker, with this test's own topics and consumer group."""
+def settings(broker: LocalBroker, data_dir: Path, tmp_path: Path) -> Settings:
+    """Settings pointing at the session broker, with this test's own topics, consumer group and a cache
+    directory that does not exist yet (as on a fresh clone)."""
     uid = uuid.uuid4().hex[:8]
     topics = TopicNames(**{name: f"it.{uid}.{name}" for name in TopicNames.model_fields})
     s = Settings(kafka_bootstrap=broker.bootstrap, data_dir=data_dir, consumer_group=f"it-{uid}", topics=topics,
-                 partitions=4)
+                 partitions=4, cache_dir=tmp_path / "fresh" / "cache")
     ensure_topics_sync(s)
     return s
 
@@ -46,7 +47,7 @@ def settings_env(s: Settings) -> dict[str, str]:
     env = {**os.environ, "ECG_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "ECG_DATA_DIR": str(s.data_dir),
            "ECG_CONSUMER_GROUP": s.consumer_group, "ECG_PARTITIONS": str(s.partitions),
            "ECG_BIND_HOST": s.bind_host, "ECG_MAX_FRAME_BYTES": str(s.max_frame_bytes),
-           "ECG_MIN_FS": str(s.min_fs), "ECG_MAX_FS": str(s.max_fs)}
+           "ECG_MIN_FS": str(s.min_fs), "ECG_MAX_FS": str(s.max_fs), "ECG_CACHE_DIR": str(s.cache_dir)}
     for name in TopicNames.model_fields:
         env[f"ECG_TOPIC_{name.upper()}"] = getattr(s.topics, name)
     return env
