@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -92,5 +93,6 @@ class ConvAutoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         recon = self.decode(self.encode(x))
-        score = ((recon - x) ** 2 * self.score_weights).mean(dim=1)
+        weights = cast(torch.Tensor, self.score_weights)  # a registered buffer
+        score = ((recon - x) ** 2 * weights).mean(dim=1)
         return recon, score

@@ -198,7 +198,7 @@ def evaluate(
 ) -> None:
     """Evaluate a model on its test data (or `qrs` / `dropouts`: the stream's detectors)."""
     if model in DETECTOR_EVALS:
-        from training import eval_detectors  # type: ignore[attr-defined]
+        from training import eval_detectors
 
         root = Path(data_dir or _settings().data_dir).resolve()
         result = eval_detectors.evaluate_qrs(root, db=db) if model == "qrs" else eval_detectors.evaluate_dropouts(root)

@@ -50,7 +50,7 @@ def plot_score_hist(scores: Mapping[str, np.ndarray], threshold: float | None, p
     fig, ax = plt.subplots(figsize=(7, 4))
     allv = np.concatenate([v for v in scores.values() if v.size]) if scores else np.zeros(1)
     hi = float(np.quantile(allv, 0.995)) if allv.size else 1.0
-    bins = np.linspace(0.0, max(hi, 1e-6), 80)
+    bins = np.linspace(0.0, max(hi, 1e-6), 80).tolist()
     for label, v in scores.items():
         if v.size:
             ax.hist(np.clip(v, 0, hi), bins=bins, alpha=0.5, density=True, label=f"{label} (n={v.size})")

@@ -57,7 +57,7 @@ def cached_arrays(
     os.close(fd)
     try:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds as allow_pickle
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
