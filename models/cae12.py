@@ -21,6 +21,9 @@ WINDOW = 1000
 class LeadNorm(nn.Module):
     """Fixed per-lead affine normalisation ``(x - center) / scale`` over the last axis."""
 
+    center: torch.Tensor  # registered buffers
+    scale: torch.Tensor
+
     def __init__(self, n_leads: int = N_LEADS) -> None:
         super().__init__()
         self.register_buffer("center", torch.zeros(n_leads))

@@ -155,7 +155,7 @@ def _to_data(df: pd.DataFrame, x: np.ndarray) -> PtbxlData:
         patient_id=df["patient_id"].to_numpy(dtype=np.int64),
         fold=df["strat_fold"].to_numpy(dtype=np.int64),
         labels=labels,
-        has_label=labels.any(axis=1),
+        has_label=np.asarray(labels.any(axis=1)),
     )
 
 

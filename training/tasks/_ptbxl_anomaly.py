@@ -175,6 +175,7 @@ def choose_scoring(
 def make_train(name: str) -> Any:
     def train(ctx: TaskContext) -> Path:
         import torch
+        from torch.utils.data import DataLoader
 
         from training.trainer import (
             FitConfig,
@@ -214,8 +215,8 @@ def make_train(name: str) -> Any:
             def collate(items: list[Any]) -> Any:  # random crops (augmentation); the nets are length-agnostic
                 start = int(torch.randint(0, tr.x.shape[1] - crop + 1, (1,), generator=gen))
                 return torch.stack(items)[:, start : start + crop]
-        train_loader = torch.utils.data.DataLoader(xtr, batch_size=bs, shuffle=True, generator=gen, drop_last=len(tr) > bs, collate_fn=collate)
-        val_loader = torch.utils.data.DataLoader(xva, batch_size=128)
+        train_loader: DataLoader[torch.Tensor] = DataLoader(xtr, batch_size=bs, shuffle=True, generator=gen, drop_last=len(tr) > bs, collate_fn=collate)  # type: ignore[arg-type]  # a Tensor is a map-style dataset
+        val_loader: DataLoader[torch.Tensor] = DataLoader(xva, batch_size=128)  # type: ignore[arg-type]
         beta = float(tcfg.get("beta", 1.0))
 
         if name == "cae12":

@@ -56,6 +56,7 @@ def build_model(mcfg: dict[str, Any]) -> Any:
 
 def train(ctx: TaskContext) -> Path:
     import torch
+    from torch.utils.data import DataLoader
 
     from training.trainer import (
         FitConfig,
@@ -82,8 +83,8 @@ def train(ctx: TaskContext) -> Path:
     beta = float(tcfg.get("beta", 1e-3))
     bs = int(tcfg.get("batch_size", 128))
     gen = torch.Generator().manual_seed(int(tcfg.get("seed", 0)))
-    train_loader = torch.utils.data.DataLoader(torch.from_numpy(xtr), batch_size=bs, shuffle=True, generator=gen, drop_last=len(xtr) > bs)
-    val_loader = torch.utils.data.DataLoader(torch.from_numpy(xva), batch_size=1024)
+    train_loader: DataLoader[torch.Tensor] = DataLoader(torch.from_numpy(xtr), batch_size=bs, shuffle=True, generator=gen, drop_last=len(xtr) > bs)  # type: ignore[arg-type]  # a Tensor is a map-style dataset
+    val_loader: DataLoader[torch.Tensor] = DataLoader(torch.from_numpy(xva), batch_size=1024)  # type: ignore[arg-type]
 
     def loss_fn(m: Any, batch: Any) -> Any:
         rec, kl = m.loss_terms(batch)

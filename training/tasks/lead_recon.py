@@ -245,7 +245,8 @@ def evaluate_arrays(predict: Any, d: PtbxlData) -> dict[str, Any]:
         mask[:, present] = 1.0
         pred = predict(d.x, mask)
         _, derived = derive_limb_leads(pred, mask)
-        per_lead, derived_leads = {}, {}
+        per_lead: dict[str, Any] = {}
+        derived_leads: dict[str, Any] = {}
         for j, lead in enumerate(TWELVE_LEADS):
             if j in present:
                 continue
