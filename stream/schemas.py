@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stream.errors import FrameValidationError
 from stream.records import KNOWN_LEADS
+from stream.stages.events import jsonable
 
 if TYPE_CHECKING:
     from stream.settings import Settings
@@ -297,7 +298,7 @@ class AlertMessage(_Message):
         """From a :class:`stream.stages.events.AlertEvent`."""
         return cls(id=ev.id, stream_id=ev.stream_id, kind=ev.kind, severity=ev.severity, status=ev.status,
                    start=iso(ev.start) or "", start_ts=ev.start, end=iso(ev.end), end_ts=ev.end,
-                   evidence=_jsonable(ev.evidence), record=record, published_at=published_at)
+                   evidence=jsonable(ev.evidence), record=record, published_at=published_at)
 
 
 class DropoutMessage(_Message):
@@ -402,21 +403,6 @@ class DeadLetterMessage(_Message):
         return cls(reason=reason, detail=detail[:1000], payload_b64=base64.b64encode(payload or b"").decode(),
                    key=key.decode("utf-8", "replace") if key else None, topic=topic, partition=partition,
                    offset=offset, time=iso(now) or "", time_ts=now)
-
-
-def _jsonable(value: Any) -> Any:
-    """numpy scalars/arrays inside evidence dicts -> plain JSON values."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ---------------------------------------------------------------------------------------------- topics

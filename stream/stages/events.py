@@ -7,6 +7,7 @@ Times are float seconds since the Unix epoch (UTC).
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,16 +23,18 @@ ALERT_STATUSES: tuple[str, ...] = ("raised", "resolved")
 WINDOW_KINDS: tuple[str, ...] = ("beat_720", "leads_10s", "beat_400")
 
 
-def _clean(value: Any) -> Any:
-    """Convert numpy scalars/arrays nested in dicts into plain JSON-able Python values."""
+def jsonable(value: Any) -> Any:
+    """Nested dicts/lists of numpy scalars and arrays -> plain JSON values (NaN and inf become None)."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return jsonable(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
@@ -119,7 +122,7 @@ class AlertEvent:
             "status": self.status,
             "start": float(self.start),
             "end": None if self.end is None else float(self.end),
-            "evidence": _clean(self.evidence),
+            "evidence": jsonable(self.evidence),
         }
 
 
