@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import onnxruntime as ort
@@ -97,9 +97,15 @@ class OnnxModel:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._input_shapes = {i.name: list(i.shape) for i in self.session.get_inputs()}
 
+    #: Artifact name a subclass loads when :meth:`load` is given none.
+    default_name: str | None = None
+
     @classmethod
-    def load(cls, name: str, models_dir: str | Path | None = None) -> OnnxModel:
-        """Load ``<models_dir>/<name>.onnx`` (default: the committed artifacts)."""
+    def load(cls, name: str | None = None, models_dir: str | Path | None = None) -> Self:
+        """Load ``<models_dir>/<name>.onnx`` (default name: ``default_name``; default dir: the committed artifacts)."""
+        name = name or cls.default_name
+        if not name:
+            raise ModelError(f"{cls.__name__}.load needs a model name")
         root = Path(models_dir) if models_dir else DEFAULT_ARTIFACTS_DIR
         return cls(root / f"{name}.onnx")
 

@@ -8,11 +8,10 @@ the same z-scored units.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from models.runtime.base import DEFAULT_ARTIFACTS_DIR, OnnxModel
+from models.runtime.base import OnnxModel
 from stream.errors import ModelError
 
 BEAT_LENGTH = 400
@@ -42,10 +41,7 @@ class BeatEncoding:
 class BeatVaeModel(OnnxModel):
     """``beat_vae.onnx`` + card."""
 
-    @classmethod
-    def load(cls, name: str = "beat_vae", models_dir: str | Path | None = None) -> BeatVaeModel:
-        root = Path(models_dir) if models_dir else DEFAULT_ARTIFACTS_DIR
-        return cls(root / f"{name}.onnx")
+    default_name = "beat_vae"
 
     def predict(self, beats_z: np.ndarray, batch: int = 1024) -> BeatEncoding:
         """Encode and reconstruct z-scored beats [k, 400] (use :func:`normalise` on mV beats)."""

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from models.runtime.base import DEFAULT_ARTIFACTS_DIR, OnnxModel
+from models.runtime.base import OnnxModel
 from stream.errors import ModelError
 from stream.stages.filtering import filter_signal
 from stream.stages.segmentation import TWELVE_LEAD_FS, TWELVE_LEAD_WINDOW, lead_windows
@@ -79,11 +78,6 @@ class Cae12Model(OnnxModel):
     """``cae12.onnx`` + card; ``predict(x)`` -> :class:`AnomalyPrediction`."""
 
     default_name = "cae12"
-
-    @classmethod
-    def load(cls, name: str | None = None, models_dir: str | Path | None = None) -> Cae12Model:
-        root = Path(models_dir) if models_dir else DEFAULT_ARTIFACTS_DIR
-        return cls(root / f"{name or cls.default_name}.onnx")
 
     @property
     def scoring(self) -> dict[str, Any]:

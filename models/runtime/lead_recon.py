@@ -9,11 +9,10 @@ missing leads from the network.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from models.runtime.base import DEFAULT_ARTIFACTS_DIR, OnnxModel
+from models.runtime.base import OnnxModel
 from stream.errors import ModelError
 
 LIMB_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF")
@@ -66,10 +65,7 @@ class LeadReconPrediction:
 class LeadReconModel(OnnxModel):
     """``lead_recon.onnx`` + card."""
 
-    @classmethod
-    def load(cls, name: str = "lead_recon", models_dir: str | Path | None = None) -> LeadReconModel:
-        root = Path(models_dir) if models_dir else DEFAULT_ARTIFACTS_DIR
-        return cls(root / f"{name}.onnx")
+    default_name = "lead_recon"
 
     def predict(self, x: np.ndarray, mask: np.ndarray, batch: int = 64) -> LeadReconPrediction:
         """``x`` [1000, 12] or [B, 1000, 12] filtered mV (missing leads: any finite value, e.g. 0);

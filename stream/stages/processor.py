@@ -77,6 +77,15 @@ class ProcessorOutput:
     heart_rate_bpm: float | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
+    def extend(self, other: ProcessorOutput) -> None:
+        """Accumulate ``other``'s events and counts (beats, dropouts, alerts, windows, samples, gaps)."""
+        self.beats += other.beats
+        self.dropouts += other.dropouts
+        self.alerts += other.alerts
+        self.windows += other.windows
+        self.samples += other.samples
+        self.gap_frames += other.gap_frames
+
 
 def pick_qrs_lead(leads: tuple[str, ...]) -> int:
     """Index of the lead used for beat detection: MLII, II, V5, I, else the first."""

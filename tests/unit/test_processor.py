@@ -24,15 +24,8 @@ def frames(signal: np.ndarray, fs: float, leads, stream="p1", frame_s=1.0, skip=
 def run(sp: StreamProcessor, it) -> ProcessorOutput:
     total = ProcessorOutput()
     for f in it:
-        o = sp.process(f)
-        total.beats += o.beats
-        total.dropouts += o.dropouts
-        total.alerts += o.alerts
-        total.windows += o.windows
-        total.gap_frames += o.gap_frames
-    fl = sp.flush()
-    total.dropouts += fl.dropouts
-    total.alerts += fl.alerts
+        total.extend(sp.process(f))
+    total.extend(sp.flush())
     return total
 
 
