@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from stream.stages.rhythm import RRContext
+
 #: Kinds of dropout a :class:`DropoutSegment` may carry.
 DROPOUT_KINDS: tuple[str, ...] = ("flatline", "nan", "saturation", "lead_off", "missing_frames")
 #: Kinds of alert the rules stage raises.
@@ -141,6 +143,7 @@ class ModelWindow:
     start: float
     fs: float
     data: np.ndarray
+    rr: RRContext | None = None  # beat windows: the beat's timing (rhythm part of the CAE score)
 
     def __post_init__(self) -> None:
         if self.kind not in WINDOW_KINDS:

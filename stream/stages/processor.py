@@ -11,6 +11,7 @@ first frame; a sequence gap advances the sample index by the lost samples (NaN),
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,7 @@ from stream.stages.dropouts import DropoutConfig, DropoutDetector
 from stream.stages.events import AlertEvent, Beat, DropoutSegment, ModelWindow
 from stream.stages.filtering import CausalFilter
 from stream.stages.qrs import QrsDetector
+from stream.stages.rhythm import RRContext
 from stream.stages.rules import RuleConfig, RuleEngine
 from stream.stages.segmentation import (
     BEAT_LENGTH,
@@ -61,6 +63,18 @@ class StageConfig:
     emit_beat_400: bool = True
     buffer_seconds: float = 12.0
     hr_beats: int = 8  # heart rate = 60 / median of the last hr_beats RR intervals
+    rr_history: int = 256  # RR intervals kept per stream for the beats' rhythm context
+    post_rr_wait_s: float = 2.0  # a beat window waits this long for the next beat (its post-RR)
+
+
+@dataclass
+class _PendingBeat:
+    """A detected beat waiting for the samples after it (and the next beat) before its windows are cut."""
+
+    sample: int
+    pre_s: float | None
+    history: tuple[float, ...]
+    post_s: float | None = None
 
 
 @dataclass
@@ -122,7 +136,10 @@ class StreamProcessor:
         self._drop: DropoutDetector | None = None
         self.t0: float | None = None
         self._peaks: list[int] = []
-        self._pending: list[int] = []  # beats waiting for enough samples after them to cut windows
+        self._pending: list[_PendingBeat] = []  # beats waiting for enough samples after them to cut windows
+        self._rr: deque[float] = deque(maxlen=self.config.rr_history)  # RR intervals since the last gap
+        self._rr_last: int | None = None  # last peak since the last gap
+        self._post_wait = round(self.config.post_rr_wait_s * self.fs)
         self._last_n = round(self.fs)
         self._twelve_idx = [self.leads.index(ld) for ld in TWELVE_LEADS] if self._twelve else []
         self._win10 = round(TWELVE_LEAD_WINDOW / TWELVE_LEAD_FS * self.fs)
@@ -188,6 +205,7 @@ class StreamProcessor:
                 self._filter.reset()
                 self._qrs.reset(start + gap)
             self._pending.clear()
+            self._rr_last = None  # an RR interval across lost samples is not a rhythm
             # every lead was lost over the gap: let the rules see it (signal loss, no asystole)
             out.alerts += self._rules.update(self.time_of(start + gap), [], False, self.time_of(start))
         self._last_n = x.shape[0]
@@ -210,7 +228,13 @@ class StreamProcessor:
             self._hr = 60.0 * self.fs / float(np.median(recent)) if recent.size else None
             out.beats.append(Beat(self.stream_id, int(p), self.time_of(p), rr, self._hr))
             if self._windows_on:
-                self._pending.append(int(p))
+                pre = (p - self._rr_last) / self.fs if self._rr_last is not None else None
+                if self._pending and self._pending[-1].post_s is None and pre is not None:
+                    self._pending[-1].post_s = pre
+                self._pending.append(_PendingBeat(int(p), pre, tuple(self._rr)))
+                if pre is not None:
+                    self._rr.append(pre)
+            self._rr_last = int(p)
         t3 = time.perf_counter()
         st["qrs"] = t3 - t2
         out.dropouts += drop.process(x, start)
@@ -245,8 +269,15 @@ class StreamProcessor:
         cfg = self.config
         out: list[ModelWindow] = []
         end = self._buf.end
-        while self._pending and self._pending[0] + self._after <= end:
-            p = self._pending.pop(0)
+        while self._pending and self._pending[0].sample + self._after <= end:
+            pb = self._pending[0]
+            p = pb.sample
+            if pb.post_s is None and pb.pre_s is not None and p + self._post_wait > end:
+                break  # wait a little longer for the next beat: its post-RR is part of the rhythm score
+            self._pending.pop(0)
+            if pb.post_s is None and pb.pre_s is not None:  # no next beat yet: a lower bound of the pause
+                pb.post_s = max(end - self._qrs.latency_samples - p, 0) / self.fs
+            rr = RRContext(pb.pre_s, pb.post_s, pb.history)
             lead = self.leads[self.qrs_lead]
             if cfg.emit_beat_720:
                 a, b = p - self._half720, p + self._half720
@@ -254,7 +285,7 @@ class StreamProcessor:
                     seg = self._buf.get(a, b)[:, self.qrs_lead]
                     if not np.isnan(seg).any():
                         data = seg if self.fs == CAE_FS else _fit(resample(seg, self.fs, CAE_FS), CAE_WINDOW)
-                        out.append(ModelWindow(self.stream_id, "beat_720", lead, self.time_of(a), CAE_FS, np.array(data, dtype=np.float32)))
+                        out.append(ModelWindow(self.stream_id, "beat_720", lead, self.time_of(a), CAE_FS, np.array(data, dtype=np.float32), rr))
             if cfg.emit_beat_400:
                 a, b = p - self._cyc_before, p + self._cyc_after
                 if self._buf.available(a, b):

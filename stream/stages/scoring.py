@@ -1,6 +1,7 @@
 """Model scoring stage: ONNX Runtime models applied to the windows the processor cuts.
 
-- ``beat_720`` windows (2 s at 360 Hz around a beat) -> ``cae`` anomaly score per beat;
+- ``beat_720`` windows (2 s at 360 Hz around a beat) -> ``cae`` anomaly score per beat (log
+  reconstruction error plus the card's weight times the beat's rhythm score, from its ``rr`` context);
 - ``beat_400`` cycles -> ``beat_vae`` morphology score (reconstruction error) and 25-dim embedding;
 - ``leads_10s`` windows (10 s, 12 leads at 100 Hz) -> ``cae12`` anomaly score.
 
@@ -112,7 +113,9 @@ class WindowScorer:
     def _score_group(self, kind: str, group: list[ModelWindow]) -> list[ModelScore]:
         data = np.stack([w.data for w in group]).astype(np.float32)
         if kind == "beat_720" and self._cae is not None:
-            p = self._cae.predict(data)
+            rp = self._cae.rhythm
+            rhythm = None if rp is None else np.array([w.rr.score(rp.history, rp.quantile) if w.rr is not None else 0.0 for w in group])
+            p = self._cae.predict(data, rhythm)
             return [ModelScore(w.stream_id, "cae", kind, w.lead, w.start, float(s), p.threshold, bool(a))
                     for w, s, a in zip(group, p.scores, p.anomalous, strict=True)]
         if kind == "beat_400" and self._vae is not None:

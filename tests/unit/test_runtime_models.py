@@ -16,6 +16,7 @@ from models.runtime.lstm_ae import GapFiller
 from stream.errors import ModelError
 from stream.records import read_annotations, read_record
 from stream.stages.filtering import filter_signal
+from stream.stages.rhythm import record_rhythm_scores
 from stream.stages.segmentation import beat_windows
 
 ARTIFACTS = ("cae", "cae_pooled", "lstm_ae", "lstm_ae_seed")
@@ -52,25 +53,47 @@ def test_tampered_artifact_is_refused(tmp_path):
         OnnxModel.load("missing", tmp_path)
 
 
-def _windows(data_dir, record):
+def _windows(data_dir, record, rhythm=None):
     rec = read_record(data_dir / "mitdb" / record, sampto=360 * 600)
     ann = read_annotations(data_dir / "mitdb" / record).beats()
     keep = ann.sample < 360 * 600
     x = filter_signal(rec.lead("MLII"), rec.fs)
     w, kept = beat_windows(x, ann.sample[keep], rec.fs)
-    return w, ann.symbol[keep][kept]
+    if rhythm is None:
+        return w, ann.symbol[keep][kept]
+    rh = record_rhythm_scores(ann.sample[keep] / rec.fs, rhythm.history, rhythm.quantile)[kept]
+    return w, ann.symbol[keep][kept], rh
 
 
 def test_cae_scores_ventricular_beats_higher_than_normal(data_dir):
     scorer = CaeScorer.load()
-    w, sym = _windows(data_dir, "119")  # DS1 record with ventricular bigeminy
-    pred = scorer.predict(w)
+    assert scorer.rhythm is not None
+    w, sym, rh = _windows(data_dir, "119", scorer.rhythm)  # DS1 record with ventricular bigeminy
+    pred = scorer.predict(w, rh)
     assert pred.scores.shape == (w.shape[0],) and np.isfinite(pred.scores).all()
-    n, v = pred.scores[sym == "N"], pred.scores[sym == "V"]
-    assert np.median(v) > np.median(n)
+    for scores in (pred.scores, pred.morphology):  # the shape alone already separates V beats
+        assert scores is not None and np.median(scores[sym == "V"]) > np.median(scores[sym == "N"])
     assert pred.anomalous[sym == "V"].mean() > pred.anomalous[sym == "N"].mean()
-    one = scorer.predict(w[0])
+    one = scorer.predict(w[0], rh[:1])
     assert one.scores.shape == (1,)
+    with pytest.raises(ModelError, match="rhythm"):
+        scorer.predict(w[:3])
+
+
+def test_cae_rhythm_term_catches_premature_supraventricular_beats(data_dir):
+    scorer = CaeScorer.load()
+    from sklearn.metrics import roc_auc_score
+
+    w, sym, rh = _windows(data_dir, "209", scorer.rhythm)  # DS1 record with frequent atrial premature beats
+    pred = scorer.predict(w, rh)
+    s, n = np.isin(sym, ["A", "a", "J", "S"]), sym == "N"
+    assert s.sum() > 20
+    assert np.median(rh[s]) > 0.2 > np.median(rh[n])
+    assert pred.anomalous[s].mean() > pred.anomalous[n].mean()
+    y = s[s | n].astype(int)
+    auc_decision = roc_auc_score(y, pred.scores[s | n])
+    auc_morphology = roc_auc_score(y, pred.morphology[s | n])
+    assert auc_decision > auc_morphology and auc_decision > 0.95
 
 
 def test_cae_rejects_bad_windows():

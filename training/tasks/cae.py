@@ -7,8 +7,15 @@ Two protocols, same code:
 - ``pooled``: the seed's protocol, every window of all 48 records mixed and split 70/15/15 at random
   (neighbouring, overlapping windows of one patient land in train and test: optimistic). ``cae_pooled.onnx``.
 
-Anomaly score = weighted MSE reconstruction error (centre of the window weighted up); the threshold is
-chosen on the validation split (F1 by default). Positive class = abnormal (AAMI S, V, F, Q).
+Morphology score = weighted MSE reconstruction error (centre of the window weighted up). Decision score
+= log(morphology) + weight * rhythm, where rhythm (:mod:`stream.stages.rhythm`) is the beat's prematurity
+plus compensatory pause against a causal reference interval. The reference rule (history, quantile) is
+chosen by rhythm-only ROC-AUC on the protocol's train + validation beats (no model is fitted to it, and no
+test beat is read), the weight and the centre weighting by ROC-AUC on the validation split, and the
+threshold on the validation split (F1 by default). Positive class = abnormal (AAMI S, V, F, Q).
+
+``init_from`` (a run directory) starts from that run's checkpoints; with ``train.epochs = 0`` a run only
+re-calibrates the scoring of an earlier run's networks.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from stream.errors import ConfigError
+from stream.stages.rhythm import grouped_rhythm_scores
 from training.datasets.mitdb import BeatSet, load_beats
 from training.registry import ModelSpec, TaskContext
 from training.splits import mitdb_inter_patient
@@ -69,6 +77,7 @@ def protocol_splits(ctx: TaskContext, params: dict[str, Any]) -> tuple[dict[str,
     else:
         raise ConfigError(f"unknown CAE protocol {protocol!r}; use {PROTOCOLS}")
     desc["windows"] = {k: {c: int((v.aami == c).sum()) for c in "NSVFQ"} for k, v in parts.items()}
+    parts["all"] = beats  # every beat of the records: the rhythm context of each part's beats
     return parts, desc
 
 
@@ -112,6 +121,67 @@ def choose_score_weights(cfg: dict[str, Any], err2: np.ndarray, y: np.ndarray) -
                 best = {"roc_auc": auc, "center_seconds": float(secs), "center_weight": float(wt)}
     best["chosen_on"] = "validation ROC-AUC"
     return best
+
+
+def beat_rhythm(bs: BeatSet, history: int, quantile: float, fs: float = 360.0) -> np.ndarray:
+    """Rhythm score of every beat of ``bs`` (each record's beats in time order; the set may hold a subset)."""
+    return grouped_rhythm_scores(bs.sample / fs, bs.record, history, quantile)
+
+
+def choose_rhythm(cfg: dict[str, Any], ref_beats: BeatSet, val: BeatSet, val_morph: np.ndarray, rhythm_source: BeatSet) -> dict[str, Any]:
+    """Choose the rhythm reference rule on ``ref_beats`` (train + validation) and its weight on ``val``.
+
+    Rhythm scores are computed on ``rhythm_source`` (every beat of the protocol's records, so a beat's
+    neighbours are its true neighbours) and looked up for the beats of each set.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    grid = cfg["rhythm_grid"]
+    key = {(r, int(t)): i for i, (r, t) in enumerate(zip(rhythm_source.record, rhythm_source.sample, strict=True))}
+
+    def lookup(rh: np.ndarray, bs: BeatSet) -> np.ndarray:
+        return rh[[key[(r, int(t))] for r, t in zip(bs.record, bs.sample, strict=True)]]
+
+    rule: dict[str, Any] = {"roc_auc": -1.0}
+    for hist in grid["history"]:
+        for q in grid["quantile"]:
+            rh = beat_rhythm(rhythm_source, int(hist), float(q))
+            auc = float(roc_auc_score(ref_beats.abnormal, lookup(rh, ref_beats)))
+            if auc > rule["roc_auc"]:
+                rule = {"roc_auc": auc, "history": int(hist), "quantile": float(q)}
+    rh_val = lookup(beat_rhythm(rhythm_source, rule["history"], rule["quantile"]), val)
+    lm = np.log(np.maximum(val_morph.astype(np.float64), 1e-12))
+    best: dict[str, Any] = {"roc_auc": -1.0}
+    for w in grid["weight"]:
+        auc = float(roc_auc_score(val.abnormal, lm + float(w) * rh_val))
+        if auc > best["roc_auc"]:
+            best = {"roc_auc": auc, "weight": float(w)}
+    return {
+        "history": rule["history"],
+        "quantile": rule["quantile"],
+        "weight": best["weight"],
+        "chosen_on": {"history, quantile": f"rhythm-only ROC-AUC {rule['roc_auc']:.4f} on the train + validation beats", "weight": f"ROC-AUC {best['roc_auc']:.4f} of the decision score on the validation split"},
+        "validation_roc_auc_morphology_only": float(roc_auc_score(val.abnormal, lm)),
+    }
+
+
+def rhythm_for(bs: BeatSet, rhythm: dict[str, Any], all_beats: BeatSet) -> np.ndarray:
+    """Rhythm scores of the beats of ``bs`` computed with their record's full beat sequence ``all_beats``."""
+    src = all_beats.of_records(np.unique(bs.record).tolist())
+    rh = beat_rhythm(src, int(rhythm["history"]), float(rhythm["quantile"]))
+    key = {(r, int(t)): i for i, (r, t) in enumerate(zip(src.record, src.sample, strict=True))}
+    return rh[[key[(r, int(t))] for r, t in zip(bs.record, bs.sample, strict=True)]]
+
+
+def _decision(morph: np.ndarray, rhythm_scores: np.ndarray, rhythm: dict[str, Any]) -> np.ndarray:
+    """log(morphology) + weight * rhythm (what :meth:`models.runtime.cae.CaeScorer.decision_scores` computes)."""
+    return np.log(np.maximum(np.asarray(morph, dtype=np.float64), 1e-12)) + float(rhythm["weight"]) * rhythm_scores
+
+
+def _scorer_scores(scorer: Any, bs: BeatSet, all_beats: BeatSet) -> np.ndarray:
+    """Decision scores of ``bs`` through the ONNX Runtime wrapper (rhythm from the beats' records when the card uses it)."""
+    rh = rhythm_for(bs, scorer.rhythm.to_dict(), all_beats) if scorer.rhythm is not None else None
+    return np.asarray(scorer.predict(bs.windows, rh).scores)
 
 
 def _protocols(cfg: dict[str, Any]) -> list[str]:
@@ -212,7 +282,20 @@ def train(ctx: TaskContext) -> Path:
             recon, _ = m(inp)
             return torch.mean((recon - x) ** 2)
 
-        fit_res = fit(model, train_loader, val_loader, loss_fn, FitConfig.from_dict(tcfg), sub, device, ctx.progress, desc=f"cae[{protocol}]")
+        fit_info: dict[str, Any] = {}
+        if cfg.get("init_from"):
+            src = Path(cfg["init_from"]) / protocol
+            if not (src / "checkpoint.pt").is_file():
+                raise ConfigError(f"init_from: {src / 'checkpoint.pt'} does not exist")
+            model.load_state_dict(torch.load(src / "checkpoint.pt", map_location="cpu", weights_only=True))
+            fit_info["init_from"] = str(src / "checkpoint.pt")
+            if (src / "metrics.json").is_file():
+                fit_info["source_fit"] = json.loads((src / "metrics.json").read_text()).get("fit")
+        if int(tcfg["epochs"]) > 0:
+            fit_res = fit(model, train_loader, val_loader, loss_fn, FitConfig.from_dict(tcfg), sub, device, ctx.progress, desc=f"cae[{protocol}]")
+            fit_info.update({k: v for k, v in fit_res.to_dict().items() if k != "history"})
+        elif not cfg.get("init_from"):
+            raise ConfigError("train.epochs = 0 needs init_from (a run directory to re-calibrate)")
         model.cpu().eval()
         val_x = _normalise(cfg, parts["val"].windows)
         val_recon = predict_batches(model, (val_x,), device=torch.device("cpu"))[0]
@@ -222,9 +305,16 @@ def train(ctx: TaskContext) -> Path:
 
         model.set_score_weights(center_weights(int(cfg["data"]["width"]), float(cfg["data"]["target_fs"]), choice["center_seconds"], choice["center_weight"]))
         torch.save(model.state_dict(), sub / "checkpoint.pt")
-        val_scores = predict_batches(model, (val_x,), device=torch.device("cpu"))[1]
+        val_morph = predict_batches(model, (val_x,), device=torch.device("cpu"))[1]
+        ref_beats = BeatSet(*(np.concatenate([getattr(parts["train"], f), getattr(parts["val"], f)]) for f in ("windows", "aami", "symbol", "record", "sample")))
+        rhythm = choose_rhythm(cfg, ref_beats, parts["val"], val_morph, parts["all"]) if cfg.get("rhythm_grid") else None
+        del ref_beats
         test_x = _normalise(cfg, parts["test"].windows)
-        test_recon, test_scores = predict_batches(model, (test_x,), device=torch.device("cpu"))
+        test_recon, test_morph = predict_batches(model, (test_x,), device=torch.device("cpu"))
+        val_scores, test_scores = val_morph, test_morph
+        if rhythm is not None:
+            val_scores = _decision(val_morph, rhythm_for(parts["val"], rhythm, parts["all"]), rhythm)
+            test_scores = _decision(test_morph, rhythm_for(parts["test"], rhythm, parts["all"]), rhythm)
         figures = _report_figures(parts, val_scores, test_scores, cfg["threshold"]["method"])
         examples = [int(np.flatnonzero(parts["test"].aami == c)[0]) for c in "NSVF" if (parts["test"].aami == c).any()]
         _plots(sub, parts, val_scores, test_scores, figures["threshold"]["value"], test_recon[examples], test_x[examples], protocol)
@@ -234,8 +324,9 @@ def train(ctx: TaskContext) -> Path:
             "split_params": params,
             "train_windows_n": int(tr_idx.size),
             "parameters": count_parameters(model),
-            "fit": {k: v for k, v in fit_res.to_dict().items() if k != "history"},
+            "fit": fit_info,
             "score_weights": choice,
+            "rhythm": rhythm,
             **figures,
         }
         write_json(sub / "metrics.json", metrics)
@@ -291,6 +382,12 @@ def export(ctx: TaskContext) -> Path:
             "training_data": f"MIT-BIH Arrhythmia Database 1.0.0 (Moody & Mark 2001), AAMI-N windows of the train split only, {metrics['train_windows_n']} windows (seeded subsample)",
             "split": desc,
             "split_params": params,
+            "rhythm": metrics.get("rhythm"),
+            "decision_score": (
+                "log(score) + rhythm.weight * stream.stages.rhythm.rhythm_score(pre_rr, post_rr, reference_rr); reference = rhythm.quantile of the rhythm.history RR intervals before the beat; the threshold applies to this decision score"
+                if metrics.get("rhythm")
+                else "score (morphology only); the threshold applies to it"
+            ),
             "threshold": metrics["threshold"],
             "fit": metrics["fit"],
             "architecture": {k: cfg["model"][k] for k in ("channels", "kernels", "strides", "latent", "head_channels")},
@@ -304,8 +401,8 @@ def export(ctx: TaskContext) -> Path:
         # test figures from the exported artifact through the runtime wrapper (what `evaluate` recomputes)
         scorer = CaeScorer.load(ARTIFACTS[protocol], ctx.artifacts_dir)
         th = scorer.threshold
-        test_scores = scorer.scores(parts["test"].windows)
-        val_scores = scorer.scores(parts["val"].windows)
+        test_scores = _scorer_scores(scorer, parts["test"], parts["all"])
+        val_scores = _scorer_scores(scorer, parts["val"], parts["all"])
         card["metrics"] = {
             "test": binary_report(parts["test"].abnormal, test_scores, th, parts["test"].aami),
             "validation": binary_report(parts["val"].abnormal, val_scores, th, parts["val"].aami),
@@ -346,6 +443,8 @@ def evaluate(ctx: TaskContext) -> dict[str, Any]:
             model.load_state_dict(torch.load(run_dir / protocol / "checkpoint.pt", map_location="cpu", weights_only=True))
             parts, _ = protocol_splits(ctx, params)
             scores = predict_batches(model.eval(), (_normalise(cfg, parts["test"].windows),), device=torch.device("cpu"))[1]
+            if metrics.get("rhythm"):
+                scores = _decision(scores, rhythm_for(parts["test"], metrics["rhythm"], parts["all"]), metrics["rhythm"])
         else:
             onnx = ctx.artifacts_dir / f"{name}.onnx"
             if not onnx.is_file():
@@ -356,7 +455,7 @@ def evaluate(ctx: TaskContext) -> dict[str, Any]:
             scorer = CaeScorer.load(name, ctx.artifacts_dir)
             th = scorer.threshold
             parts, _ = protocol_splits(ctx, params)
-            scores = scorer.scores(parts["test"].windows)
+            scores = _scorer_scores(scorer, parts["test"], parts["all"])
         rep = binary_report(parts["test"].abnormal, scores, th, parts["test"].aami)
         out[protocol] = {k: rep[k] for k in keys}
     out["seed"] = SEED_FIGURES
