@@ -32,24 +32,23 @@ def _ctx(model: str, data_dir: Path, tmp_path: Path, overrides: list[str]) -> Ta
     )
 
 
+_CAE_TINY = [
+    'protocols=["inter_patient"]',
+    f"data.records={json.dumps(RECORDS)}",
+    "data.n_val_records=1",
+    "data.max_train_windows=512",
+    "data.max_val_loss_windows=256",
+    "model.channels=[4,4,4,4]",
+    "model.latent=8",
+    "train.epochs=1",
+    "score_grid.center_seconds=[0.5]",
+    "score_grid.center_weight=[1.0, 2.0]",
+    "rhythm_grid.history=[16, 64]",
+]
+
+
 def test_cae_train_export_evaluate(data_dir, tmp_path):
-    ctx = _ctx(
-        "cae",
-        data_dir,
-        tmp_path,
-        [
-            'protocols=["inter_patient"]',
-            f"data.records={json.dumps(RECORDS)}",
-            "data.n_val_records=1",
-            "data.max_train_windows=512",
-            "data.max_val_loss_windows=256",
-            "model.channels=[4,4,4,4]",
-            "model.latent=8",
-            "train.epochs=1",
-            'score_grid.center_seconds=[0.5]',
-            'score_grid.center_weight=[1.0, 2.0]',
-        ],
-    )
+    ctx = _ctx("cae", data_dir, tmp_path, _CAE_TINY)
     spec = get_spec("cae")
     run_dir = spec.train(ctx)
     for f in ("config.json", "metrics.json", "inter_patient/checkpoint.pt", "inter_patient/history.json", "inter_patient/loss_curve.png", "inter_patient/roc.png"):
@@ -57,9 +56,20 @@ def test_cae_train_export_evaluate(data_dir, tmp_path):
     metrics = json.loads((run_dir / "inter_patient" / "metrics.json").read_text())
     assert set(metrics["split"]["records"]["test"]) == {"100", "103"}
     assert 0.0 <= metrics["test"]["roc_auc"] <= 1.0
+    rh = metrics["rhythm"]  # reference rule and weight chosen without the test records
+    assert rh["history"] in ctx.config["rhythm_grid"]["history"] and rh["weight"] in ctx.config["rhythm_grid"]["weight"]
+    assert "train + validation" in rh["chosen_on"]["history, quantile"] and "validation" in rh["chosen_on"]["weight"]
 
-    onnx_path = spec.export(ctx)
+    # re-calibration of the same networks (no epochs) reproduces the run's choices and figures
+    ctx2 = _ctx("cae", data_dir, tmp_path, [*_CAE_TINY, f"init_from={run_dir}", "train.epochs=0"])
+    run2 = spec.train(ctx2)
+    m2 = json.loads((run2 / "inter_patient" / "metrics.json").read_text())
+    assert m2["rhythm"] == rh and m2["test"]["roc_auc"] == pytest.approx(metrics["test"]["roc_auc"])
+    assert m2["fit"]["init_from"].startswith(str(run_dir))
+
+    onnx_path = spec.export(ctx2)
     card = json.loads(onnx_path.with_name("cae.card.json").read_text())
+    assert card["rhythm"]["weight"] == rh["weight"]
     assert card["parity"]["max_abs_diff"] <= 1e-4
     assert card["inputs"][0]["name"] == "window" and card["inputs"][0]["shape"][1] == 720
     assert card["threshold"]["chosen_on"] == "validation"
@@ -89,6 +99,12 @@ def test_lstm_ae_train_export_evaluate(data_dir, tmp_path):
             "stream_protocol.train.epochs=1",
             "seed_protocol.model.hidden=8",
             "stream_protocol.model.hidden=8",
+            "seed_pooled_protocol.max_train_segments=128",
+            "seed_pooled_protocol.max_val_segments=64",
+            "seed_pooled_protocol.max_test_segments=64",
+            "seed_pooled_protocol.train.epochs=1",
+            "seed_pooled_protocol.model.hidden=8",
+            "seed_pooled_protocol.model.channels=8",
             "baseline.max_train_segments=32",
             "baseline.train.epochs=1",
         ],
@@ -97,12 +113,14 @@ def test_lstm_ae_train_export_evaluate(data_dir, tmp_path):
     run_dir = spec.train(ctx)
     assert (run_dir / "stream" / "recovery_examples.png").is_file()
     spec.export(ctx)
-    for name in ("lstm_ae", "lstm_ae_seed"):
+    for name in ("lstm_ae", "lstm_ae_seed", "lstm_ae_seed_pooled"):
         card = json.loads((ctx.artifacts_dir / f"{name}.card.json").read_text())
         assert card["parity"]["max_abs_diff"] <= 1e-4
         assert [i["name"] for i in card["inputs"]] == ["signal", "mask"]
+    pooled = json.loads((ctx.artifacts_dir / "lstm_ae_seed_pooled.card.json").read_text())
+    assert "NOT patient-wise" in pooled["split"]["kind"]
     ev = spec.evaluate(ctx)
-    for proto in ("seed", "stream"):
+    for proto in ("seed", "seed_pooled", "stream"):
         figs = ev[proto]
         assert {"zero_fill", "linear", "cubic_spline", "model", "seed_lstm_ae", "rmse_ratio_to_linear"} <= set(figs)
         assert np.isfinite(figs["model"]["rmse"])
