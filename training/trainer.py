@@ -121,6 +121,7 @@ class FitResult:
     history: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int = -1
     best_val_loss: float = math.inf
+    best_val_metric: float | None = None  # with ``select_fn``: the validation metric that chose the checkpoint
     epochs_run: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
@@ -174,9 +175,12 @@ def fit(
     device: torch.device | None = None,
     progress: bool = True,
     desc: str = "train",
+    select_fn: Callable[[nn.Module], float] | None = None,
 ) -> FitResult:
     """Train ``model`` with Adam on ``loss_fn(model, batch)``, early stopping on validation loss.
 
+    With ``select_fn`` (model -> a validation metric, higher is better, e.g. a validation AUROC), the
+    checkpoint and early stopping follow that metric instead of the validation loss.
     Writes ``checkpoint.pt`` (best weights), ``history.json`` and ``loss_curve.png`` into ``run_dir``
     and loads the best weights back into ``model`` before returning.
     """
@@ -218,7 +222,14 @@ def fit(
         result.history["val_loss"].append(val_loss)
         result.history["lr"].append(opt.param_groups[0]["lr"])
         result.epochs_run = epoch + 1
-        improved = val_loss < result.best_val_loss - cfg.min_delta
+        if select_fn is not None:
+            metric = float(select_fn(model))
+            result.history.setdefault("val_metric", []).append(metric)
+            improved = result.best_val_metric is None or metric > result.best_val_metric + cfg.min_delta
+            if improved:
+                result.best_val_metric = metric
+        else:
+            improved = val_loss < result.best_val_loss - cfg.min_delta
         if improved:
             result.best_val_loss = val_loss
             result.best_epoch = epoch + 1
@@ -228,7 +239,8 @@ def fit(
             bad_epochs += 1
         elapsed = time.monotonic() - t0
         if progress:
-            tqdm.write(f"{desc} epoch {epoch + 1}: train {train_loss:.5f}  val {val_loss:.5f}{'  *' if improved else ''}  ({elapsed:.0f} s)")
+            shown = f"  metric {result.history['val_metric'][-1]:.4f}" if select_fn is not None else ""
+            tqdm.write(f"{desc} epoch {epoch + 1}: train {train_loss:.5f}  val {val_loss:.5f}{shown}{'  *' if improved else ''}  ({elapsed:.0f} s)")
         if sched is not None:
             sched.step(val_loss)
         if bad_epochs >= cfg.patience:

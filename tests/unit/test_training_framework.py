@@ -80,3 +80,31 @@ def test_prepared_beats_are_cached_and_labelled(data_dir, tmp_path):
     h1 = content_hash([data_dir / "mitdb" / "100.hea"], {"w": 720})
     h2 = content_hash([data_dir / "mitdb" / "100.hea"], {"w": 360})
     assert h1 != h2
+
+
+def test_fit_can_select_the_checkpoint_by_a_validation_metric(tmp_path):
+    import torch
+
+    from training.trainer import FitConfig, fit, seed_everything
+
+    seed_everything(0)
+    x = torch.randn(64, 4)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
+    data = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]
+    model = torch.nn.Linear(4, 1)
+    metrics = iter([0.1, 0.9, 0.3, 0.2, 0.5])  # best at epoch 2, whatever the loss does
+
+    def loss_fn(m, batch):
+        return ((m(batch[0]).squeeze(-1) - batch[1]) ** 2).mean()
+
+    snapshots = {}
+
+    def select_fn(m):
+        snapshots[len(snapshots) + 1] = m.weight.detach().clone()
+        return next(metrics)
+
+    cfg = FitConfig.from_dict({"epochs": 5, "lr": 0.05, "patience": 10, "lr_plateau_factor": 1.0})
+    res = fit(model, data, data, loss_fn, cfg, tmp_path, torch.device("cpu"), progress=False, select_fn=select_fn)
+    assert res.best_epoch == 2 and res.best_val_metric == 0.9
+    assert res.history["val_metric"] == [0.1, 0.9, 0.3, 0.2, 0.5]
+    assert torch.equal(model.weight, snapshots[2])  # the chosen epoch's weights are loaded back

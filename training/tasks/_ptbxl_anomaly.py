@@ -7,6 +7,8 @@ Protocol (identical for the three):
   NORM records of fold 9;
 - per-lead normalisation inside the network: centre = per-lead median, scale = per-lead
   (q75 - q25) / 1.349 over all samples of the training NORM records;
+- checkpoint: lowest validation loss (NORM records of fold 9), or with ``train.select_on = "val_auroc"``
+  the epoch whose best scoring rule has the highest fold-9 AUROC (NORM vs not NORM);
 - scoring rule and threshold chosen on fold 9 (all records with a diagnostic label, NORM vs not
   NORM): the rule with the best validation AUROC among ``scoring.candidates``, threshold at the
   maximum of Youden's J on fold 9;
@@ -230,7 +232,16 @@ def make_train(name: str) -> Any:
                 rec, kl = m.elbo_terms(batch)
                 return (rec + beta * kl).mean()
 
-        result = fit(model, train_loader, val_loader, loss_fn, FitConfig.from_dict(tcfg), run_dir, device, ctx.progress, desc=name)
+        select_fn = None
+        if tcfg.get("select_on") == "val_auroc":  # checkpoint = best fold-9 AUROC of the scoring rules
+            ref_n = min(len(tr), int(tcfg.get("select_reference_records", 300)))
+            ref_x = tr.x[np.random.default_rng(int(tcfg.get("seed", 0))).choice(len(tr), ref_n, replace=False)]
+
+            def select_fn(m: Any) -> float:
+                sc = choose_scoring(name, cfg, _torch_outputs(m, ref_x), va_all, _torch_outputs(m, va_all.x))
+                return max(sc["validation_auroc_by_method"].values())
+
+        result = fit(model, train_loader, val_loader, loss_fn, FitConfig.from_dict(tcfg), run_dir, device, ctx.progress, desc=name, select_fn=select_fn)
         model = model.cpu().eval()
         train_out = _torch_outputs(model, tr.x)
         val_out = _torch_outputs(model, va_all.x)
