@@ -91,3 +91,12 @@ def load_config(
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config file {user} is not valid JSON: {exc}") from exc
     return apply_overrides(config, overrides, strict=strict)
+
+
+def selected_protocols(config: Mapping[str, Any], known: tuple[str, ...], model: str) -> list[str]:
+    """The evaluation protocols a run trains (``config["protocols"]``, default all ``known``), validated."""
+    protos = list(config.get("protocols") or known)
+    bad = set(protos) - set(known)
+    if bad:
+        raise ConfigError(f"unknown {model} protocols {sorted(bad)}; use {known}")
+    return protos

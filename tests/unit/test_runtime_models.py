@@ -19,7 +19,7 @@ from stream.stages.filtering import filter_signal
 from stream.stages.rhythm import record_rhythm_scores
 from stream.stages.segmentation import beat_windows
 
-ARTIFACTS = ("cae", "cae_pooled", "lstm_ae", "lstm_ae_seed")
+ARTIFACTS = ("cae", "cae_pooled", "lstm_ae", "lstm_ae_seed", "lstm_ae_seed_pooled")
 
 
 @pytest.mark.parametrize("name", ARTIFACTS)

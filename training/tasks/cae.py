@@ -185,11 +185,9 @@ def _scorer_scores(scorer: Any, bs: BeatSet, all_beats: BeatSet) -> np.ndarray:
 
 
 def _protocols(cfg: dict[str, Any]) -> list[str]:
-    protos = list(cfg.get("protocols") or PROTOCOLS)
-    bad = set(protos) - set(PROTOCOLS)
-    if bad:
-        raise ConfigError(f"unknown CAE protocols {sorted(bad)}; use {PROTOCOLS}")
-    return protos
+    from training.config import selected_protocols
+
+    return selected_protocols(cfg, PROTOCOLS, "CAE")
 
 
 def prepare(ctx: TaskContext) -> dict[str, Any]:

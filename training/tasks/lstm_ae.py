@@ -45,11 +45,9 @@ def record_split(cfg: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def _protocols(cfg: dict[str, Any]) -> list[str]:
-    protos = list(cfg.get("protocols") or PROTOCOLS)
-    bad = set(protos) - set(PROTOCOLS)
-    if bad:
-        raise ConfigError(f"unknown LSTM-AE protocols {sorted(bad)}; use {PROTOCOLS}")
-    return protos
+    from training.config import selected_protocols
+
+    return selected_protocols(cfg, PROTOCOLS, "LSTM-AE")
 
 
 def pooled_split(n: int, fractions: list[float], seed: int) -> dict[str, np.ndarray]:
