@@ -10,11 +10,33 @@ from sklearn import metrics as skm
 AAMI_ORDER = ("N", "S", "V", "F", "Q")
 
 
-def choose_threshold(y: np.ndarray, score: np.ndarray, method: str = "f1") -> float:
-    """Decision threshold on ``score`` (positive = higher) maximising F1 or Youden's J on (validation) data."""
+def choose_threshold(y: np.ndarray, score: np.ndarray, method: str = "f1", targets: dict[str, float] | None = None) -> float:
+    """Decision threshold on ``score`` (positive = higher) chosen on (validation) data.
+
+    ``f1``: maximum F1; ``youden``: maximum sensitivity + specificity - 1; ``targets``: the operating point
+    that exceeds every figure of ``targets`` (accuracy, sensitivity, specificity, f1) by the largest common
+    margin (a reference system's published operating point), F1 when no point exceeds them all.
+    """
     y = np.asarray(y).astype(int)
     if y.min() == y.max():
         raise ValueError("threshold choice needs both classes in the validation data")
+    if method == "targets":
+        if not targets:
+            raise ValueError("threshold method 'targets' needs target figures")
+        ths = np.unique(np.quantile(score, np.linspace(0.01, 0.99, 981)))
+        pred = np.asarray(score)[None, :] >= ths[:, None]  # one row per candidate threshold
+        tp = (pred & (y == 1)).sum(axis=1)
+        fp = (pred & (y == 0)).sum(axis=1)
+        fn, tn = (y == 1).sum() - tp, (y == 0).sum() - fp
+        figs = {
+            "accuracy": (tp + tn) / y.size,
+            "sensitivity": tp / np.maximum(tp + fn, 1),
+            "specificity": tn / np.maximum(tn + fp, 1),
+            "f1": 2 * tp / np.maximum(2 * tp + fp + fn, 1),
+        }
+        margin = np.min([figs[k] - float(v) for k, v in targets.items()], axis=0)
+        best_th = float(ths[int(np.argmax(margin))]) if margin.max() > 0 else None
+        return best_th if best_th is not None else choose_threshold(y, score, "f1")
     if method == "f1":
         prec, rec, th = skm.precision_recall_curve(y, score)
         f1 = 2 * prec * rec / np.maximum(prec + rec, 1e-12)
@@ -24,7 +46,7 @@ def choose_threshold(y: np.ndarray, score: np.ndarray, method: str = "f1") -> fl
         fpr, tpr, th = skm.roc_curve(y, score)
         i = int(np.argmax(tpr - fpr))
         return float(th[i])
-    raise ValueError(f"unknown threshold method {method!r}; use f1 or youden")
+    raise ValueError(f"unknown threshold method {method!r}; use f1, youden or targets")
 
 
 def binary_report(y: np.ndarray, score: np.ndarray, threshold: float, classes: np.ndarray | None = None) -> dict[str, Any]:

@@ -108,3 +108,16 @@ def test_fit_can_select_the_checkpoint_by_a_validation_metric(tmp_path):
     assert res.best_epoch == 2 and res.best_val_metric == 0.9
     assert res.history["val_metric"] == [0.1, 0.9, 0.3, 0.2, 0.5]
     assert torch.equal(model.weight, snapshots[2])  # the chosen epoch's weights are loaded back
+
+
+def test_threshold_can_target_a_published_operating_point():
+    from training.metrics import binary_report, choose_threshold
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(5000) < 0.2).astype(int)
+    s = rng.normal(size=5000) + 2.5 * y
+    targets = {"accuracy": 0.85, "sensitivity": 0.85, "specificity": 0.85, "f1": 0.6}
+    rep = binary_report(y, s, choose_threshold(y, s, "targets", targets))
+    assert all(rep[k] > v for k, v in targets.items())
+    # unreachable targets fall back to the F1 rule
+    assert choose_threshold(y, s, "targets", {"sensitivity": 0.99, "specificity": 0.99}) == choose_threshold(y, s, "f1")
