@@ -113,3 +113,51 @@ class LeadRecon(nn.Module):
             parts.append(e[:, :, None].expand(-1, -1, s.shape[-1]))
         out = self.heads(self.proj(torch.cat(parts, dim=1))).transpose(1, 2)  # normalised [B, T, 12]
         return self.norm.inverse(out)
+
+
+#: leads the single-lead model's network produces (the other limb leads follow from I and II exactly)
+SINGLE_LEARNED: tuple[int, ...] = (0, 6, 7, 8, 9, 10, 11)  # I, V1-V6 in TWELVE_LEADS order
+SOURCE_II = 1
+
+
+class LeadReconII(nn.Module):
+    """Lead II alone -> all 12 leads (the dedicated model of the ``II_only`` configuration).
+
+    Same interface as :class:`LeadRecon` (``ecg`` [B, T, 12], ``mask`` [B, 12]) but only lead II is
+    read (times its mask bit). Lead II at 50 Hz through a stride-2 stem and dilated residual blocks
+    (receptive field up to the whole 10 s), a record-level context vector (time average, projected
+    and tiled along time), and one light conv decoder per learned lead for I and V1-V6. III, aVR,
+    aVL and aVF are computed in the graph from the predicted I and the recorded II
+    (Einthoven/Goldberger), so the six limb leads are always consistent. No contrastive branch.
+    """
+
+    use_contrastive = False
+
+    def __init__(self, stem: int = 32, width: int = 64, head: int = 16, global_dim: int = 32, dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32)) -> None:
+        super().__init__()
+        self.norm = LeadNorm()
+        n_out = len(SINGLE_LEARNED)
+        self.stem = nn.Sequential(nn.Conv1d(1, stem, 8, stride=2, padding=3), nn.BatchNorm1d(stem), nn.GELU())
+        self.down = nn.Sequential(nn.Conv1d(stem, width, 3, padding=1), nn.BatchNorm1d(width), nn.GELU())
+        self.blocks = nn.Sequential(*[_Res(width, d) for d in dilations])
+        self.glob = nn.Sequential(nn.Linear(width, global_dim), nn.GELU())
+        self.proj = nn.Conv1d(stem + width + global_dim, n_out * head, 1)
+        self.heads = nn.Sequential(
+            nn.GELU(),
+            nn.ConvTranspose1d(n_out * head, n_out * head, 4, stride=2, padding=1, groups=n_out), nn.GELU(),
+            nn.Conv1d(n_out * head, n_out * head, 5, padding=2, groups=n_out), nn.GELU(),
+            nn.Conv1d(n_out * head, n_out, 5, padding=2, groups=n_out),
+        )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ii = x[:, :, SOURCE_II] * mask[:, SOURCE_II : SOURCE_II + 1]  # [B, T] mV
+        z = ((ii - self.norm.center[SOURCE_II]) / self.norm.scale[SOURCE_II])[:, None, :]
+        s = self.stem(z)
+        h = self.blocks(self.down(s))
+        g = self.glob(h.mean(dim=-1))[:, :, None].expand(-1, -1, h.shape[-1])
+        out = self.heads(self.proj(torch.cat([s, h, g], dim=1))).transpose(1, 2)  # normalised [B, T, 7]
+        idx = list(SINGLE_LEARNED)
+        mv = out * self.norm.scale[idx] + self.norm.center[idx]
+        lead_i = mv[:, :, 0]
+        limb = [lead_i, ii, ii - lead_i, -0.5 * (lead_i + ii), lead_i - 0.5 * ii, ii - 0.5 * lead_i]
+        return torch.cat([torch.stack(limb, dim=-1), mv[:, :, 1:]], dim=-1)  # [B, T, 12] mV

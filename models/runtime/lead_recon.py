@@ -4,16 +4,24 @@
 leads computed exactly when two limb leads are present (Einthoven III = II - I; Goldberger
 aVR = -(I + II)/2, aVL = I - II/2, aVF = II - I/2; any two of the six give I and II), the other
 missing leads from the network.
+
+Present-set routing: next to ``lead_recon.onnx`` (any subset of leads) the wrapper loads dedicated
+models ``lead_recon_<suffix>.onnx`` whose card lists ``present_leads``; a window whose present leads
+are exactly that set goes to the dedicated model (today ``lead_recon_ii.onnx``: lead II alone), every
+other window to the general model. Without the dedicated artifact the general model serves all.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
 
 import numpy as np
 
 from models.runtime.base import OnnxModel
 from stream.errors import ModelError
+from stream.records import TWELVE_LEADS
 
 LIMB_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF")
 #: each limb lead as a * I + b * II
@@ -52,6 +60,19 @@ def derive_limb_leads(leads: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, 
     return out, derived
 
 
+def blend_single(dedicated: np.ndarray, general: np.ndarray, weight: float) -> np.ndarray:
+    """Blend of the lead-II model with the general model on {II} windows ([B, T, 12] mV each):
+    ``weight * dedicated + (1 - weight) * general`` for every lead but II (kept from ``dedicated``,
+    i.e. recorded), then III, aVR, aVL, aVF recomputed from the blended I and the recorded II."""
+    if weight >= 1.0:
+        return dedicated
+    out = weight * dedicated + (1.0 - weight) * general
+    out[:, :, 1] = dedicated[:, :, 1]
+    m = np.zeros((out.shape[0], 12), dtype=np.float32)
+    m[:, :2] = 1.0
+    return derive_limb_leads(out, m)[0]
+
+
 @dataclass(frozen=True)
 class LeadReconPrediction:
     """``leads`` [B, 1000, 12] mV; ``derived`` [B, 12] limb leads computed exactly; ``learned`` [B, 12]
@@ -66,6 +87,40 @@ class LeadReconModel(OnnxModel):
     """``lead_recon.onnx`` + card."""
 
     default_name = "lead_recon"
+    #: dedicated present-set models looked for beside the general one: ``<name>_<suffix>.onnx``
+    dedicated_suffixes: tuple[str, ...] = ("ii",)
+
+    def __init__(self, onnx_path: str | Path, card_path: str | Path | None = None, threads: int = 1) -> None:
+        super().__init__(onnx_path, card_path, threads)
+        self.dedicated: list[tuple[np.ndarray, OnnxModel]] = []
+
+    @classmethod
+    def load(cls, name: str | None = None, models_dir: str | Path | None = None) -> Self:
+        """The general model plus any dedicated ``<name>_<suffix>.onnx`` found beside it."""
+        model = super().load(name, models_dir)
+        for suffix in cls.dedicated_suffixes:
+            path = model.onnx_path.with_name(f"{model.onnx_path.stem}_{suffix}.onnx")
+            if path.is_file():
+                model.add_dedicated(OnnxModel(path))
+        return model
+
+    def add_dedicated(self, model: OnnxModel) -> None:
+        """Route windows whose present leads are exactly ``model.card['present_leads']`` to ``model``."""
+        leads = model.card.get("present_leads")
+        unknown = set(leads or ()) - set(TWELVE_LEADS)
+        if not leads or unknown:
+            raise ModelError(f"{model.onnx_path.name}: card needs present_leads from {TWELVE_LEADS}, got {leads!r}")
+        key = np.zeros(12, dtype=bool)
+        key[[TWELVE_LEADS.index(lead) for lead in leads]] = True
+        self.dedicated.append((key, model))
+
+    def model_for(self, mask: np.ndarray) -> OnnxModel:
+        """The model serving one window's presence ``mask`` [12]: a dedicated one or the general one."""
+        present = np.asarray(mask) > 0
+        for key, model in self.dedicated:
+            if np.array_equal(key, present):
+                return model
+        return self
 
     def predict(self, x: np.ndarray, mask: np.ndarray, batch: int = 64) -> LeadReconPrediction:
         """``x`` [1000, 12] or [B, 1000, 12] filtered mV (missing leads: any finite value, e.g. 0);
@@ -82,8 +137,17 @@ class LeadReconModel(OnnxModel):
             raise ModelError("every window needs at least one present lead")
         m = (m > 0).astype(np.float32)
         arr = np.where(m[:, None, :] > 0, np.nan_to_num(arr), 0.0).astype(np.float32)
-        outs = [self.run({"ecg": arr[s : s + batch], "mask": m[s : s + batch]})["recon"] for s in range(0, arr.shape[0], batch)]
-        recon = np.concatenate(outs)
+        route = [self.model_for(row) for row in m]
+        recon = np.empty_like(arr)
+        for model in {id(r): r for r in route}.values():
+            rows = np.flatnonzero([r is model for r in route])
+            weight = float((model.card.get("blend") or {}).get("weight", 1.0)) if model is not self else 1.0
+            for s in range(0, rows.size, batch):
+                b = rows[s : s + batch]
+                recon[b] = model.run({"ecg": arr[b], "mask": m[b]})["recon"]
+                if weight < 1.0:  # card: blend with the general model (weight chosen on validation)
+                    general = self.run({"ecg": arr[b], "mask": m[b]})["recon"]
+                    recon[b] = blend_single(np.where(m[b][:, None, :] > 0, arr[b], recon[b]), general, weight)
         merged = np.where(m[:, None, :] > 0, arr, recon)
         leads, derived = derive_limb_leads(merged, m)
         return LeadReconPrediction(leads=leads, derived=derived, learned=(m == 0) & ~derived)

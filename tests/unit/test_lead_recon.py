@@ -54,6 +54,14 @@ def test_train_export_evaluate_tiny(data_dir, tmp_path):
     spec.train(ctx)
     spec.export(ctx)
     res = spec.evaluate(ctx)
+    assert res["II_only"]["artifact"] == "lead_recon.onnx"  # no dedicated model yet: the general one serves II
+    single = _ctx(data_dir, tmp_path, ["variant=single", "data.limit=6", "single.train.epochs=1", "single.model.width=8",
+                                       "single.model.stem=8", "single.model.head=2", "single.model.dilations=[1,2]"])
+    spec.train(single)
+    assert spec.export(single).name == "lead_recon_ii.onnx"
+    res = spec.evaluate(ctx)
+    assert res["II_only"]["artifact"] == "lead_recon_ii.onnx" and res["II_only"]["use_contrastive"] is False
+    assert res["I_II_V4"]["artifact"] == res["leave_one_out"]["artifact"] == "lead_recon.onnx"
     assert set(res["I_II_V4"]["per_lead"]) == {"V1", "V2", "V3", "V5", "V6"}
     assert set(res["I_II_V4"]["derived"]) == {"III", "aVR", "aVL", "aVF"}
     assert len(res["II_only"]["per_lead"]) == 11
@@ -76,3 +84,27 @@ def test_committed_artifact_matches_card_and_runs_on_real_record(data_dir, tmp_p
     assert np.corrcoef(pred.leads[0, :, IDX["V5"]], x[:, IDX["V5"]])[0, 1] > 0.5
     with pytest.raises(ModelError):
         model.predict(x, np.zeros(12))
+
+
+@pytest.mark.skipif(not (DEFAULT_ARTIFACTS_DIR / "lead_recon_ii.onnx").is_file(), reason="lead_recon_ii not exported yet")
+def test_lead_ii_alone_is_routed_to_the_dedicated_model(data_dir, tmp_path):
+    model = LeadReconModel.load()
+    assert (DEFAULT_ARTIFACTS_DIR / "lead_recon_ii.onnx").stat().st_size < 3_000_000
+    x = load_ptbxl(data_dir, tmp_path, limit=1, progress=False).folds([10]).x[:1]
+    only_ii = np.zeros(12, dtype=np.float32)
+    only_ii[IDX["II"]] = 1
+    three = np.zeros(12, dtype=np.float32)
+    three[[IDX["I"], IDX["II"], IDX["V4"]]] = 1
+    assert model.model_for(only_ii).onnx_path.name == "lead_recon_ii.onnx"
+    assert model.model_for(three) is model
+    masks = np.stack([only_ii, three])
+    pred = model.predict(np.concatenate([x, x]), masks)  # one batch, two models
+    lead = pred.leads[0]
+    np.testing.assert_array_equal(lead[:, IDX["II"]], x[0, :, IDX["II"]])
+    assert pred.learned[0].sum() == 11 and not pred.derived[0].any()
+    # limb leads of the dedicated model follow Einthoven/Goldberger from the predicted I and recorded II
+    np.testing.assert_allclose(lead[:, IDX["III"]], lead[:, IDX["II"]] - lead[:, IDX["I"]], atol=1e-5)
+    np.testing.assert_allclose(lead[:, IDX["aVR"]], -(lead[:, IDX["I"]] + lead[:, IDX["II"]]) / 2, atol=1e-5)
+    assert np.corrcoef(lead[:, IDX["aVF"]], x[0, :, IDX["aVF"]])[0, 1] > 0.5
+    # the same window alone gives the same reconstruction (routing is per window)
+    np.testing.assert_allclose(model.predict(x[0], only_ii).leads[0], lead, atol=1e-5)

@@ -15,6 +15,13 @@ Metrics (``evaluate lead_recon --json``), per configuration and per reconstructe
 ``pearson`` (mean over records of the per-record Pearson r); ``mean_pearson`` over the configuration's
 target leads. Limb leads derivable from present limb leads are computed exactly (Einthoven/Goldberger)
 by the runtime wrapper and reported separately under ``derived``.
+
+Dedicated lead-II model (``--set variant=single``, config section ``single``): configuration (b) gets
+its own network (:class:`~models.lead_recon.LeadReconII`, exported as ``lead_recon_ii.onnx``) trained
+on {II} masks only with MSE + (1 - per-record Pearson r); no contrastive branch. The runtime wrapper
+routes {II}-only windows to it. At export, a blend weight with the general model's {II} output is
+chosen on fold 9 (``single.blend_grid``; 1 = dedicated alone) and written into its card. Each
+configuration in ``evaluate --json`` names the artifact that served it.
 """
 
 from __future__ import annotations
@@ -88,6 +95,27 @@ def build_model(mcfg: dict[str, Any]) -> Any:
     )
 
 
+def build_single_model(mcfg: dict[str, Any]) -> Any:
+    from models.lead_recon import LeadReconII
+
+    return LeadReconII(
+        stem=int(mcfg.get("stem", 32)),
+        width=int(mcfg.get("width", 64)),
+        head=int(mcfg.get("head", 16)),
+        global_dim=int(mcfg.get("global_dim", 32)),
+        dilations=tuple(mcfg.get("dilations", (1, 2, 4, 8, 16, 32))),
+    )
+
+
+def is_single(cfg: dict[str, Any]) -> bool:
+    """Whether a run config is the dedicated single-lead model (``variant=single``)."""
+    return str(cfg.get("variant", "multi")) == "single"
+
+
+def _build(cfg: dict[str, Any]) -> Any:
+    return build_single_model(cfg["single"]["model"]) if is_single(cfg) else build_model(cfg["model"])
+
+
 def _crops(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
     starts = rng.integers(0, x.shape[1] - length + 1, size=x.shape[0])
     idx = starts[:, None] + np.arange(length)[None, :]
@@ -134,11 +162,31 @@ def _pretrain_contrastive(model: Any, tr: PtbxlData, cfg: dict[str, Any], rng: n
     return losses
 
 
-class _MaskedCrops:
-    """Iterable of (x crop, mask) batches with fresh random crops/masks every epoch."""
+def _augmented_crops(x: np.ndarray, length: int, rng: np.random.Generator, stretch: float, scale: float) -> np.ndarray:
+    """Random crops resampled in time by a factor in [1 - stretch, 1 + stretch] (heart-rate change, the
+    same for all 12 leads) and scaled in amplitude by a factor in [1/(1 + scale), 1 + scale] (log-uniform,
+    all leads together: the inter-lead relations stay)."""
+    n, t = x.shape[0], x.shape[1]
+    span = np.minimum(np.round(length * rng.uniform(1.0 - stretch, 1.0 + stretch, size=n)).astype(int), t)
+    starts = (rng.random(n) * (t - span + 1)).astype(int)
+    pos = starts[:, None] + np.linspace(0.0, 1.0, length)[None, :] * (span[:, None] - 1)
+    i0 = np.floor(pos).astype(int)
+    w = (pos - i0)[:, :, None].astype(np.float32)
+    i1 = np.minimum(i0 + 1, t - 1)
+    rows = np.arange(n)[:, None]
+    out = x[rows, i0] * (1.0 - w) + x[rows, i1] * w
+    gain = np.exp(rng.uniform(-np.log1p(scale), np.log1p(scale), size=n)).astype(np.float32)
+    return (out * gain[:, None, None]).astype(np.float32)
 
-    def __init__(self, x: np.ndarray, bs: int, crop: int, probs: dict[str, float], seed: int, shuffle: bool = True) -> None:
+
+class _MaskedCrops:
+    """Iterable of (x crop, mask) batches with fresh random crops/masks every epoch (optionally
+    time-stretched and amplitude-scaled, see :func:`_augmented_crops`)."""
+
+    def __init__(self, x: np.ndarray, bs: int, crop: int, probs: dict[str, float], seed: int, shuffle: bool = True,
+                 stretch: float = 0.0, scale: float = 0.0) -> None:
         self.x, self.bs, self.crop, self.probs, self.shuffle = x, bs, crop, probs, shuffle
+        self.stretch, self.scale = stretch, scale
         self.rng = np.random.default_rng(seed)
         self.fixed = None if shuffle else (
             _crops(x, crop, self.rng) if crop < x.shape[1] else x,
@@ -156,7 +204,9 @@ class _MaskedCrops:
         order = self.rng.permutation(len(self.x))
         for s in range(0, len(order) - self.bs + 1, self.bs):
             b = order[s : s + self.bs]
-            yield torch.from_numpy(_crops(self.x[b], self.crop, self.rng)), torch.from_numpy(sample_masks(len(b), self.rng, self.probs))
+            xb = (_augmented_crops(self.x[b], self.crop, self.rng, self.stretch, self.scale) if self.stretch or self.scale
+                  else _crops(self.x[b], self.crop, self.rng))
+            yield torch.from_numpy(xb), torch.from_numpy(sample_masks(len(b), self.rng, self.probs))
 
     def __len__(self) -> int:
         return len(self.x) // self.bs
@@ -178,6 +228,8 @@ def train(ctx: TaskContext) -> Path:
     )
 
     cfg = ctx.config
+    if is_single(cfg):
+        return train_single(ctx)
     tcfg = cfg["train"]
     seed = int(tcfg.get("seed", 0))
     seed_everything(seed)
@@ -216,6 +268,71 @@ def train(ctx: TaskContext) -> Path:
     return run_dir
 
 
+def single_loss(model: Any, x: Any, mask: Any, corr_weight: float) -> Any:
+    """MSE (normalised units) + ``corr_weight`` * (1 - Pearson r per record and lead) over the 11 leads
+    that are not the source II (the evaluation metric is the per-record Pearson r)."""
+    from models.lead_recon import SOURCE_II
+
+    tgt = [j for j in range(12) if j != SOURCE_II]
+    zo, zx = model.norm(model(x, mask))[:, :, tgt], model.norm(x)[:, :, tgt]
+    mse = ((zo - zx) ** 2).mean()
+    oc, xc = zo - zo.mean(dim=1, keepdim=True), zx - zx.mean(dim=1, keepdim=True)
+    r = (oc * xc).sum(dim=1) / ((oc**2).sum(dim=1) * (xc**2).sum(dim=1) + 1e-6).sqrt()
+    return mse + corr_weight * (1.0 - r).mean()
+
+
+def train_single(ctx: TaskContext) -> Path:
+    """The dedicated lead-II model (``--set variant=single``): same folds, masks always {II}, loss
+    :func:`single_loss`, best epoch on fold 9."""
+    import torch
+
+    from training.tasks._ptbxl_anomaly import lead_stats
+    from training.trainer import (
+        FitConfig,
+        fit,
+        limit_threads,
+        new_run_dir,
+        seed_everything,
+        select_device,
+        write_json,
+    )
+
+    cfg = ctx.config
+    scfg = cfg["single"]
+    tcfg = scfg["train"]
+    seed = int(tcfg.get("seed", 0))
+    seed_everything(seed)
+    limit_threads()
+    data = _data(ctx)
+    tr, va = data.folds(TRAIN_FOLDS), data.folds(VAL_FOLDS)
+    run_dir = ctx.run_dir or new_run_dir(ctx.runs_dir, NAME, "ii")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", cfg)
+    model = build_single_model(scfg["model"])
+    center, scale = lead_stats(tr.x)
+    model.norm.set_stats(torch.from_numpy(center), torch.from_numpy(scale))
+    init_from = tcfg.get("init_from")
+    if init_from:  # continue a previous single run (same folds, same architecture)
+        model.load_state_dict(torch.load(Path(init_from) / "checkpoint.pt", map_location="cpu", weights_only=True))
+    probs = {"II_only": 1.0}
+    aug = tcfg.get("augment") or {}
+    train_loader = _MaskedCrops(tr.x, int(tcfg.get("batch_size", 32)), int(tcfg.get("crop", 500)), probs, seed,
+                                stretch=float(aug.get("stretch", 0.0)), scale=float(aug.get("scale", 0.0)))
+    val_loader = _MaskedCrops(va.x, 64, va.x.shape[1], probs, seed + 1, shuffle=False)
+    w = float(tcfg.get("corr_weight", 1.0))
+
+    def loss_fn(m: Any, batch: Any) -> Any:
+        return single_loss(m, batch[0], batch[1], w)
+
+    result = fit(model, train_loader, val_loader, loss_fn, FitConfig.from_dict(tcfg), run_dir, select_device(ctx.device), ctx.progress, desc=f"{NAME}_ii")
+    model = model.cpu().eval()
+    val_res = evaluate_arrays(lambda x, m: _torch_predict(model, x, m), va, configs=("II_only",))
+    write_json(run_dir / "metrics.json", {"validation": val_res, "fit": result.to_dict()})
+    if ctx.progress:
+        print(json.dumps({k: v["mean_pearson"] for k, v in val_res.items()}))
+    return run_dir
+
+
 def _torch_predict(model: Any, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     from training.trainer import predict_batches
 
@@ -235,11 +352,11 @@ def _lead_metrics(y: np.ndarray, yhat: np.ndarray) -> dict[str, float]:
     return {"rmse": rmse, "r2": r2, "pearson": float(np.mean(r)) if r.size else float("nan")}
 
 
-def evaluate_arrays(predict: Any, d: PtbxlData) -> dict[str, Any]:
-    """The three evaluation configurations on ``d`` with ``predict(x, mask) -> full 12 leads``."""
+def evaluate_arrays(predict: Any, d: PtbxlData, configs: tuple[str, ...] = ("I_II_V4", "II_only", "leave_one_out")) -> dict[str, Any]:
+    """The evaluation configurations (default all three) on ``d`` with ``predict(x, mask) -> full 12 leads``."""
     n = len(d)
     out: dict[str, Any] = {}
-    for conf in ("I_II_V4", "II_only"):
+    for conf in (c for c in ("I_II_V4", "II_only") if c in configs):
         present = [IDX[lead] for lead in CONFIGURATIONS[conf]]
         mask = np.zeros((n, 12), dtype=np.float32)
         mask[:, present] = 1.0
@@ -260,6 +377,8 @@ def evaluate_arrays(predict: Any, d: PtbxlData) -> dict[str, Any]:
             "mean_rmse": float(np.mean([v["rmse"] for v in per_lead.values()])),
             "mean_r2": float(np.mean([v["r2"] for v in per_lead.values()])),
         }
+    if "leave_one_out" not in configs:
+        return out
     per_lead, derived_leads = {}, {}
     for j, lead in enumerate(TWELVE_LEADS):
         mask = np.ones((n, 12), dtype=np.float32)
@@ -285,7 +404,7 @@ def _load_run(ctx: TaskContext) -> tuple[Any, Path, dict[str, Any]]:
 
     run_dir = ctx.run_dir or latest_run_dir(ctx.runs_dir, NAME)
     cfg = json.loads((run_dir / "config.json").read_text())
-    model = build_model(cfg["model"])
+    model = _build(cfg)
     model.load_state_dict(torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True))
     return model.eval(), run_dir, cfg
 
@@ -297,8 +416,10 @@ def evaluate(ctx: TaskContext) -> dict[str, Any]:
     test = _data(ctx).folds(TEST_FOLDS)
     if ctx.extra.get("source", "onnx") == "checkpoint":
         model, run_dir, cfg = _load_run(ctx)
-        res = evaluate_arrays(lambda x, m: _torch_predict(model, x, m), test)
-        res.update({"source": "checkpoint", "run_dir": str(run_dir), "use_contrastive": bool(cfg["model"].get("use_contrastive", True))})
+        single = is_single(cfg)
+        res = evaluate_arrays(lambda x, m: _torch_predict(model, x, m), test, configs=("II_only",) if single else ("I_II_V4", "II_only", "leave_one_out"))
+        res.update({"source": "checkpoint", "run_dir": str(run_dir), "variant": "single" if single else "multi",
+                    "use_contrastive": (not single) and bool(cfg["model"].get("use_contrastive", True))})
         write_json(run_dir / "test_metrics.json", res)
     else:
         from models.runtime.lead_recon import LeadReconModel
@@ -307,6 +428,14 @@ def evaluate(ctx: TaskContext) -> dict[str, Any]:
         res = evaluate_arrays(lambda x, m: onnx_model.predict(x, m).leads, test)
         res.update({"source": "onnx", "onnx_sha256": onnx_model.card.onnx_sha256,
                     "use_contrastive": bool(onnx_model.card.get("config", {}).get("model", {}).get("use_contrastive", True))})
+        for conf in ("I_II_V4", "II_only", "leave_one_out"):
+            present = np.zeros(12, dtype=np.float32)
+            present[[IDX[lead] for lead in CONFIGURATIONS[conf]] or list(range(1, 12))] = 1.0
+            used = onnx_model.model_for(present)
+            res[conf].update({"artifact": used.onnx_path.name, "onnx_sha256": used.card.onnx_sha256,
+                              "use_contrastive": bool(used.card.get("config", {}).get("model", {}).get("use_contrastive", False))})
+            if used is not onnx_model:
+                res[conf]["blend"] = used.card.get("blend")
     res.update({"model": NAME, "split": "PTB-XL strat_fold 10 (test)", "n_records": len(test),
                 "published_reference": {"I_II_V4 mean precordial r": 0.846, "II_only mean r": 0.7885}})
     return res
@@ -320,8 +449,10 @@ def export(ctx: TaskContext) -> Path:
     val = _data(ctx).folds(VAL_FOLDS)
     rng = np.random.default_rng(0)
     xs = val.x[:64]
-    masks = sample_masks(len(xs), rng, cfg["train"]["mask_mix"])
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
+    if is_single(cfg):
+        return _export_single(ctx, model, run_dir, cfg, xs, run_metrics)
+    masks = sample_masks(len(xs), rng, cfg["train"]["mask_mix"])
     path = Path(ctx.artifacts_dir) / f"{NAME}.onnx"
     export_with_card(
         model, path, {"ecg": xs, "mask": masks}, ["recon"],
@@ -338,6 +469,77 @@ def export(ctx: TaskContext) -> Path:
             "training_data": {"dataset": "PTB-XL 1.0.3 records100 subset", "split": "strat_fold 1-8 train, 9 validation, 10 test"},
             "config": cfg,
             "validation_metrics": run_metrics.get("validation"),
+            "run_dir": str(run_dir),
+            "command": ctx.command,
+        },
+        tolerance=1e-3,
+    )
+    return path
+
+
+def _select_blend(ctx: TaskContext, model: Any) -> dict[str, Any]:
+    """Weight of this model against the general ``lead_recon.onnx`` on {II} windows, chosen on fold 9.
+
+    The wrapper outputs ``w * dedicated + (1 - w) * general`` for I and V1-V6, limb leads from that I
+    and the recorded II. ``w`` is the grid value with the best fold-9 mean Pearson r (1 = dedicated
+    model alone, also when no general artifact is there)."""
+    from models.runtime.lead_recon import LeadReconModel, blend_single
+
+    grid = [float(w) for w in ctx.config.get("single", {}).get("blend_grid", [1.0])]  # export-time option
+    general_path = Path(ctx.artifacts_dir) / f"{NAME}.onnx"
+    if grid == [1.0] or not general_path.is_file():
+        return {"weight": 1.0, "method": "dedicated model alone"}
+    va = _data(ctx).folds(VAL_FOLDS)
+    mask = np.zeros((len(va), 12), dtype=np.float32)
+    mask[:, IDX["II"]] = 1.0
+    general = LeadReconModel(general_path)  # the general model alone (no routing)
+    pg = np.concatenate([general.run({"ecg": va.x[s : s + 64], "mask": mask[s : s + 64]})["recon"] for s in range(0, len(va), 64)])
+    (ps,) = _predict_arrays(model, (va.x, mask))
+    scores = {}
+    for w in grid:
+        pred = blend_single(np.where(mask[:, None, :] > 0, va.x, ps), pg, w)
+        scores[w] = float(np.mean([_lead_metrics(va.x[:, :, j], pred[:, :, j])["pearson"] for j in range(12) if j != IDX["II"]]))
+    best = max(scores, key=lambda k: scores[k])
+    return {"weight": best, "with": f"{NAME}.onnx", "method": "grid value with the best mean Pearson r of II_only on "
+            "PTB-XL fold 9 (validation)", "validation_mean_pearson": {str(k): v for k, v in scores.items()}}
+
+
+def _predict_arrays(model: Any, arrays: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    from training.trainer import predict_batches
+
+    return predict_batches(model, arrays, batch=64)
+
+
+def _export_single(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str, Any], xs: np.ndarray, run_metrics: dict[str, Any]) -> Path:
+    """``lead_recon_ii.onnx`` + card: the dedicated model the runtime wrapper uses when only II is present."""
+    from models.export import export_with_card
+
+    masks = np.zeros((len(xs), 12), dtype=np.float32)
+    masks[:, IDX["II"]] = 1.0
+    path = Path(ctx.artifacts_dir) / f"{NAME}_ii.onnx"
+    blend = _select_blend(ctx, model)
+    export_with_card(
+        model, path, {"ecg": xs, "mask": masks}, ["recon"],
+        {
+            "task": "reconstruction of the 11 other ECG leads from lead II alone (12-lead, PTB-XL)",
+            "present_leads": ["II"],
+            "input": {"ecg": "[B,1000,12] filtered mV (stream filter_signal, 100 Hz, 10 s), TWELVE_LEADS order; "
+                      "only lead II is read", "mask": "[B,12]; the wrapper routes here the windows whose only present lead is II"},
+            "output": {"recon": "[B,1000,12] mV; I and V1-V6 from the network, III = II - I, aVR = -(I+II)/2, "
+                       "aVL = I - II/2, aVF = II - I/2 computed in the graph from the predicted I and the recorded II"},
+            "architecture": "dedicated single-lead model (models.lead_recon.LeadReconII): dilated residual conv net at "
+                            "50 Hz over lead II, time-averaged record context, per-lead conv decoders. It has NO "
+                            "contrastive branch (the contrastive ablation applies to the multi-subset lead_recon.onnx only).",
+            "loss": "MSE (normalised units) + corr_weight * (1 - per-record Pearson r), over the 11 target leads",
+            "blend": blend,
+            "normalisation": {"where": "inside the ONNX graph", "rule": "per lead (x - median) / (IQR/1.349) over "
+                              "training records (PTB-XL folds 1-8)", "center": model.norm.center.numpy().tolist(),
+                              "scale": model.norm.scale.numpy().tolist()},
+            "training_data": {"dataset": "PTB-XL 1.0.3 records100 subset", "split": "strat_fold 1-8 train, 9 validation "
+                              "(best epoch), 10 test"},
+            "config": {"variant": cfg.get("variant"), "single": cfg["single"], "data": cfg.get("data")},
+            "validation_metrics": run_metrics.get("validation"),
+            "fit": run_metrics.get("fit"),
             "run_dir": str(run_dir),
             "command": ctx.command,
         },
