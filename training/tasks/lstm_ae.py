@@ -310,6 +310,13 @@ def train(ctx: TaskContext) -> Path:
         tr_b = MaskedBatches(x_tr, bs, method, eps, np.random.default_rng(seed), gap, fixed_mask=eval_masks(cfg, protocol, 1)[0], fixed_fraction=fixed_fraction)
         va_b = MaskedBatches(x_va, 512, method, eps, np.random.default_rng(seed), gap, masks=va_masks, shuffle=False)
         model = build_model(cfg, protocol)
+        if cfg.get("init_from"):  # continue an earlier run's training (its checkpoint of this protocol)
+            import torch
+
+            src = Path(cfg["init_from"]) / protocol / "checkpoint.pt"
+            if not src.is_file():
+                raise ConfigError(f"init_from: {src} does not exist")
+            model.load_state_dict(torch.load(src, map_location="cpu", weights_only=True))
         res = fit(model, tr_b, va_b, _masked_loss, FitConfig.from_dict(p["train"]), sub, device, ctx.progress, desc=f"lstm_ae[{protocol}]")
         model.cpu().eval()
         test = data["test"]
@@ -339,7 +346,7 @@ def train(ctx: TaskContext) -> Path:
             "segments": {k: int(v.shape[0]) for k, v in data.items()},
             "train_segments_used": int(x_tr.shape[0]),
             "parameters": count_parameters(model),
-            "fit": {k: v for k, v in res.to_dict().items() if k != "history"},
+            "fit": {k: v for k, v in res.to_dict().items() if k != "history"} | ({"init_from": str(cfg["init_from"])} if cfg.get("init_from") else {}),
             "seed_lstm_ae": seed_info,
             "test": figs,
         }
