@@ -25,6 +25,16 @@ from torch import nn
 from models.cae12 import N_LEADS, LeadNorm
 
 
+def lead_heads(n_leads: int, head: int) -> nn.Sequential:
+    """One light decoder per output lead (grouped convs): upsample x2 back to 100 Hz, then two 5-tap convs."""
+    c = n_leads * head
+    return nn.Sequential(
+        nn.GELU(),
+        nn.ConvTranspose1d(c, c, 4, stride=2, padding=1, groups=n_leads), nn.GELU(),
+        nn.Conv1d(c, c, 5, padding=2, groups=n_leads), nn.GELU(),
+        nn.Conv1d(c, n_leads, 5, padding=2, groups=n_leads),
+    )
+
 class ContrastiveEncoder(nn.Module):
     """Masked 12-lead input -> L2-normalised embedding [B, dim] (global morphology representation)."""
 
@@ -89,13 +99,7 @@ class LeadRecon(nn.Module):
             self.fuse = nn.Linear(contrastive_dim, fuse_dim)
             fused += fuse_dim
         self.proj = nn.Conv1d(fused, N_LEADS * head, 1)
-        # one light decoder per target lead (12 groups): upsample back to 100 Hz, then a 5-tap conv
-        self.heads = nn.Sequential(
-            nn.GELU(),
-            nn.ConvTranspose1d(N_LEADS * head, N_LEADS * head, 4, stride=2, padding=1, groups=N_LEADS), nn.GELU(),
-            nn.Conv1d(N_LEADS * head, N_LEADS * head, 5, padding=2, groups=N_LEADS), nn.GELU(),
-            nn.Conv1d(N_LEADS * head, N_LEADS, 5, padding=2, groups=N_LEADS),
-        )
+        self.heads = lead_heads(N_LEADS, head)
 
     def features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, 24, T]: normalised leads with missing ones zeroed, and the mask broadcast over time."""
@@ -142,12 +146,7 @@ class LeadReconII(nn.Module):
         self.blocks = nn.Sequential(*[_Res(width, d) for d in dilations])
         self.glob = nn.Sequential(nn.Linear(width, global_dim), nn.GELU())
         self.proj = nn.Conv1d(stem + width + global_dim, n_out * head, 1)
-        self.heads = nn.Sequential(
-            nn.GELU(),
-            nn.ConvTranspose1d(n_out * head, n_out * head, 4, stride=2, padding=1, groups=n_out), nn.GELU(),
-            nn.Conv1d(n_out * head, n_out * head, 5, padding=2, groups=n_out), nn.GELU(),
-            nn.Conv1d(n_out * head, n_out, 5, padding=2, groups=n_out),
-        )
+        self.heads = lead_heads(n_out, head)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         ii = x[:, :, SOURCE_II] * mask[:, SOURCE_II : SOURCE_II + 1]  # [B, T] mV
