@@ -34,6 +34,7 @@ import numpy as np
 
 from models.runtime.lead_recon import CONFIGURATIONS, LIMB_LEADS, derive_limb_leads
 from stream.records import TWELVE_LEADS
+from training.augment import fit_back_projection, random_rotations, rotate_heart_axis
 from training.datasets.ptbxl import (
     SUPERCLASSES,
     TEST_FOLDS,
@@ -181,12 +182,15 @@ def _augmented_crops(x: np.ndarray, length: int, rng: np.random.Generator, stret
 
 class _MaskedCrops:
     """Iterable of (x crop, mask) batches with fresh random crops/masks every epoch (optionally
-    time-stretched and amplitude-scaled, see :func:`_augmented_crops`)."""
+    time-stretched and amplitude-scaled, see :func:`_augmented_crops`, and with the heart axis rotated
+    by up to ``rotate_deg`` degrees, see :mod:`training.augment`)."""
 
     def __init__(self, x: np.ndarray, bs: int, crop: int, probs: dict[str, float], seed: int, shuffle: bool = True,
-                 stretch: float = 0.0, scale: float = 0.0) -> None:
+                 stretch: float = 0.0, scale: float = 0.0, rotate_deg: float = 0.0, back: np.ndarray | None = None) -> None:
         self.x, self.bs, self.crop, self.probs, self.shuffle = x, bs, crop, probs, shuffle
-        self.stretch, self.scale = stretch, scale
+        self.stretch, self.scale, self.rotate_deg, self.back = stretch, scale, rotate_deg, back
+        if rotate_deg and back is None:
+            raise ValueError("rotate_deg needs the back-projection (training.augment.fit_back_projection)")
         self.rng = np.random.default_rng(seed)
         self.fixed = None if shuffle else (
             _crops(x, crop, self.rng) if crop < x.shape[1] else x,
@@ -206,6 +210,8 @@ class _MaskedCrops:
             b = order[s : s + self.bs]
             xb = (_augmented_crops(self.x[b], self.crop, self.rng, self.stretch, self.scale) if self.stretch or self.scale
                   else _crops(self.x[b], self.crop, self.rng))
+            if self.rotate_deg and self.back is not None:
+                xb = rotate_heart_axis(xb, random_rotations(len(b), self.rotate_deg, self.rng), self.back)
             yield torch.from_numpy(xb), torch.from_numpy(sample_masks(len(b), self.rng, self.probs))
 
     def __len__(self) -> int:
@@ -316,8 +322,10 @@ def train_single(ctx: TaskContext) -> Path:
         model.load_state_dict(torch.load(Path(init_from) / "checkpoint.pt", map_location="cpu", weights_only=True))
     probs = {"II_only": 1.0}
     aug = tcfg.get("augment") or {}
+    rotate_deg = float(aug.get("rotate_deg", 0.0))
     train_loader = _MaskedCrops(tr.x, int(tcfg.get("batch_size", 32)), int(tcfg.get("crop", 500)), probs, seed,
-                                stretch=float(aug.get("stretch", 0.0)), scale=float(aug.get("scale", 0.0)))
+                                stretch=float(aug.get("stretch", 0.0)), scale=float(aug.get("scale", 0.0)),
+                                rotate_deg=rotate_deg, back=fit_back_projection(tr.x) if rotate_deg else None)
     val_loader = _MaskedCrops(va.x, 64, va.x.shape[1], probs, seed + 1, shuffle=False)
     w = float(tcfg.get("corr_weight", 1.0))
 
