@@ -82,3 +82,23 @@ def get_spec(name: str) -> ModelSpec:
     if not isinstance(spec, ModelSpec):
         raise ConfigError(f"{_TASKS_PACKAGE}.{name} defines no ModelSpec named SPEC")
     return spec
+
+
+def committed_cards(ctx: TaskContext, artifacts: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Raw model cards of the committed artifacts that exist: ``{key: card}`` for ``{key: artifact name}``."""
+    from models.runtime.base import load_card
+
+    out: dict[str, dict[str, Any]] = {}
+    for key, name in artifacts.items():
+        path = ctx.artifacts_dir / f"{name}.card.json"
+        if path.is_file():
+            out[key] = load_card(path).raw
+    return out
+
+
+def run_plots(run_dir: Callable[[], Path], pattern: str = "*/*.png") -> list[str]:
+    """The PNG plots of the run ``run_dir()`` names (none when there is no run yet)."""
+    try:
+        return sorted(str(p) for p in run_dir().glob(pattern))
+    except ConfigError:
+        return []

@@ -475,27 +475,20 @@ def evaluate(ctx: TaskContext) -> dict[str, Any]:
 
 def report(ctx: TaskContext) -> dict[str, Any]:
     """The committed cards' figures and the latest run's plots."""
-    from models.runtime.base import load_card
+    from training.registry import committed_cards, run_plots
 
     out: dict[str, Any] = {}
-    for protocol in PROTOCOLS:
-        p = ctx.artifacts_dir / f"{ARTIFACTS[protocol]}.card.json"
-        if p.is_file():
-            c = load_card(p).raw
-            out[protocol] = {
-                "artifact": c["onnx_file"],
-                "sha256": c["onnx_sha256"],
-                "parameters": c.get("parameters"),
-                "threshold": c.get("threshold"),
-                "test": {k: c["metrics"]["test"][k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity", "f1", "recall_by_class")},
-                "parity_max_abs_diff": c["parity"]["max_abs_diff"],
-                "run_dir": c.get("run_dir"),
-            }
-    try:
-        run_dir = _run_dir(ctx)
-        out["plots"] = sorted(str(p) for p in run_dir.glob("*/*.png"))
-    except ConfigError:
-        out["plots"] = []
+    for protocol, c in committed_cards(ctx, {p: ARTIFACTS[p] for p in PROTOCOLS}).items():
+        out[protocol] = {
+            "artifact": c["onnx_file"],
+            "sha256": c["onnx_sha256"],
+            "parameters": c.get("parameters"),
+            "threshold": c.get("threshold"),
+            "test": {k: c["metrics"]["test"][k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity", "f1", "recall_by_class")},
+            "parity_max_abs_diff": c["parity"]["max_abs_diff"],
+            "run_dir": c.get("run_dir"),
+        }
+    out["plots"] = run_plots(lambda: _run_dir(ctx))
     out["seed"] = SEED_FIGURES
     return out
 

@@ -468,19 +468,16 @@ def evaluate(ctx: TaskContext) -> dict[str, Any]:
 
 def report(ctx: TaskContext) -> dict[str, Any]:
     """The committed cards' figures and the latest run's plots."""
-    from models.runtime.base import load_card
+    from training.registry import committed_cards, run_plots
 
     out: dict[str, Any] = {}
-    for protocol in PROTOCOLS:
-        f = ctx.artifacts_dir / f"{ARTIFACTS[protocol]}.card.json"
-        if f.is_file():
-            c = load_card(f).raw
-            t = c["metrics"]["test"]
-            out[protocol] = {"artifact": c["onnx_file"], "sha256": c["onnx_sha256"], "parameters": c.get("parameters"), "rmse": {k: v["rmse"] for k, v in t.items() if isinstance(v, dict) and "rmse" in v}, "pearson_r": {k: v.get("pearson_r") for k, v in t.items() if isinstance(v, dict) and "rmse" in v}, "rmse_ratio_to_linear": t.get("rmse_ratio_to_linear")}
-    try:
-        out["plots"] = sorted(str(p) for p in _run_dir(ctx).glob("*/*.png"))
-    except ConfigError:
-        out["plots"] = []
+    for protocol, c in committed_cards(ctx, {p: ARTIFACTS[p] for p in PROTOCOLS}).items():
+        t = c["metrics"]["test"]
+        methods = {k: v for k, v in t.items() if isinstance(v, dict) and "rmse" in v}
+        out[protocol] = {"artifact": c["onnx_file"], "sha256": c["onnx_sha256"], "parameters": c.get("parameters"),
+                         "rmse": {k: v["rmse"] for k, v in methods.items()}, "pearson_r": {k: v.get("pearson_r") for k, v in methods.items()},
+                         "rmse_ratio_to_linear": t.get("rmse_ratio_to_linear")}
+    out["plots"] = run_plots(lambda: _run_dir(ctx))
     return out
 
 
