@@ -91,7 +91,9 @@ def test_lstm_ae_train_export_evaluate(data_dir, tmp_path):
             "seed_protocol.max_train_segments=128",
             "seed_protocol.max_val_segments=64",
             "seed_protocol.max_test_segments=64",
-            "seed_protocol.train.epochs=1",
+            "seed_protocol.train.epochs=2",
+            "seed_protocol.train.select_on=val_fixed_mask_rmse",
+            "seed_protocol.train_eval_mask_fraction=0.5",
             "stream_protocol.segments_per_record=40",
             "stream_protocol.max_train_segments=64",
             "stream_protocol.max_val_segments=32",
@@ -112,6 +114,12 @@ def test_lstm_ae_train_export_evaluate(data_dir, tmp_path):
     spec = get_spec("lstm_ae")
     run_dir = spec.train(ctx)
     assert (run_dir / "stream" / "recovery_examples.png").is_file()
+    # select_on: the seed checkpoint follows the validation RMSE on the evaluation mask, which is reported
+    hist = json.loads((run_dir / "seed" / "history.json").read_text())
+    assert len(hist["history"]["val_metric"]) == 2 and hist["best_val_metric"] == max(hist["history"]["val_metric"])
+    val = json.loads((run_dir / "seed" / "metrics.json").read_text())["validation_evaluation_mask"]
+    assert -hist["best_val_metric"] == pytest.approx(val["model"], rel=1e-5)
+    assert val["rmse_ratio_to_linear"] == pytest.approx(val["model"] / val["linear"])
     spec.export(ctx)
     for name in ("lstm_ae", "lstm_ae_seed", "lstm_ae_seed_pooled"):
         card = json.loads((ctx.artifacts_dir / f"{name}.card.json").read_text())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -230,14 +231,17 @@ def build_model(cfg: dict[str, Any], protocol: str) -> Any:
 
 
 def _torch_recover(model: Any, x: np.ndarray, mask: np.ndarray, method: str, eps: float) -> np.ndarray:
-    import torch
-
     from models.runtime.lstm_ae import normalise_observed
     from training.trainer import predict_batches
 
     z, mean, scale = normalise_observed(x, mask, method, eps)
-    y = predict_batches(model.eval(), (z, mask), batch=512, device=torch.device("cpu"))[0]
+    y = predict_batches(model.eval(), (z, mask), batch=512)[0]  # on the model's device
     return np.where(mask > 0, y * scale + mean, x).astype(np.float32)
+
+
+def _negative_masked_rmse(model: Any, x: np.ndarray, mask: np.ndarray, method: str, eps: float) -> float:
+    """Minus the masked-sample RMSE of ``model`` on ``x`` (a ``select_fn`` for :func:`training.trainer.fit`)."""
+    return -float(gap_metrics(x, _torch_recover(model, x, mask, method, eps), mask)["rmse"])
 
 
 def prepare(ctx: TaskContext) -> dict[str, Any]:
@@ -317,8 +321,19 @@ def train(ctx: TaskContext) -> Path:
             if not src.is_file():
                 raise ConfigError(f"init_from: {src} does not exist")
             model.load_state_dict(torch.load(src, map_location="cpu", weights_only=True))
-        res = fit(model, tr_b, va_b, _masked_loss, FitConfig.from_dict(p["train"]), sub, device, ctx.progress, desc=f"lstm_ae[{protocol}]")
+        select_fn = None
+        if p["train"].get("select_on") == "val_fixed_mask_rmse":  # checkpoint = best RMSE on the evaluation mask (validation)
+            select_fn = partial(_negative_masked_rmse, x=x_va, mask=eval_masks(cfg, protocol, x_va.shape[0]), method=method, eps=eps)
+        res = fit(model, tr_b, va_b, _masked_loss, FitConfig.from_dict(p["train"]), sub, device, ctx.progress, desc=f"lstm_ae[{protocol}]", select_fn=select_fn)
         model.cpu().eval()
+        val_fixed: dict[str, Any] = {}
+        if protocol in SEED_MASKED:  # the evaluation mask on the validation segments (what select_on reads)
+            vm = eval_masks(cfg, protocol, x_va.shape[0])
+            vfig = {"model": gap_metrics(x_va, _torch_recover(model, x_va, vm, method, eps), vm)["rmse"],
+                    "linear": gap_metrics(x_va, linear_fill(np.where(vm > 0, 0.0, x_va).astype(np.float32), vm), vm)["rmse"]}
+            val_fixed = {**vfig, "rmse_ratio_to_linear": vfig["model"] / vfig["linear"], "segments": int(x_va.shape[0])}
+            if ctx.progress:
+                print(f"lstm_ae[{protocol}] validation, evaluation mask: {json.dumps(val_fixed)}")
         test = data["test"]
         masks = eval_masks(cfg, protocol, test.shape[0])
         figs, recs = baseline_figures(test, masks, int(cfg["spline_knots_each_side"]))
@@ -348,6 +363,7 @@ def train(ctx: TaskContext) -> Path:
             "parameters": count_parameters(model),
             "fit": {k: v for k, v in res.to_dict().items() if k != "history"} | ({"init_from": str(cfg["init_from"])} if cfg.get("init_from") else {}),
             "seed_lstm_ae": seed_info,
+            "validation_evaluation_mask": val_fixed,
             "test": figs,
         }
         write_json(sub / "metrics.json", metrics)
