@@ -109,6 +109,7 @@ class FitConfig:
     max_minutes: float = 0.0  # 0 = no wall-clock budget
     grad_clip: float = 0.0
     lr_plateau_factor: float = 0.5  # ReduceLROnPlateau factor; 1 disables
+    ema_decay: float = 0.0  # > 0: validate and checkpoint an exponential moving average of the weights
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitConfig:
@@ -180,7 +181,8 @@ def fit(
     """Train ``model`` with Adam on ``loss_fn(model, batch)``, early stopping on validation loss.
 
     With ``select_fn`` (model -> a validation metric, higher is better, e.g. a validation AUROC), the
-    checkpoint and early stopping follow that metric instead of the validation loss.
+    checkpoint and early stopping follow that metric instead of the validation loss. With
+    ``cfg.ema_decay > 0`` an exponential moving average of the weights is validated and checkpointed.
     Writes ``checkpoint.pt`` (best weights), ``history.json`` and ``loss_curve.png`` into ``run_dir``
     and loads the best weights back into ``model`` before returning.
     """
@@ -193,6 +195,11 @@ def fit(
     if cfg.lr_plateau_factor < 1.0:
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_plateau_factor, patience=max(1, cfg.patience // 2))
     result = FitResult(history={"train_loss": [], "val_loss": [], "lr": []})
+    ema = None
+    if cfg.ema_decay > 0:  # weights averaged over steps (BatchNorm statistics too) are what is validated and saved
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     ckpt = Path(run_dir) / "checkpoint.pt"
     t0 = time.monotonic()
     bad_epochs = 0
@@ -210,6 +217,8 @@ def fit(
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             n = batch_size(batch)
             total += float(loss.detach()) * n
             count += n
@@ -217,13 +226,14 @@ def fit(
             if cfg.max_minutes > 0 and time.monotonic() - t0 > cfg.max_minutes * 60:
                 break  # budget spent mid-epoch: validate what was learnt so far, then stop below
         train_loss = total / max(count, 1)
-        val_loss = _mean_loss(model, val_loader, loss_fn, device)
+        judged = model if ema is None else ema.module
+        val_loss = _mean_loss(judged, val_loader, loss_fn, device)
         result.history["train_loss"].append(train_loss)
         result.history["val_loss"].append(val_loss)
         result.history["lr"].append(opt.param_groups[0]["lr"])
         result.epochs_run = epoch + 1
         if select_fn is not None:
-            metric = float(select_fn(model))
+            metric = float(select_fn(judged))
             result.history.setdefault("val_metric", []).append(metric)
             improved = result.best_val_metric is None or metric > result.best_val_metric + cfg.min_delta
             if improved:
@@ -233,7 +243,7 @@ def fit(
         if improved:
             result.best_val_loss = val_loss
             result.best_epoch = epoch + 1
-            torch.save(model.state_dict(), ckpt)
+            torch.save(judged.state_dict(), ckpt)
             bad_epochs = 0
         else:
             bad_epochs += 1

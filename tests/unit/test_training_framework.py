@@ -121,3 +121,37 @@ def test_threshold_can_target_a_published_operating_point():
     assert all(rep[k] > v for k, v in targets.items())
     # unreachable targets fall back to the F1 rule
     assert choose_threshold(y, s, "targets", {"sensitivity": 0.99, "specificity": 0.99}) == choose_threshold(y, s, "f1")
+
+
+def test_fit_with_ema_validates_and_keeps_the_averaged_weights(tmp_path):
+    import torch
+
+    from training.trainer import FitConfig, fit, seed_everything
+
+    seed_everything(0)
+    x = torch.randn(64, 4)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
+    data = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]
+    start = torch.nn.Linear(4, 1)
+    seen = []
+
+    def loss_fn(m, batch):
+        return ((m(batch[0]).squeeze(-1) - batch[1]) ** 2).mean()
+
+    def select_fn(m):
+        seen.append(m.weight.detach().clone())
+        return -float(loss_fn(m, (x, y)))
+
+    runs = {}
+    for decay in (0.0, 0.9):
+        model = torch.nn.Linear(4, 1)
+        model.load_state_dict(start.state_dict())
+        cfg = FitConfig.from_dict({"epochs": 3, "lr": 0.05, "patience": 10, "lr_plateau_factor": 1.0, "ema_decay": decay})
+        seen.clear()
+        (tmp_path / str(decay)).mkdir()
+        res = fit(model, data, data, loss_fn, cfg, tmp_path / str(decay), torch.device("cpu"), progress=False, select_fn=select_fn)
+        runs[decay] = (model.weight.detach().clone(), [w.clone() for w in seen], res)
+    raw, ema = runs[0.0], runs[0.9]
+    assert not torch.allclose(raw[1][-1], ema[1][-1])  # the averaged weights lag the raw ones
+    # what fit returns is the validated (averaged) weights of the best epoch
+    assert torch.equal(ema[0], ema[1][ema[2].best_epoch - 1])
