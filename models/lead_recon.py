@@ -130,16 +130,23 @@ class LeadReconII(nn.Module):
     Same interface as :class:`LeadRecon` (``ecg`` [B, T, 12], ``mask`` [B, 12]) but only lead II is
     read (times its mask bit). Lead II at 50 Hz through a stride-2 stem and dilated residual blocks
     (receptive field up to the whole 10 s), a record-level context vector (time average, projected
-    and tiled along time), and one light conv decoder per learned lead for I and V1-V6. III, aVR,
+    and tiled along time; with ``film`` it also scales and shifts the local features, FiLM-style, so the
+    record sets how each lead is read out of lead II), and one light conv decoder per learned lead for I
+    and V1-V6. III, aVR,
     aVL and aVF are computed in the graph from the predicted I and the recorded II
     (Einthoven/Goldberger), so the six limb leads are always consistent. No contrastive branch.
     """
 
     use_contrastive = False
 
-    def __init__(self, stem: int = 32, width: int = 64, head: int = 16, global_dim: int = 32, dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32)) -> None:
+    def __init__(self, stem: int = 32, width: int = 64, head: int = 16, global_dim: int = 32, dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
+                 film: bool = False) -> None:
         super().__init__()
         self.norm = LeadNorm()
+        self.film: nn.Module | None = nn.Linear(global_dim, 2 * (stem + width)) if film else None
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)  # starts as the identity modulation
+            nn.init.zeros_(self.film.bias)
         n_out = len(SINGLE_LEARNED)
         self.stem = nn.Sequential(nn.Conv1d(1, stem, 8, stride=2, padding=3), nn.BatchNorm1d(stem), nn.GELU())
         self.down = nn.Sequential(nn.Conv1d(stem, width, 3, padding=1), nn.BatchNorm1d(width), nn.GELU())
@@ -153,8 +160,13 @@ class LeadReconII(nn.Module):
         z = ((ii - self.norm.center[SOURCE_II]) / self.norm.scale[SOURCE_II])[:, None, :]
         s = self.stem(z)
         h = self.blocks(self.down(s))
-        g = self.glob(h.mean(dim=-1))[:, :, None].expand(-1, -1, h.shape[-1])
-        out = self.heads(self.proj(torch.cat([s, h, g], dim=1))).transpose(1, 2)  # normalised [B, T, 7]
+        gv = self.glob(h.mean(dim=-1))  # [B, global_dim] record context
+        local = torch.cat([s, h], dim=1)
+        if self.film is not None:
+            gamma, beta = self.film(gv)[:, :, None].chunk(2, dim=1)
+            local = local * (1.0 + gamma) + beta
+        g = gv[:, :, None].expand(-1, -1, h.shape[-1])
+        out = self.heads(self.proj(torch.cat([local, g], dim=1))).transpose(1, 2)  # normalised [B, T, 7]
         idx = list(SINGLE_LEARNED)
         mv = out * self.norm.scale[idx] + self.norm.center[idx]
         lead_i = mv[:, :, 0]

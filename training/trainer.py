@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from stream.errors import ConfigError
+
+if TYPE_CHECKING:
+    from training.registry import TaskContext
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
@@ -66,6 +69,18 @@ def new_run_dir(runs_dir: Path, model: str, tag: str = "") -> Path:
     path = Path(runs_dir) / model / (f"{stamp}-{tag}" if tag else stamp)
     path.mkdir(parents=True, exist_ok=False)
     return path
+
+
+def start_run(ctx: TaskContext, model: str, tag: str = "", seed: int | None = None) -> Path:
+    """The common start of a ``train`` command: cap threads, seed (when given), create the run directory
+    (``ctx.run_dir`` or a new one) and write the run's ``config.json`` (with the command line)."""
+    limit_threads()
+    if seed is not None:
+        seed_everything(seed)
+    run_dir = ctx.run_dir or new_run_dir(ctx.runs_dir, model, tag)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", {**ctx.config, "command": ctx.command})
+    return run_dir
 
 
 def latest_run_dir(runs_dir: Path, model: str, tag: str = "") -> Path:

@@ -57,7 +57,7 @@ def test_train_export_evaluate_tiny(data_dir, tmp_path):
     assert res["II_only"]["artifact"] == "lead_recon.onnx"  # no dedicated model yet: the general one serves II
     single = _ctx(data_dir, tmp_path, ["variant=single", "data.limit=6", "single.train.epochs=1", "single.model.width=8",
                                        "single.model.stem=8", "single.model.head=2", "single.model.dilations=[1,2]",
-                                       "single.train.augment.rotate_deg=20"])
+                                       "single.train.augment.rotate_deg=20", "single.model.film=true", "single.train.ema_decay=0.9"])
     spec.train(single)
     assert spec.export(single).name == "lead_recon_ii.onnx"
     res = spec.evaluate(ctx)

@@ -82,15 +82,24 @@ def test_prepared_beats_are_cached_and_labelled(data_dir, tmp_path):
     assert h1 != h2
 
 
-def test_fit_can_select_the_checkpoint_by_a_validation_metric(tmp_path):
+def _linear_problem():
+    """A seeded least-squares problem: inputs, targets and 4 batches of 16."""
     import torch
 
-    from training.trainer import FitConfig, fit, seed_everything
+    from training.trainer import seed_everything
 
     seed_everything(0)
     x = torch.randn(64, 4)
     y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
-    data = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]
+    return x, y, [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]
+
+
+def test_fit_can_select_the_checkpoint_by_a_validation_metric(tmp_path):
+    import torch
+
+    from training.trainer import FitConfig, fit
+
+    _, _, data = _linear_problem()
     model = torch.nn.Linear(4, 1)
     metrics = iter([0.1, 0.9, 0.3, 0.2, 0.5])  # best at epoch 2, whatever the loss does
 
@@ -126,12 +135,9 @@ def test_threshold_can_target_a_published_operating_point():
 def test_fit_with_ema_validates_and_keeps_the_averaged_weights(tmp_path):
     import torch
 
-    from training.trainer import FitConfig, fit, seed_everything
+    from training.trainer import FitConfig, fit
 
-    seed_everything(0)
-    x = torch.randn(64, 4)
-    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
-    data = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]
+    x, y, data = _linear_problem()
     start = torch.nn.Linear(4, 1)
     seen = []
 

@@ -179,20 +179,11 @@ def make_train(name: str) -> Any:
         import torch
         from torch.utils.data import DataLoader
 
-        from training.trainer import (
-            FitConfig,
-            fit,
-            limit_threads,
-            new_run_dir,
-            seed_everything,
-            select_device,
-            write_json,
-        )
+        from training.trainer import FitConfig, fit, select_device, start_run, write_json
 
         cfg = ctx.config
         tcfg = cfg.get("train", {})
-        seed_everything(int(tcfg.get("seed", 0)))
-        limit_threads()
+        run_dir = start_run(ctx, name, seed=int(tcfg.get("seed", 0)))
         device = select_device(ctx.device)
         data = _data(ctx)
         tr = data.folds(TRAIN_FOLDS)
@@ -201,9 +192,6 @@ def make_train(name: str) -> Any:
         va = va_all.subset(va_all.normal)
         if len(tr) == 0 or len(va) == 0:
             raise ConfigError("no NORM records in the training or validation folds")
-        run_dir = ctx.run_dir or new_run_dir(ctx.runs_dir, name)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", cfg)
         model = build_model(name, cfg.get("model", {}))
         center, scale = lead_stats(tr.x)
         model.norm.set_stats(torch.from_numpy(center), torch.from_numpy(scale))

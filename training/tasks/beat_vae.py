@@ -58,26 +58,14 @@ def train(ctx: TaskContext) -> Path:
     import torch
     from torch.utils.data import DataLoader
 
-    from training.trainer import (
-        FitConfig,
-        fit,
-        limit_threads,
-        new_run_dir,
-        seed_everything,
-        select_device,
-        write_json,
-    )
+    from training.trainer import FitConfig, fit, select_device, start_run, write_json
 
     cfg = ctx.config
     tcfg = cfg["train"]
-    seed_everything(int(tcfg.get("seed", 0)))
-    limit_threads()
+    run_dir = start_run(ctx, NAME, seed=int(tcfg.get("seed", 0)))
     sp = _split(ctx)
     xtr, _, _ = _beats(ctx, sp["train"])
     xva, _, _ = _beats(ctx, sp["validation"])
-    run_dir = ctx.run_dir or new_run_dir(ctx.runs_dir, NAME)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", cfg)
     write_json(run_dir / "split.json", sp)
     model = build_model(cfg["model"])
     beta = float(tcfg.get("beta", 1e-3))

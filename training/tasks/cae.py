@@ -248,19 +248,16 @@ def train(ctx: TaskContext) -> Path:
         FitConfig,
         count_parameters,
         fit,
-        limit_threads,
-        new_run_dir,
         predict_batches,
         seed_everything,
         select_device,
+        start_run,
         write_json,
     )
 
     cfg = ctx.config
-    limit_threads()
+    run_dir = start_run(ctx, "cae")
     device = select_device(ctx.device)
-    run_dir = new_run_dir(ctx.runs_dir, "cae")
-    write_json(run_dir / "config.json", {**cfg, "command": ctx.command})
     tcfg = cfg["train"]
     summary: dict[str, Any] = {}
     for protocol in _protocols(cfg):

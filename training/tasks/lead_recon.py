@@ -105,6 +105,7 @@ def build_single_model(mcfg: dict[str, Any]) -> Any:
         head=int(mcfg.get("head", 16)),
         global_dim=int(mcfg.get("global_dim", 32)),
         dilations=tuple(mcfg.get("dilations", (1, 2, 4, 8, 16, 32))),
+        film=bool(mcfg.get("film", False)),
     )
 
 
@@ -223,30 +224,18 @@ def train(ctx: TaskContext) -> Path:
     import torch
 
     from training.tasks._ptbxl_anomaly import lead_stats
-    from training.trainer import (
-        FitConfig,
-        fit,
-        limit_threads,
-        new_run_dir,
-        seed_everything,
-        select_device,
-        write_json,
-    )
+    from training.trainer import FitConfig, fit, select_device, start_run, write_json
 
     cfg = ctx.config
     if is_single(cfg):
         return train_single(ctx)
     tcfg = cfg["train"]
     seed = int(tcfg.get("seed", 0))
-    seed_everything(seed)
-    limit_threads()
+    tag = "" if cfg["model"].get("use_contrastive", True) else "nocontrastive"
+    run_dir = start_run(ctx, NAME, tag, seed=seed)
     rng = np.random.default_rng(seed)
     data = _data(ctx)
     tr, va = data.folds(TRAIN_FOLDS), data.folds(VAL_FOLDS)
-    tag = "" if cfg["model"].get("use_contrastive", True) else "nocontrastive"
-    run_dir = ctx.run_dir or new_run_dir(ctx.runs_dir, NAME, tag)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", cfg)
     model = build_model(cfg["model"])
     center, scale = lead_stats(tr.x)
     model.norm.set_stats(torch.from_numpy(center), torch.from_numpy(scale))
@@ -293,27 +282,15 @@ def train_single(ctx: TaskContext) -> Path:
     import torch
 
     from training.tasks._ptbxl_anomaly import lead_stats
-    from training.trainer import (
-        FitConfig,
-        fit,
-        limit_threads,
-        new_run_dir,
-        seed_everything,
-        select_device,
-        write_json,
-    )
+    from training.trainer import FitConfig, fit, select_device, start_run, write_json
 
     cfg = ctx.config
     scfg = cfg["single"]
     tcfg = scfg["train"]
     seed = int(tcfg.get("seed", 0))
-    seed_everything(seed)
-    limit_threads()
+    run_dir = start_run(ctx, NAME, "ii", seed=seed)
     data = _data(ctx)
     tr, va = data.folds(TRAIN_FOLDS), data.folds(VAL_FOLDS)
-    run_dir = ctx.run_dir or new_run_dir(ctx.runs_dir, NAME, "ii")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", cfg)
     model = build_single_model(scfg["model"])
     center, scale = lead_stats(tr.x)
     model.norm.set_stats(torch.from_numpy(center), torch.from_numpy(scale))

@@ -283,18 +283,15 @@ def train(ctx: TaskContext) -> Path:
         FitConfig,
         count_parameters,
         fit,
-        limit_threads,
-        new_run_dir,
         seed_everything,
         select_device,
+        start_run,
         write_json,
     )
 
     cfg = ctx.config
-    limit_threads()
+    run_dir = start_run(ctx, "lstm_ae")
     device = select_device(ctx.device)
-    run_dir = new_run_dir(ctx.runs_dir, "lstm_ae")
-    write_json(run_dir / "config.json", {**cfg, "command": ctx.command})
     summary: dict[str, Any] = {}
     eps = float(cfg["eps"])
     for protocol in _protocols(cfg):
