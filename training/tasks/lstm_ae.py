@@ -439,6 +439,10 @@ def export(ctx: TaskContext) -> Path:
             "evaluation_masks": "samples [100, 137) zeroed (the seed's)" if protocol in SEED_MASKED else f"one gap of {p['min_gap_s']}-{p['max_gap_s']} s per segment at a random position (seed {cfg['eval_masks_seed']})",
             "threshold": None,
             "fit": metrics["fit"],
+            "checkpoint_selection": "the epoch with the lowest validation RMSE on the evaluation mask"
+            if p["train"].get("select_on") == "val_fixed_mask_rmse"
+            else "the epoch with the lowest validation loss (random masks)",
+            "validation_evaluation_mask": metrics.get("validation_evaluation_mask") or None,
             "architecture": p["model"],
             "command": ctx.command or "python -m training export lstm_ae",
             "run_dir": str(run_dir),
