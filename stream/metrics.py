@@ -84,6 +84,10 @@ class PipelineMetrics:
                                        ["model"], registry=r)
         self.windows_skipped = Counter("ecg_model_windows_skipped_total", "Windows not scored, by reason.",
                                        ["reason"], registry=r)
+        self.windows_recovered = Counter(
+            "ecg_model_windows_recovered_total",
+            "Windows with missing samples filled (lstm_ae) or missing leads rebuilt (lead_recon) before scoring.",
+            ["model"], registry=r)
         # touch the label sets users expect so they are exported at 0 before the first event
         self.latency.labels("processed")
         self.frame_age.labels("processed")

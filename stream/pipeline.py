@@ -248,6 +248,8 @@ class FramePipeline:
             m.stage_duration.labels(f"model_{model}").observe(seconds)
         for _, reason in res.skipped:
             m.windows_skipped.labels("dropout" if reason == "dropout" else "model_error").inc()
+        for model, n in res.recovered.items():
+            m.windows_recovered.labels(model).inc(n)
         by_stream: dict[str, list[ScoreOut]] = {}
         for sc in res.scores:
             m.model_scores.labels(sc.model).inc()

@@ -359,6 +359,8 @@ class ScoreOut(BaseModel):
     threshold: float | None = None
     anomalous: bool
     embedding: list[float] | None = None
+    recovered_by: str | None = None  # "lstm_ae" / "lead_recon": the model that filled missing input first
+    recovered_fraction: float = 0.0  # share of samples (beat window) or leads (12-lead window) it filled
 
 
 class ScoresMessage(_Message):

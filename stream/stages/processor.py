@@ -65,6 +65,10 @@ class StageConfig:
     hr_beats: int = 8  # heart rate = 60 / median of the last hr_beats RR intervals
     rr_history: int = 256  # RR intervals kept per stream for the beats' rhythm context
     post_rr_wait_s: float = 2.0  # a beat window waits this long for the next beat (its post-RR)
+    # windows with missing samples are still cut, NaN kept, for the scoring stage to recover (LSTM-AE gap
+    # filling, lead reconstruction) or to count as a dropout: beat_720 at its native 360 Hz, and leads_10s
+    # with at least one complete lead (a lead with any missing sample is all NaN in the window)
+    emit_damaged_windows: bool = True
 
 
 @dataclass
@@ -283,9 +287,12 @@ class StreamProcessor:
                 a, b = p - self._half720, p + self._half720
                 if self._buf.available(a, b):
                     seg = self._buf.get(a, b)[:, self.qrs_lead]
-                    if not np.isnan(seg).any():
+                    missing = np.isnan(seg)
+                    if not missing.any():
                         data = seg if self.fs == CAE_FS else _fit(resample(seg, self.fs, CAE_FS), CAE_WINDOW)
                         out.append(ModelWindow(self.stream_id, "beat_720", lead, self.time_of(a), CAE_FS, np.array(data, dtype=np.float32), rr))
+                    elif cfg.emit_damaged_windows and self.fs == CAE_FS and not missing.all():
+                        out.append(ModelWindow(self.stream_id, "beat_720", lead, self.time_of(a), CAE_FS, np.array(seg, dtype=np.float32), rr))
             if cfg.emit_beat_400:
                 a, b = p - self._cyc_before, p + self._cyc_after
                 if self._buf.available(a, b):
@@ -300,8 +307,13 @@ class StreamProcessor:
                 self._next10 += self._win10
                 if self._buf.available(a, b):
                     seg = self._buf.get(a, b)[:, self._twelve_idx]
-                    if not np.isnan(seg).any():
+                    bad = np.isnan(seg).any(axis=0)
+                    if not bad.any():
                         data = _fit(resample(seg, self.fs, TWELVE_LEAD_FS, axis=0), TWELVE_LEAD_WINDOW)
+                        out.append(ModelWindow(self.stream_id, "leads_10s", None, self.time_of(a), TWELVE_LEAD_FS, data))
+                    elif cfg.emit_damaged_windows and not bad.all():
+                        data = _fit(resample(np.where(np.isnan(seg), 0.0, seg), self.fs, TWELVE_LEAD_FS, axis=0), TWELVE_LEAD_WINDOW)
+                        data[:, bad] = np.nan
                         out.append(ModelWindow(self.stream_id, "leads_10s", None, self.time_of(a), TWELVE_LEAD_FS, data))
         return out
 

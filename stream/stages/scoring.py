@@ -5,16 +5,23 @@
 - ``beat_400`` cycles -> ``beat_vae`` morphology score (reconstruction error) and 25-dim embedding;
 - ``leads_10s`` windows (10 s, 12 leads at 100 Hz) -> ``cae12`` anomaly score.
 
-All windows of one call are batched per model (one ONNX Runtime call each). A window holding NaN
-(a dropout) is not scored: it is returned in ``skipped`` with its reason, so nothing is lost silently.
-No torch here; models come from ``Settings.models_dir`` (the committed artifacts by default).
+Recovery before scoring (``recover=True``, the default when the artifacts are there): a ``beat_720`` window
+with missing (NaN) samples, at most the gap filler's card limit (40 %), is filled by the LSTM-AE
+(``lstm_ae.onnx``, the stream protocol: 2 s at 360 Hz); a ``leads_10s`` window whose missing samples sit in
+some leads, with at least one lead complete, gets those leads rebuilt from the complete ones by
+``lead_recon`` (limb leads computed exactly where two limb leads are present). Each score says which
+model recovered its input and what fraction (``recovered_by``, ``recovered_fraction``).
+
+All windows of one call are batched per model (one ONNX Runtime call each). A window that holds NaN and
+cannot be recovered (a dropout) is not scored: it is returned in ``skipped`` with its reason, so nothing is
+lost silently. No torch here; models come from ``Settings.models_dir`` (the committed artifacts by default).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +32,8 @@ from stream.stages.events import ModelWindow
 
 #: Window kind -> the model that scores it.
 MODEL_FOR_WINDOW: dict[str, str] = {"beat_720": "cae", "beat_400": "beat_vae", "leads_10s": "cae12"}
+#: Window kind -> the model that can recover its missing samples before scoring.
+RECOVERY_FOR_WINDOW: dict[str, str] = {"beat_720": "lstm_ae", "leads_10s": "lead_recon"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,8 @@ class ModelScore:
     threshold: float | None
     anomalous: bool
     embedding: tuple[float, ...] | None = None
+    recovered_by: str | None = None  # the model that filled missing input before scoring
+    recovered_fraction: float = 0.0  # share of the window's samples (beat) or leads (12-lead) it filled
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,22 +63,37 @@ class ModelScore:
             "threshold": None if self.threshold is None else float(self.threshold),
             "anomalous": bool(self.anomalous),
             "embedding": None if self.embedding is None else [round(float(v), 5) for v in self.embedding],
+            "recovered_by": self.recovered_by,
+            "recovered_fraction": round(float(self.recovered_fraction), 5),
         }
 
 
 @dataclass
 class ScoringResult:
-    """Scores, windows not scored with their reason, and seconds spent per model."""
+    """Scores, windows not scored with their reason, windows recovered per recovery model, and seconds
+    spent per model."""
 
     scores: list[ModelScore] = field(default_factory=list)
     skipped: list[tuple[ModelWindow, str]] = field(default_factory=list)
+    recovered: dict[str, int] = field(default_factory=dict)
     model_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Recovered:
+    """A window whose missing samples a model filled: the filled data, which model, what fraction."""
+
+    window: ModelWindow
+    data: np.ndarray
+    by: str
+    fraction: float
 
 
 class WindowScorer:
     """Scores :class:`ModelWindow` batches with the ONNX models named in ``models``."""
 
-    def __init__(self, models: Sequence[str] = ("cae", "beat_vae", "cae12"), models_dir: str | Path | None = None) -> None:
+    def __init__(self, models: Sequence[str] = ("cae", "beat_vae", "cae12"), models_dir: str | Path | None = None,
+                 recover: bool = True) -> None:
         # imported here so that a stream without models never loads onnxruntime
         from models.runtime.beat_vae import BeatVaeModel
         from models.runtime.beat_vae import normalise as beat_normalise
@@ -83,6 +109,16 @@ class WindowScorer:
         self._vae_threshold = self._vae.card.threshold if self._vae is not None else None
         self._beat_normalise = beat_normalise
         self._cae12 = Cae12Model.load("cae12", models_dir) if "cae12" in models else None
+        self._filler: Any = None
+        self._lead_recon: Any = None
+        if recover and self._cae is not None:
+            from models.runtime.lstm_ae import GapFiller
+
+            self._filler = GapFiller.load("lstm_ae", models_dir)
+        if recover and self._cae12 is not None:
+            from models.runtime.lead_recon import LeadReconModel
+
+            self._lead_recon = LeadReconModel.load("lead_recon", models_dir)
 
     @property
     def window_kinds(self) -> frozenset[str]:
@@ -90,28 +126,72 @@ class WindowScorer:
         return frozenset(k for k, m in MODEL_FOR_WINDOW.items() if m in self.models)
 
     def score(self, windows: Iterable[ModelWindow]) -> ScoringResult:
-        """Score every window whose model is loaded; NaN windows go to ``skipped`` (reason ``dropout``)."""
+        """Score every window whose model is loaded; NaN windows are recovered when they can be, the others
+        go to ``skipped`` (reason ``dropout``)."""
         res = ScoringResult()
-        groups: dict[str, list[ModelWindow]] = {}
+        groups: dict[str, list[_Recovered]] = {}
+        damaged: dict[str, list[ModelWindow]] = {}
         for w in windows:
             if MODEL_FOR_WINDOW.get(w.kind) not in self.models:
                 continue
-            if not np.isfinite(w.data).all():
-                res.skipped.append((w, "dropout"))
-                continue
-            groups.setdefault(w.kind, []).append(w)
-        for kind, group in groups.items():
+            if np.isfinite(w.data).all():
+                groups.setdefault(w.kind, []).append(_Recovered(w, w.data, "", 0.0))
+            else:
+                damaged.setdefault(w.kind, []).append(w)
+        for kind, group in damaged.items():
+            t0 = time.perf_counter()
+            ok, lost = self._recover(kind, group)
+            res.skipped += lost
+            if ok:
+                groups.setdefault(kind, []).extend(ok)
+                by = RECOVERY_FOR_WINDOW[kind]
+                res.recovered[by] = res.recovered.get(by, 0) + len(ok)
+                res.model_seconds[by] = res.model_seconds.get(by, 0.0) + time.perf_counter() - t0
+        for kind, items in groups.items():
             t0 = time.perf_counter()
             try:
-                res.scores += self._score_group(kind, group)
+                res.scores += self._score_group(kind, items)
             except ModelError as exc:
-                res.skipped += [(w, f"model_error: {exc}") for w in group]
+                res.skipped += [(r.window, f"model_error: {exc}") for r in items]
             model = MODEL_FOR_WINDOW[kind]
             res.model_seconds[model] = res.model_seconds.get(model, 0.0) + time.perf_counter() - t0
         return res
 
-    def _score_group(self, kind: str, group: list[ModelWindow]) -> list[ModelScore]:
-        data = np.stack([w.data for w in group]).astype(np.float32)
+    def _recover(self, kind: str, group: list[ModelWindow]) -> tuple[list[_Recovered], list[tuple[ModelWindow, str]]]:
+        """Fill what the recovery model of ``kind`` can; the rest are dropouts (or model errors)."""
+        lost: list[tuple[ModelWindow, str]] = []
+        if kind == "beat_720" and self._filler is not None:
+            limit = self._filler.max_gap_fraction
+            fit = [w for w in group if 0 < np.isnan(w.data).mean() <= limit and np.isfinite(w.data[~np.isnan(w.data)]).all()]
+            lost = [(w, "dropout") for w in group if not any(w is f for f in fit)]
+            if not fit:
+                return [], lost
+            try:
+                rec = self._filler.predict(np.stack([w.data for w in fit]).astype(np.float32))
+            except ModelError as exc:
+                return [], lost + [(w, f"model_error: {exc}") for w in fit]
+            return [_Recovered(w, s, "lstm_ae", float(m.mean())) for w, s, m in zip(fit, rec.signal, rec.mask, strict=True)], lost
+        if kind == "leads_10s" and self._lead_recon is not None:
+            present = [np.isfinite(w.data).all(axis=0) for w in group]  # [12] per window: complete leads
+            pairs = [(w, p) for w, p in zip(group, present, strict=True) if p.any()]
+            lost = [(w, "dropout") for w, p in zip(group, present, strict=True) if not p.any()]
+            if not pairs:
+                return [], lost
+            try:
+                pred = self._lead_recon.predict(np.stack([w.data for w, _ in pairs]), np.stack([p for _, p in pairs]))
+            except ModelError as exc:
+                return [], lost + [(w, f"model_error: {exc}") for w, _ in pairs]
+            return [_Recovered(w, x, "lead_recon", float(1.0 - p.mean())) for (w, p), x in zip(pairs, pred.leads, strict=True)], lost
+        return [], [(w, "dropout") for w in group]
+
+    def _score_group(self, kind: str, items: list[_Recovered]) -> list[ModelScore]:
+        group = [r.window for r in items]
+        data = np.stack([r.data for r in items]).astype(np.float32)
+        scores = self._score_arrays(kind, group, data)
+        return [s if not r.by else replace(s, recovered_by=r.by, recovered_fraction=r.fraction)
+                for s, r in zip(scores, items, strict=True)]
+
+    def _score_arrays(self, kind: str, group: list[ModelWindow], data: np.ndarray) -> list[ModelScore]:
         if kind == "beat_720" and self._cae is not None:
             rp = self._cae.rhythm
             rhythm = None if rp is None else np.array([w.rr.score(rp.history, rp.quantile) if w.rr is not None else 0.0 for w in group])

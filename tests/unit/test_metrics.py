@@ -196,3 +196,24 @@ def test_onnx_scores_are_published_per_frame(record) -> None:
     n = sum(len(s.scores) for s in scores)
     assert _value(m, "ecg_model_scores_total", model="cae") + _value(m, "ecg_model_scores_total", model="beat_vae") == n
     assert _value(m, "ecg_stage_duration_seconds_count", stage="model_cae") >= 1
+
+
+def test_recovered_windows_are_counted_and_marked_in_the_scores(record) -> None:
+    from stream.schemas import ScoresMessage, encode_frame
+    from stream.stages.scoring import WindowScorer
+
+    m = PipelineMetrics()
+    pipe = FramePipeline(Settings(), m, scorer=WindowScorer(("cae",)))
+    outs = []
+    for seq in range(12):
+        x = record.signal[seq * 360 : (seq + 1) * 360].copy()
+        if seq == 6:
+            x[100:190] = np.nan  # 0.25 s of missing samples on both leads
+        value = encode_frame(stream_id="p1", seq=seq, fs=record.fs, leads=record.leads, start_time=T0 + seq,
+                             samples=x, record="mitdb/100", sent_at=T0 + seq + 1)
+        outs += pipe.handle(b"p1", value, "t", 0, seq)
+    outs += pipe.flush_scores()
+    scores = [sc for o in outs if o.topic == pipe.topics.scores for sc in ScoresMessage.from_bytes(o.value).scores]
+    recovered = [sc for sc in scores if sc.recovered_by == "lstm_ae"]
+    assert recovered and all(0 < sc.recovered_fraction <= 0.4 for sc in recovered)
+    assert _value(m, "ecg_model_windows_recovered_total", model="lstm_ae") == len(recovered)

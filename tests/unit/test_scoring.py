@@ -49,13 +49,80 @@ def test_ptbxl_window_gets_cae12_score(data_dir, scorer):
     assert all(s.threshold is not None for s in res.scores)
 
 
-def test_nan_window_is_skipped_with_reason(scorer):
+def test_nan_window_is_skipped_with_reason_without_recovery():
     data = np.zeros(720, dtype=np.float32)
     data[100:200] = np.nan
-    res = scorer.score([ModelWindow("s1", "beat_720", "MLII", 0.0, 360.0, data)])
-    assert res.scores == [] and res.skipped[0][1] == "dropout"
+    res = WindowScorer(("cae",), recover=False).score([ModelWindow("s1", "beat_720", "MLII", 0.0, 360.0, data)])
+    assert res.scores == [] and res.skipped[0][1] == "dropout" and res.recovered == {}
+
+
+def test_beat_window_gap_is_filled_by_the_lstm_ae_then_scored(data_dir, scorer):
+    rec = read_record(data_dir / "mitdb" / "100", sampto=360 * 20)
+    windows = [w for w in _run(rec, 20, StageConfig(emit_beat_720=True, emit_beat_400=False, emit_leads_10s=False)) if w.kind == "beat_720"]
+    clean = scorer.score(windows[:6])
+    damaged = []
+    for w in windows[:6]:
+        data = w.data.copy()
+        data[400:508] = np.nan  # 0.3 s after the R peak lost (15 % of the window)
+        damaged.append(ModelWindow(w.stream_id, w.kind, w.lead, w.start, w.fs, data, w.rr))
+    too_much = damaged[0].data.copy()
+    too_much[:400] = np.nan  # 70 % missing: beyond the gap filler's limit
+    damaged.append(ModelWindow("s1", "beat_720", "MLII", 0.0, 360.0, too_much))
+    res = scorer.score(damaged)
+    assert res.recovered == {"lstm_ae": 6}
+    assert [r for _, r in res.skipped] == ["dropout"]
+    assert len(res.scores) == 6 and all(np.isfinite(s.score) for s in res.scores)
+    assert all(s.recovered_by == "lstm_ae" and s.recovered_fraction == pytest.approx(108 / 720) for s in res.scores)
+    assert all(s.recovered_by is None and s.recovered_fraction == 0.0 for s in clean.scores)
+    # a recovered normal beat scores like the intact one (record 100: normal beats)
+    assert [s.anomalous for s in res.scores] == [s.anomalous for s in clean.scores]
+    assert res.model_seconds["lstm_ae"] > 0
+
+
+def test_missing_leads_are_rebuilt_by_lead_recon_then_scored(data_dir, scorer):
+    rec = read_record(data_dir / "ptbxl" / "records100" / "01000" / "01002_lr")
+    windows = [w for w in _run(rec, 10, StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=True)) if w.kind == "leads_10s"]
+    assert windows
+    w = windows[0]
+    lead_off = w.data.copy()
+    lead_off[:, 6:9] = np.nan  # V1-V3 off
+    lead_off[500:520, 9] = np.nan  # and a short gap in V4: the whole lead is rebuilt
+    all_off = np.full_like(w.data, np.nan)
+    res = scorer.score([ModelWindow(w.stream_id, w.kind, None, w.start, w.fs, lead_off),
+                        ModelWindow(w.stream_id, w.kind, None, w.start, w.fs, all_off)])
+    assert res.recovered == {"lead_recon": 1}
+    assert [r for _, r in res.skipped] == ["dropout"]
+    (score,) = res.scores
+    assert score.model == "cae12" and np.isfinite(score.score)
+    assert score.recovered_by == "lead_recon" and score.recovered_fraction == pytest.approx(4 / 12)
+    assert score.to_dict()["recovered_by"] == "lead_recon"
 
 
 def test_unknown_model_is_an_error():
     with pytest.raises(ModelError):
         WindowScorer(models=("nope",))
+
+
+def test_processor_cuts_damaged_windows_and_the_scorer_recovers_them(data_dir, scorer):
+    """End to end without a broker: NaN in the telemetry -> damaged windows -> recovered scores."""
+    from stream.records import Record
+
+    rec = read_record(data_dir / "mitdb" / "100", sampto=360 * 20)
+    sig = rec.signal.copy()
+    sig[360 * 10 : 360 * 10 + 90, :] = np.nan  # a 0.25 s gap on both leads
+    windows = _run(Record(rec.name, rec.fs, rec.leads, sig, rec.units), 20, StageConfig(emit_beat_400=False, emit_leads_10s=False))
+    damaged = [w for w in windows if np.isnan(w.data).any()]
+    assert damaged and all(w.kind == "beat_720" and np.isnan(w.data).mean() <= 90 / 720 for w in damaged)
+    res = scorer.score(windows)
+    assert res.recovered["lstm_ae"] == len(damaged) and not res.skipped
+    assert sum(s.recovered_by == "lstm_ae" for s in res.scores) == len(damaged)
+
+    ptb = read_record(data_dir / "ptbxl" / "records100" / "01000" / "01002_lr")
+    sig12 = ptb.signal.copy()
+    sig12[:, ptb.leads.index("V2")] = np.nan  # lead-off for the whole record
+    windows = _run(Record(ptb.name, ptb.fs, ptb.leads, sig12, ptb.units), 10, StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=True))
+    twelve = [w for w in windows if w.kind == "leads_10s"]
+    assert twelve and all(np.isnan(w.data[:, 7]).all() and np.isfinite(np.delete(w.data, 7, axis=1)).all() for w in twelve)
+    res = scorer.score(twelve)
+    assert res.recovered == {"lead_recon": len(twelve)}
+    assert all(s.recovered_by == "lead_recon" and s.recovered_fraction == pytest.approx(1 / 12) for s in res.scores)
