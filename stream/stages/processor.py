@@ -66,8 +66,9 @@ class StageConfig:
     rr_history: int = 256  # RR intervals kept per stream for the beats' rhythm context
     post_rr_wait_s: float = 2.0  # a beat window waits this long for the next beat (its post-RR)
     # windows with missing samples are still cut, NaN kept, for the scoring stage to recover (LSTM-AE gap
-    # filling, lead reconstruction) or to count as a dropout: beat_720 at its native 360 Hz, and leads_10s
-    # with at least one complete lead (a lead with any missing sample is all NaN in the window)
+    # filling, lead reconstruction) or to count as a dropout: beat_720 (resampled around its gaps when the
+    # stream is not at 360 Hz), and leads_10s with at least one complete lead (a lead with any missing
+    # sample is all NaN in the window)
     emit_damaged_windows: bool = True
 
 
@@ -291,8 +292,9 @@ class StreamProcessor:
                     if not missing.any():
                         data = seg if self.fs == CAE_FS else _fit(resample(seg, self.fs, CAE_FS), CAE_WINDOW)
                         out.append(ModelWindow(self.stream_id, "beat_720", lead, self.time_of(a), CAE_FS, np.array(data, dtype=np.float32), rr))
-                    elif cfg.emit_damaged_windows and self.fs == CAE_FS and not missing.all():
-                        out.append(ModelWindow(self.stream_id, "beat_720", lead, self.time_of(a), CAE_FS, np.array(seg, dtype=np.float32), rr))
+                    elif cfg.emit_damaged_windows and not missing.all():
+                        data = seg if self.fs == CAE_FS else _resample_with_gaps(seg, missing, self.fs, CAE_FS, CAE_WINDOW)
+                        out.append(ModelWindow(self.stream_id, "beat_720", lead, self.time_of(a), CAE_FS, np.array(data, dtype=np.float32), rr))
             if cfg.emit_beat_400:
                 a, b = p - self._cyc_before, p + self._cyc_after
                 if self._buf.available(a, b):
@@ -316,6 +318,20 @@ class StreamProcessor:
                         data[:, bad] = np.nan
                         out.append(ModelWindow(self.stream_id, "leads_10s", None, self.time_of(a), TWELVE_LEAD_FS, data))
         return out
+
+
+def _resample_with_gaps(seg: np.ndarray, missing: np.ndarray, fs: float, target_fs: float, n: int, guard_s: float = 0.01) -> np.ndarray:
+    """Resample a 1-D segment holding NaN to ``n`` samples at ``target_fs``: gaps zero-filled for the filter,
+    then NaN again wherever an output sample lies within ``guard_s`` of a missing input sample."""
+    y = _fit(resample(np.where(missing, 0.0, seg), fs, target_fs), n).astype(np.float32)
+    t_in = np.flatnonzero(missing) / fs
+    t_out = np.arange(n) / target_fs
+    pos = np.searchsorted(t_in, t_out)
+    near = np.full(n, np.inf)
+    for idx in (np.clip(pos - 1, 0, t_in.size - 1), np.clip(pos, 0, t_in.size - 1)):
+        near = np.minimum(near, np.abs(t_in[idx] - t_out))
+    y[near <= guard_s + 0.5 / fs] = np.nan
+    return y
 
 
 def _fit(x: np.ndarray, n: int) -> np.ndarray:

@@ -140,3 +140,32 @@ def test_without_model_windows_beats_dropouts_and_alerts_are_unchanged(rec100):
     assert [b.to_dict() for b in off.beats] == [b.to_dict() for b in on.beats]
     assert [d.to_dict() for d in off.dropouts] == [d.to_dict() for d in on.dropouts]
     assert [a.to_dict() for a in off.alerts] == [a.to_dict() for a in on.alerts]
+
+
+def test_a_gap_in_a_250_hz_stream_gives_beat_windows_with_nan_at_360_hz(rec100):
+    """Damaged beat windows are resampled around their gap: NaN only near the missing input samples."""
+    from fractions import Fraction
+
+    import scipy.signal as sps
+
+    from stream.stages.processor import StageConfig, _resample_with_gaps
+
+    fs = 250.0
+    ratio = Fraction(250, 360)
+    sig = sps.resample_poly(rec100.signal[: 360 * 20].astype(np.float64), ratio.numerator, ratio.denominator, axis=0).astype(np.float32)
+    sig[250 * 10 : 250 * 10 + 50] = np.nan  # 0.2 s missing on both leads
+    cfg = StageConfig(emit_beat_400=False, emit_leads_10s=False)
+    out = run(StreamProcessor("p1", fs, rec100.leads, cfg), frames(sig, fs, rec100.leads))
+    damaged = [w for w in out.windows if np.isnan(w.data).any()]
+    assert damaged and all(w.data.shape == (720,) and w.fs == 360.0 for w in damaged)
+    fracs = [float(np.isnan(w.data).mean()) for w in damaged]
+    assert max(fracs) <= (0.2 + 0.03) * 360 / 720  # at most the gap plus a 10 ms guard each side
+    assert max(fracs) >= 0.2 * 360 / 720  # a window holding the whole gap
+    # the helper itself: NaN exactly around the gap, finite elsewhere
+    seg = np.sin(np.linspace(0, 20, 500)).astype(np.float32)
+    miss = np.zeros(500, bool)
+    miss[200:250] = True
+    y = _resample_with_gaps(np.where(miss, np.nan, seg), miss, 250.0, 360.0, 720)
+    nan_t = np.flatnonzero(np.isnan(y)) / 360.0
+    assert nan_t.min() >= 200 / 250 - 0.02 and nan_t.max() <= 250 / 250 + 0.02
+    assert np.isfinite(y[: int(0.75 * 360)]).all() and np.isfinite(y[int(1.05 * 360) :]).all()
