@@ -23,12 +23,16 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stream.errors import ModelError
 from stream.stages.events import ModelWindow
+
+if TYPE_CHECKING:
+    from models.runtime.lead_recon import LeadReconModel
+    from models.runtime.lstm_ae import GapFiller
 
 #: Window kind -> the model that scores it.
 MODEL_FOR_WINDOW: dict[str, str] = {"beat_720": "cae", "beat_400": "beat_vae", "leads_10s": "cae12"}
@@ -80,13 +84,14 @@ class ScoringResult:
 
 
 @dataclass(frozen=True)
-class _Recovered:
-    """A window whose missing samples a model filled: the filled data, which model, what fraction."""
+class _Input:
+    """What a scoring model gets for one window: its data, filled by ``recovered_by`` where samples were
+    missing (``None`` for an intact window), and the fraction filled."""
 
     window: ModelWindow
     data: np.ndarray
-    by: str
-    fraction: float
+    recovered_by: str | None = None
+    recovered_fraction: float = 0.0
 
 
 class WindowScorer:
@@ -109,8 +114,8 @@ class WindowScorer:
         self._vae_threshold = self._vae.card.threshold if self._vae is not None else None
         self._beat_normalise = beat_normalise
         self._cae12 = Cae12Model.load("cae12", models_dir) if "cae12" in models else None
-        self._filler: Any = None
-        self._lead_recon: Any = None
+        self._filler: GapFiller | None = None
+        self._lead_recon: LeadReconModel | None = None
         if recover and self._cae is not None:
             from models.runtime.lstm_ae import GapFiller
 
@@ -129,13 +134,13 @@ class WindowScorer:
         """Score every window whose model is loaded; NaN windows are recovered when they can be, the others
         go to ``skipped`` (reason ``dropout``)."""
         res = ScoringResult()
-        groups: dict[str, list[_Recovered]] = {}
+        groups: dict[str, list[_Input]] = {}
         damaged: dict[str, list[ModelWindow]] = {}
         for w in windows:
             if MODEL_FOR_WINDOW.get(w.kind) not in self.models:
                 continue
             if np.isfinite(w.data).all():
-                groups.setdefault(w.kind, []).append(_Recovered(w, w.data, "", 0.0))
+                groups.setdefault(w.kind, []).append(_Input(w, w.data))
             else:
                 damaged.setdefault(w.kind, []).append(w)
         for kind, group in damaged.items():
@@ -157,20 +162,25 @@ class WindowScorer:
             res.model_seconds[model] = res.model_seconds.get(model, 0.0) + time.perf_counter() - t0
         return res
 
-    def _recover(self, kind: str, group: list[ModelWindow]) -> tuple[list[_Recovered], list[tuple[ModelWindow, str]]]:
+    def _recover(self, kind: str, group: list[ModelWindow]) -> tuple[list[_Input], list[tuple[ModelWindow, str]]]:
         """Fill what the recovery model of ``kind`` can; the rest are dropouts (or model errors)."""
         lost: list[tuple[ModelWindow, str]] = []
         if kind == "beat_720" and self._filler is not None:
-            limit = self._filler.max_gap_fraction
-            fit = [w for w in group if 0 < np.isnan(w.data).mean() <= limit and np.isfinite(w.data[~np.isnan(w.data)]).all()]
-            lost = [(w, "dropout") for w in group if not any(w is f for f in fit)]
+            fit: list[ModelWindow] = []
+            for w in group:  # a gap within the filler's limit, and no inf among the observed samples
+                gap = np.isnan(w.data)
+                recoverable = gap.mean() <= self._filler.max_gap_fraction and np.isfinite(w.data[~gap]).all()
+                if recoverable:
+                    fit.append(w)
+                else:
+                    lost.append((w, "dropout"))
             if not fit:
                 return [], lost
             try:
                 rec = self._filler.predict(np.stack([w.data for w in fit]).astype(np.float32))
             except ModelError as exc:
                 return [], lost + [(w, f"model_error: {exc}") for w in fit]
-            return [_Recovered(w, s, "lstm_ae", float(m.mean())) for w, s, m in zip(fit, rec.signal, rec.mask, strict=True)], lost
+            return [_Input(w, s, "lstm_ae", float(m.mean())) for w, s, m in zip(fit, rec.signal, rec.mask, strict=True)], lost
         if kind == "leads_10s" and self._lead_recon is not None:
             present = [np.isfinite(w.data).all(axis=0) for w in group]  # [12] per window: complete leads
             pairs = [(w, p) for w, p in zip(group, present, strict=True) if p.any()]
@@ -181,14 +191,14 @@ class WindowScorer:
                 pred = self._lead_recon.predict(np.stack([w.data for w, _ in pairs]), np.stack([p for _, p in pairs]))
             except ModelError as exc:
                 return [], lost + [(w, f"model_error: {exc}") for w, _ in pairs]
-            return [_Recovered(w, x, "lead_recon", float(1.0 - p.mean())) for (w, p), x in zip(pairs, pred.leads, strict=True)], lost
+            return [_Input(w, x, "lead_recon", float(1.0 - p.mean())) for (w, p), x in zip(pairs, pred.leads, strict=True)], lost
         return [], [(w, "dropout") for w in group]
 
-    def _score_group(self, kind: str, items: list[_Recovered]) -> list[ModelScore]:
+    def _score_group(self, kind: str, items: list[_Input]) -> list[ModelScore]:
         group = [r.window for r in items]
         data = np.stack([r.data for r in items]).astype(np.float32)
         scores = self._score_arrays(kind, group, data)
-        return [s if not r.by else replace(s, recovered_by=r.by, recovered_fraction=r.fraction)
+        return [s if r.recovered_by is None else replace(s, recovered_by=r.recovered_by, recovered_fraction=r.recovered_fraction)
                 for s, r in zip(scores, items, strict=True)]
 
     def _score_arrays(self, kind: str, group: list[ModelWindow], data: np.ndarray) -> list[ModelScore]:
