@@ -361,6 +361,9 @@ class ScoreOut(BaseModel):
     embedding: list[float] | None = None
     recovered_by: str | None = None  # "lstm_ae" / "lead_recon": the model that filled missing input first
     recovered_fraction: float = 0.0  # share of samples (beat window) or leads (12-lead window) it filled
+    lead_scores: dict[str, float] | None = None  # 12-lead models: per-lead error relative to normal records
+    lead_attention: dict[str, float] | None = None  # vae_bilstm_mha: lead-wise attention weights
+    attention_peak: float | None = None  # vae_bilstm_mha: stream time (s) where the temporal attention peaks
 
 
 class ScoresMessage(_Message):

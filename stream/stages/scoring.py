@@ -3,7 +3,10 @@
 - ``beat_720`` windows (2 s at 360 Hz around a beat) -> ``cae`` anomaly score per beat (log
   reconstruction error plus the card's weight times the beat's rhythm score, from its ``rr`` context);
 - ``beat_400`` cycles -> ``beat_vae`` morphology score (reconstruction error) and 25-dim embedding;
-- ``leads_10s`` windows (10 s, 12 leads at 100 Hz) -> ``cae12`` anomaly score.
+- ``leads_10s`` windows (10 s, 12 leads at 100 Hz) -> a 12-lead anomaly score from any of ``cae12``,
+  ``vae_bilstm`` and ``vae_bilstm_mha`` (each one loaded scores every window), with the per-lead relative
+  reconstruction error (which lead deviates); the attention model adds its lead-wise attention weights and
+  the stream time where its temporal attention peaks (where, and in which lead, the anomaly is).
 
 Recovery before scoring (``recover=True``, the default when the artifacts are there): a ``beat_720`` window
 with missing (NaN) samples, at most the gap filler's card limit (40 %), is filled by the LSTM-AE
@@ -28,21 +31,32 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stream.errors import ModelError
+from stream.records import TWELVE_LEADS
 from stream.stages.events import ModelWindow
 
 if TYPE_CHECKING:
+    from models.runtime.cae12 import Cae12Model
     from models.runtime.lead_recon import LeadReconModel
     from models.runtime.lstm_ae import GapFiller
 
-#: Window kind -> the model that scores it.
-MODEL_FOR_WINDOW: dict[str, str] = {"beat_720": "cae", "beat_400": "beat_vae", "leads_10s": "cae12"}
+#: Window kind -> the models that can score it (the 12-lead anomaly models share one window kind).
+MODELS_FOR_WINDOW: dict[str, tuple[str, ...]] = {
+    "beat_720": ("cae",),
+    "beat_400": ("beat_vae",),
+    "leads_10s": ("cae12", "vae_bilstm", "vae_bilstm_mha"),
+}
+#: Every model the scorer knows.
+KNOWN_MODELS: tuple[str, ...] = tuple(m for ms in MODELS_FOR_WINDOW.values() for m in ms)
 #: Window kind -> the model that can recover its missing samples before scoring.
 RECOVERY_FOR_WINDOW: dict[str, str] = {"beat_720": "lstm_ae", "leads_10s": "lead_recon"}
 
 
 @dataclass(frozen=True)
 class ModelScore:
-    """One model's verdict on one window; ``embedding`` only for ``beat_vae``."""
+    """One model's verdict on one window; ``embedding`` only for ``beat_vae``; ``lead_scores`` (per-lead
+    reconstruction error relative to normal training records, TWELVE_LEADS order) for the 12-lead models;
+    ``lead_attention`` (12 weights) and ``attention_peak`` (stream time, s, of the temporal attention
+    maximum) for ``vae_bilstm_mha``."""
 
     stream_id: str
     model: str
@@ -55,8 +69,14 @@ class ModelScore:
     embedding: tuple[float, ...] | None = None
     recovered_by: str | None = None  # the model that filled missing input before scoring
     recovered_fraction: float = 0.0  # share of the window's samples (beat) or leads (12-lead) it filled
+    lead_scores: tuple[float, ...] | None = None
+    lead_attention: tuple[float, ...] | None = None
+    attention_peak: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        def per_lead(v: tuple[float, ...] | None) -> dict[str, float] | None:
+            return None if v is None else {lead: round(float(x), 5) for lead, x in zip(TWELVE_LEADS, v, strict=True)}
+
         return {
             "stream_id": self.stream_id,
             "model": self.model,
@@ -69,6 +89,9 @@ class ModelScore:
             "embedding": None if self.embedding is None else [round(float(v), 5) for v in self.embedding],
             "recovered_by": self.recovered_by,
             "recovered_fraction": round(float(self.recovered_fraction), 5),
+            "lead_scores": per_lead(self.lead_scores),
+            "lead_attention": per_lead(self.lead_attention),
+            "attention_peak": None if self.attention_peak is None else float(self.attention_peak),
         }
 
 
@@ -104,23 +127,25 @@ class WindowScorer:
         from models.runtime.beat_vae import normalise as beat_normalise
         from models.runtime.cae import CaeScorer
         from models.runtime.cae12 import Cae12Model
+        from models.runtime.vae_bilstm import VaeBiLstmMhaModel, VaeBiLstmModel
 
-        unknown = set(models) - set(MODEL_FOR_WINDOW.values())
+        unknown = set(models) - set(KNOWN_MODELS)
         if unknown:
-            raise ModelError(f"unknown stream models {sorted(unknown)}; known: {sorted(MODEL_FOR_WINDOW.values())}")
+            raise ModelError(f"unknown stream models {sorted(unknown)}; known: {list(KNOWN_MODELS)}")
         self.models = tuple(models)
         self._cae = CaeScorer.load("cae", models_dir) if "cae" in models else None
         self._vae = BeatVaeModel.load("beat_vae", models_dir) if "beat_vae" in models else None
         self._vae_threshold = self._vae.card.threshold if self._vae is not None else None
         self._beat_normalise = beat_normalise
-        self._cae12 = Cae12Model.load("cae12", models_dir) if "cae12" in models else None
+        twelve = {"cae12": Cae12Model, "vae_bilstm": VaeBiLstmModel, "vae_bilstm_mha": VaeBiLstmMhaModel}
+        self._twelve: dict[str, Cae12Model] = {m: cls.load(m, models_dir) for m, cls in twelve.items() if m in models}
         self._filler: GapFiller | None = None
         self._lead_recon: LeadReconModel | None = None
         if recover and self._cae is not None:
             from models.runtime.lstm_ae import GapFiller
 
             self._filler = GapFiller.load("lstm_ae", models_dir)
-        if recover and self._cae12 is not None:
+        if recover and self._twelve:
             from models.runtime.lead_recon import LeadReconModel
 
             self._lead_recon = LeadReconModel.load("lead_recon", models_dir)
@@ -128,7 +153,7 @@ class WindowScorer:
     @property
     def window_kinds(self) -> frozenset[str]:
         """The window kinds this scorer consumes (others need not be cut)."""
-        return frozenset(k for k, m in MODEL_FOR_WINDOW.items() if m in self.models)
+        return frozenset(k for k, ms in MODELS_FOR_WINDOW.items() if set(ms) & set(self.models))
 
     def score(self, windows: Iterable[ModelWindow]) -> ScoringResult:
         """Score every window whose model is loaded; NaN windows are recovered when they can be, the others
@@ -137,7 +162,7 @@ class WindowScorer:
         groups: dict[str, list[_Input]] = {}
         damaged: dict[str, list[ModelWindow]] = {}
         for w in windows:
-            if MODEL_FOR_WINDOW.get(w.kind) not in self.models:
+            if w.kind not in self.window_kinds:
                 continue
             if np.isfinite(w.data).all():
                 groups.setdefault(w.kind, []).append(_Input(w, w.data))
@@ -153,13 +178,13 @@ class WindowScorer:
                 res.recovered[by] = res.recovered.get(by, 0) + len(ok)
                 res.model_seconds[by] = res.model_seconds.get(by, 0.0) + time.perf_counter() - t0
         for kind, items in groups.items():
-            t0 = time.perf_counter()
-            try:
-                res.scores += self._score_group(kind, items)
-            except ModelError as exc:
-                res.skipped += [(r.window, f"model_error: {exc}") for r in items]
-            model = MODEL_FOR_WINDOW[kind]
-            res.model_seconds[model] = res.model_seconds.get(model, 0.0) + time.perf_counter() - t0
+            for model in (m for m in MODELS_FOR_WINDOW[kind] if m in self.models):
+                t0 = time.perf_counter()
+                try:
+                    res.scores += self._score_group(model, kind, items)
+                except ModelError as exc:
+                    res.skipped += [(r.window, f"model_error: {exc}") for r in items]
+                res.model_seconds[model] = res.model_seconds.get(model, 0.0) + time.perf_counter() - t0
         return res
 
     def _recover(self, kind: str, group: list[ModelWindow]) -> tuple[list[_Input], list[tuple[ModelWindow, str]]]:
@@ -194,14 +219,14 @@ class WindowScorer:
             return [_Input(w, x, "lead_recon", float(1.0 - p.mean())) for (w, p), x in zip(pairs, pred.leads, strict=True)], lost
         return [], [(w, "dropout") for w in group]
 
-    def _score_group(self, kind: str, items: list[_Input]) -> list[ModelScore]:
+    def _score_group(self, model: str, kind: str, items: list[_Input]) -> list[ModelScore]:
         group = [r.window for r in items]
         data = np.stack([r.data for r in items]).astype(np.float32)
-        scores = self._score_arrays(kind, group, data)
+        scores = self._score_arrays(model, kind, group, data)
         return [s if r.recovered_by is None else replace(s, recovered_by=r.recovered_by, recovered_fraction=r.recovered_fraction)
                 for s, r in zip(scores, items, strict=True)]
 
-    def _score_arrays(self, kind: str, group: list[ModelWindow], data: np.ndarray) -> list[ModelScore]:
+    def _score_arrays(self, model: str, kind: str, group: list[ModelWindow], data: np.ndarray) -> list[ModelScore]:
         if kind == "beat_720" and self._cae is not None:
             rp = self._cae.rhythm
             rhythm = None if rp is None else np.array([w.rr.score(rp.history, rp.quantile) if w.rr is not None else 0.0 for w in group])
@@ -214,9 +239,14 @@ class WindowScorer:
             return [ModelScore(w.stream_id, "beat_vae", kind, w.lead, w.start, float(e), th,
                                bool(th is not None and e > th), tuple(float(v) for v in mu))
                     for w, e, mu in zip(group, enc.mse, enc.mu, strict=True)]
-        if kind == "leads_10s" and self._cae12 is not None:
-            q = self._cae12.predict(data)
-            th12 = self._cae12.threshold_value
-            return [ModelScore(w.stream_id, "cae12", kind, None, w.start, float(s), th12, bool(a))
-                    for w, s, a in zip(group, q.score, q.is_anomaly, strict=True)]
+        if kind == "leads_10s" and model in self._twelve:
+            net = self._twelve[model]
+            q = net.predict(data)
+            th12 = net.threshold_value
+            la, ta = q.lead_attention, q.time_attention
+            return [ModelScore(w.stream_id, model, kind, None, w.start, float(q.score[i]), th12, bool(q.is_anomaly[i]),
+                               lead_scores=tuple(float(v) for v in q.lead_relative_error[i]),
+                               lead_attention=None if la is None else tuple(float(v) for v in la[i]),
+                               attention_peak=None if ta is None else float(w.start + int(np.argmax(ta[i])) / w.fs))
+                    for i, w in enumerate(group)]
         return []

@@ -47,6 +47,28 @@ def test_ptbxl_window_gets_cae12_score(data_dir, scorer):
     res = scorer.score(windows)
     assert [s.model for s in res.scores] == ["cae12"] * len([w for w in windows if w.kind == "leads_10s"])
     assert all(s.threshold is not None for s in res.scores)
+    assert all(s.lead_scores is not None and len(s.lead_scores) == 12 and s.lead_attention is None for s in res.scores)
+
+
+def test_every_12_lead_model_scores_and_the_attention_model_says_where(data_dir):
+    rec = read_record(data_dir / "ptbxl" / "records100" / "01000" / "01002_lr")
+    windows = [w for w in _run(rec, 10, StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=True)) if w.kind == "leads_10s"]
+    assert windows
+    res = WindowScorer(("cae12", "vae_bilstm", "vae_bilstm_mha")).score(windows)
+    assert sorted(s.model for s in res.scores) == sorted(["cae12", "vae_bilstm", "vae_bilstm_mha"] * len(windows))
+    assert set(res.model_seconds) == {"cae12", "vae_bilstm", "vae_bilstm_mha"}
+    for s in res.scores:
+        assert np.isfinite(s.score) and s.threshold is not None and s.anomalous == (s.score > s.threshold)
+        out = s.to_dict()
+        assert list(out["lead_scores"]) == list(rec.leads) and all(v >= 0 for v in out["lead_scores"].values())
+        if s.model == "vae_bilstm_mha":
+            assert s.attention_peak is not None and s.lead_attention is not None
+            assert sum(s.lead_attention) == pytest.approx(1.0, abs=1e-3) and min(s.lead_attention) >= 0
+            assert s.time <= s.attention_peak < s.time + 10.0
+        else:
+            assert out["lead_attention"] is None and out["attention_peak"] is None
+    with pytest.raises(ModelError, match="unknown stream models"):
+        WindowScorer(("vae",))
 
 
 def test_nan_window_is_skipped_with_reason_without_recovery():
