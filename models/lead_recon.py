@@ -172,3 +172,35 @@ class LeadReconII(nn.Module):
         lead_i = mv[:, :, 0]
         limb = [lead_i, ii, ii - lead_i, -0.5 * (lead_i + ii), lead_i - 0.5 * ii, ii - 0.5 * lead_i]
         return torch.cat([torch.stack(limb, dim=-1), mv[:, :, 1:]], dim=-1)  # [B, T, 12] mV
+
+
+class LeadReconIIEnsemble(nn.Module):
+    """Average of several :class:`LeadReconII` members (same interface and output).
+
+    The members are trained alike on the same folds with different seeds; their outputs are averaged in
+    mV. The limb leads stay exact: each member computes them linearly from its I and the recorded II,
+    so the average equals the limb leads of the averaged I. All members share the normalisation
+    statistics (training folds), exposed as ``norm``.
+    """
+
+    use_contrastive = False
+
+    def __init__(self, members: list[LeadReconII]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        ref = members[0].norm
+        for m in members[1:]:
+            if not (torch.equal(m.norm.center, ref.center) and torch.equal(m.norm.scale, ref.scale)):
+                raise ValueError("ensemble members must share their normalisation statistics (same training folds)")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def norm(self) -> LeadNorm:
+        """The members' shared normalisation (of the first member)."""
+        norm = self.members[0].norm
+        assert isinstance(norm, LeadNorm)
+        return norm
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x, mask) for m in self.members]).mean(dim=0)

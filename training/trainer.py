@@ -64,11 +64,18 @@ def limit_threads(n: int | None = None) -> int:
 
 
 def new_run_dir(runs_dir: Path, model: str, tag: str = "") -> Path:
-    """Create ``runs_dir/<model>/<UTC timestamp>[-tag]`` and return it."""
+    """Create ``runs_dir/<model>/<UTC timestamp>[.n][-tag]`` and return it (``.n`` only when runs start in
+    the same second)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = Path(runs_dir) / model / (f"{stamp}-{tag}" if tag else stamp)
-    path.mkdir(parents=True, exist_ok=False)
-    return path
+    for n in range(1000):
+        name = stamp if n == 0 else f"{stamp}.{n}"
+        path = Path(runs_dir) / model / (f"{name}-{tag}" if tag else name)
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free run directory for {model} at {stamp}")
 
 
 def start_run(ctx: TaskContext, model: str, tag: str = "", seed: int | None = None) -> Path:

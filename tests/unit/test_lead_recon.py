@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from models.runtime.base import DEFAULT_ARTIFACTS_DIR
 from models.runtime.lead_recon import LeadReconModel, derive_limb_leads
-from stream.errors import ModelError
+from stream.errors import ConfigError, ModelError
 from training.config import load_config
 from training.datasets.ptbxl import load_ptbxl
 from training.registry import TaskContext, get_spec
@@ -51,15 +52,36 @@ def test_masks_cover_evaluated_configurations():
 def test_train_export_evaluate_tiny(data_dir, tmp_path):
     ctx = _ctx(data_dir, tmp_path, ["data.limit=6", "train.epochs=1", "contrastive.epochs=1", "model.width=8", "model.stem=8", "train.batch_size=8"])
     spec = get_spec("lead_recon")
-    spec.train(ctx)
+    general = spec.train(ctx)
     spec.export(ctx)
     res = spec.evaluate(ctx)
     assert res["II_only"]["artifact"] == "lead_recon.onnx"  # no dedicated model yet: the general one serves II
-    single = _ctx(data_dir, tmp_path, ["variant=single", "data.limit=6", "single.train.epochs=1", "single.model.width=8",
-                                       "single.model.stem=8", "single.model.head=2", "single.model.dilations=[1,2]",
-                                       "single.train.augment.rotate_deg=20", "single.model.film=true", "single.train.ema_decay=0.9"])
-    spec.train(single)
+    single_overrides = ["variant=single", "data.limit=6", "single.train.epochs=1", "single.model.width=8",
+                        "single.model.stem=8", "single.model.head=2", "single.model.dilations=[1,2]",
+                        "single.train.augment.rotate_deg=20", "single.model.film=true", "single.train.ema_decay=0.9"]
+    single = _ctx(data_dir, tmp_path, single_overrides)
+    first = spec.train(single)
     assert spec.export(single).name == "lead_recon_ii.onnx"
+    assert json.loads((tmp_path / "artifacts" / "lead_recon_ii.card.json").read_text())["ensemble"] is None
+    res_single = spec.evaluate(ctx)["II_only"]["mean_pearson"]
+    # a second seed, and the export of the two as an ensemble chosen on fold 9
+    seed1 = _ctx(data_dir, tmp_path, [*single_overrides, "single.train.seed=1"])
+    second = spec.train(seed1)
+    assert second != first
+    ens = _ctx(data_dir, tmp_path, [*single_overrides, f"single.ensemble=[\"{first}\"]"])
+    ens.run_dir = second
+    assert spec.export(ens).name == "lead_recon_ii.onnx"
+    card = json.loads((tmp_path / "artifacts" / "lead_recon_ii.card.json").read_text())
+    info = card["ensemble"]
+    assert set(info["candidates_validation_mean_pearson"]) == {str(first), str(second)}
+    assert 1 <= len(info["members"]) <= 2 and info["validation_mean_pearson"] >= max(info["candidates_validation_mean_pearson"].values())
+    assert card["validation_metrics"]["II_only"]["mean_pearson"] == pytest.approx(info["validation_mean_pearson"], abs=1e-4)
+    for not_ii in (general, tmp_path / "runs" / "lead_recon" / "none"):  # the general model, or no run at all
+        bad = _ctx(data_dir, tmp_path, [*single_overrides, f"single.ensemble=[\"{not_ii}\"]"])
+        bad.run_dir = second
+        with pytest.raises(ConfigError, match=r"lead-II run|not a trained"):
+            spec.export(bad)
+    assert np.isfinite(res_single)
     res = spec.evaluate(ctx)
     assert res["II_only"]["artifact"] == "lead_recon_ii.onnx" and res["II_only"]["use_contrastive"] is False
     assert res["I_II_V4"]["artifact"] == res["leave_one_out"]["artifact"] == "lead_recon.onnx"

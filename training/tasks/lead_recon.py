@@ -383,11 +383,18 @@ def evaluate_arrays(predict: Any, d: PtbxlData, configs: tuple[str, ...] = ("I_I
 
 
 def _load_run(ctx: TaskContext) -> tuple[Any, Path, dict[str, Any]]:
-    import torch
-
     from training.trainer import latest_run_dir
 
-    run_dir = ctx.run_dir or latest_run_dir(ctx.runs_dir, NAME)
+    return _load_run_dir(ctx.run_dir or latest_run_dir(ctx.runs_dir, NAME))
+
+
+def _load_run_dir(run_dir: Path) -> tuple[Any, Path, dict[str, Any]]:
+    import torch
+
+    from stream.errors import ConfigError
+
+    if not (run_dir / "checkpoint.pt").is_file():
+        raise ConfigError(f"{run_dir} is not a trained {NAME} run (no checkpoint.pt)")
     cfg = json.loads((run_dir / "config.json").read_text())
     model = _build(cfg)
     model.load_state_dict(torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True))
@@ -495,13 +502,67 @@ def _predict_arrays(model: Any, arrays: tuple[np.ndarray, ...]) -> list[np.ndarr
     return predict_batches(model, arrays, batch=64)
 
 
+def _ii_mean_pearson(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean over the 11 leads other than II of the per-record Pearson r (the ``II_only`` figure)."""
+    return float(np.mean([_lead_metrics(y[:, :, j], pred[:, :, j])["pearson"] for j in range(12) if j != IDX["II"]]))
+
+
+def _select_ensemble(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+    """With ``single.ensemble`` (export-time option: more lead-II run directories), the members of a
+    :class:`~models.lead_recon.LeadReconIIEnsemble`, chosen on fold 9 by greedy forward selection: the
+    candidates (``--run`` and the listed runs) in order of their own fold-9 mean Pearson r, each kept
+    when adding it raises the average's. Returns ``(model, ensemble card section or None)``."""
+    from models.lead_recon import LeadReconIIEnsemble
+    from stream.errors import ConfigError
+
+    extra = [Path(p) for p in (ctx.config.get("single", {}).get("ensemble") or [])]
+    if not extra:
+        return model, None
+    candidates: dict[str, tuple[Any, dict[str, Any]]] = {str(run_dir): (model, cfg)}
+    for p in extra:
+        m, _, c = _load_run_dir(p.resolve())
+        if not is_single(c):
+            raise ConfigError(f"{p} is not a lead-II run (variant=single); it cannot join the lead_recon_ii ensemble")
+        candidates[str(p.resolve())] = (m, c)
+    va = _data(ctx).folds(VAL_FOLDS)
+    mask = np.zeros((len(va), 12), dtype=np.float32)
+    mask[:, IDX["II"]] = 1.0
+    preds = {k: _predict_arrays(m, (va.x, mask))[0] for k, (m, _) in candidates.items()}
+    own = {k: _ii_mean_pearson(va.x, p) for k, p in preds.items()}
+    order = sorted(own, key=lambda k: -own[k])
+    chosen, best, steps = [order[0]], own[order[0]], []
+    for k in order[1:]:
+        score = _ii_mean_pearson(va.x, np.mean([preds[c] for c in [*chosen, k]], axis=0))
+        steps.append({"candidate": k, "validation_mean_pearson": score, "kept": score > best})
+        if score > best:
+            chosen.append(k)
+            best = score
+    members = [candidates[k][0] for k in chosen]
+    ens = LeadReconIIEnsemble(members) if len(members) > 1 else members[0]
+    info = {
+        "method": "greedy forward selection on PTB-XL fold 9 (validation): candidates in order of their own mean "
+                  "Pearson r of II_only, each kept when adding it raises the averaged output's",
+        "members": [{"run_dir": k, "seed": candidates[k][1]["single"]["train"].get("seed"),
+                     "command": candidates[k][1].get("command"), "validation_mean_pearson": own[k]} for k in chosen],
+        "candidates_validation_mean_pearson": own,
+        "selection_steps": steps,
+        "validation_mean_pearson": best,
+    }
+    return ens, info
+
+
 def _export_single(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str, Any], xs: np.ndarray, run_metrics: dict[str, Any]) -> Path:
-    """``lead_recon_ii.onnx`` + card: the dedicated model the runtime wrapper uses when only II is present."""
+    """``lead_recon_ii.onnx`` + card: the dedicated model the runtime wrapper uses when only II is present
+    (one run, or an ensemble of runs with ``single.ensemble``)."""
     from models.export import export_with_card
 
     masks = np.zeros((len(xs), 12), dtype=np.float32)
     masks[:, IDX["II"]] = 1.0
     path = Path(ctx.artifacts_dir) / f"{NAME}_ii.onnx"
+    model, ensemble = _select_ensemble(ctx, model, run_dir, cfg)
+    if ensemble is not None:
+        va = _data(ctx).folds(VAL_FOLDS)
+        run_metrics = {**run_metrics, "validation": evaluate_arrays(lambda x, m: _torch_predict(model, x, m), va, configs=("II_only",))}
     blend = _select_blend(ctx, model)
     export_with_card(
         model, path, {"ecg": xs, "mask": masks}, ["recon"],
@@ -512,9 +573,11 @@ def _export_single(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str, A
                       "only lead II is read", "mask": "[B,12]; the wrapper routes here the windows whose only present lead is II"},
             "output": {"recon": "[B,1000,12] mV; I and V1-V6 from the network, III = II - I, aVR = -(I+II)/2, "
                        "aVL = I - II/2, aVF = II - I/2 computed in the graph from the predicted I and the recorded II"},
-            "architecture": "dedicated single-lead model (models.lead_recon.LeadReconII): dilated residual conv net at "
+            "architecture": ("average of several " if ensemble else "")
+                            + "dedicated single-lead model (models.lead_recon.LeadReconII): dilated residual conv net at "
                             "50 Hz over lead II, time-averaged record context, per-lead conv decoders. It has NO "
                             "contrastive branch (the contrastive ablation applies to the multi-subset lead_recon.onnx only).",
+            "ensemble": ensemble,
             "loss": "MSE (normalised units) + corr_weight * (1 - per-record Pearson r), over the 11 target leads",
             "blend": blend,
             "normalisation": {"where": "inside the ONNX graph", "rule": "per lead (x - median) / (IQR/1.349) over "
