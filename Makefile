@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ECG_DATA_DIR ?= ../shared/data
 export ECG_DATA_DIR
 
-.PHONY: help venv up test test-fast test-integration check-deploy lint typecheck bench eval-qrs eval-dropouts clean
+.PHONY: help venv up dashboard test test-fast test-integration check-deploy lint typecheck bench eval-qrs eval-dropouts clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ venv: $(BIN)/ecg-monitor  ## create .venv and install ecg-monitor with all extra
 
 up: venv  ## main job: embedded broker + worker + replay of MIT-BIH records, alerts printed (Ctrl-C stops)
 	$(BIN)/ecg-monitor up $(ARGS)
+
+dashboard: venv  ## 12-lead anomaly dashboard on http://127.0.0.1:8050/ (upload .npy or WFDB, see score, attention, error)
+	$(BIN)/ecg-monitor dashboard $(ARGS)
 
 test: venv  ## the whole test suite (unit + integration on the embedded broker)
 	$(BIN)/python -m pytest -q $(ARGS)

@@ -29,7 +29,7 @@ BootstrapOpt = Annotated[str | None, typer.Option(
 
 
 #: Models the worker scores with by default (committed artifacts in models/artifacts).
-DEFAULT_MODELS = "cae,beat_vae,cae12"
+DEFAULT_MODELS = "cae,beat_vae,vae_bilstm_mha"
 
 
 def _models_opt(models: str) -> tuple[str, ...]:
@@ -63,7 +63,7 @@ def worker(
     metrics_port: Annotated[int | None, typer.Option(help="Port of /metrics (default ECG_METRICS_PORT).")] = None,
     loglevel: Annotated[str, typer.Option(help="Faust/worker log level.")] = "warning",
     models: Annotated[str, typer.Option(
-        help="ONNX models scoring the stream (comma-separated: cae, beat_vae, cae12), or 'none'.")] = DEFAULT_MODELS,
+        help="ONNX models scoring the stream (comma-separated: cae, beat_vae, and any of the 12-lead models cae12, vae_bilstm, vae_bilstm_mha), or 'none'.")] = DEFAULT_MODELS,
 ) -> None:
     """Run a stream worker: consume telemetry, detect beats/dropouts, publish alerts, serve /metrics.
 
@@ -303,6 +303,20 @@ def up(
 
 
 # ------------------------------------------------------------------------------------------------ bench
+@app.command()
+def dashboard(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default ECG_BIND_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default ECG_DASHBOARD_PORT, 8050).")] = None,
+) -> None:
+    """Serve the 12-lead anomaly dashboard: upload an ECG (.npy or WFDB .hea + .dat), pick a model, see the
+    reconstruction, anomaly score, lead-wise attention and point-wise error of each lead."""
+    from stream.dashboard.app import serve_dashboard
+
+    settings = _settings()
+    console.print(f"dashboard on [bold]http://{host or settings.bind_host}:{settings.dashboard_port if port is None else port}/[/]")
+    serve_dashboard(settings, host, port)
+
+
 @app.command()
 def bench(
     patients: Annotated[int, typer.Option(min=1, help="Concurrent patient streams (real-time replay).")] = 500,

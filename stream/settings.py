@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=0, le=65535)
     models_dir: Path = Field(Path(__file__).resolve().parent.parent / "models" / "artifacts")
 
+    # dashboard (ecg-monitor dashboard)
+    dashboard_port: int = Field(8050, ge=0, le=65535, description="Port of the 12-lead anomaly dashboard.")
+    dashboard_max_upload_bytes: int = Field(20_000_000, gt=0, description="Uploads larger than this are refused (413).")
+    dashboard_max_windows: int = Field(12, ge=1, le=360, description="10 s windows analysed per upload (the first ones).")
+
     topics: TopicNames = Field(default_factory=TopicNames)
 
     @property

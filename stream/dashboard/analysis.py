@@ -1,0 +1,211 @@
+"""Dashboard analysis: an uploaded ECG -> 10 s 12-lead windows -> what a 12-lead anomaly model says.
+
+Pure numpy on top of the ONNX Runtime wrappers (no torch, no web framework): :func:`load_upload` turns
+the uploaded files into a :class:`Upload` (or raises :class:`UploadError` with a reason code), and
+:func:`analyse` runs one of ``cae12``, ``vae_bilstm``, ``vae_bilstm_mha`` on its windows and returns the
+JSON the dashboard draws: per lead the filtered original, the reconstruction, the point-wise squared
+error and the lead's relative error; per window the anomaly score, the threshold and the verdict; for the
+attention model the lead-wise and temporal attention weights.
+
+Accepted uploads:
+
+- one ``.npy`` array ``[n_samples, n_leads]`` (or ``[n_leads, n_samples]``) in mV, with the sampling rate
+  given (``fs``) and, unless it has the 12 standard leads in order (I, II, III, aVR, aVL, aVF, V1-V6),
+  its lead names;
+- one WFDB record: its ``.hea`` header and the signal files it names (``.dat``...). Signal names are read
+  from the header (MIT-BIH's modified limb leads MLI/MLII/MLIII count as I/II/III).
+
+Leads absent from the upload are rebuilt from the present ones by ``lead_recon`` before scoring (and
+flagged as rebuilt); at least one of the 12 leads must be there. NaN or infinite samples, wrong shapes,
+rates outside the configured range, recordings shorter than 10 s, unknown lead names and unreadable or
+corrupt files are refused with their reason.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stream.errors import DataError
+from stream.records import TWELVE_LEADS, canonical_lead, read_record
+from stream.stages.segmentation import TWELVE_LEAD_FS, TWELVE_LEAD_WINDOW
+
+if TYPE_CHECKING:
+    from models.runtime.cae12 import Cae12Model
+    from models.runtime.lead_recon import LeadReconModel
+
+#: The 12-lead anomaly models the dashboard offers.
+DASHBOARD_MODELS: tuple[str, ...] = ("cae12", "vae_bilstm", "vae_bilstm_mha")
+#: Reasons an upload is refused (the label values of ``ecg_dashboard_rejected_uploads_total``).
+REJECT_REASONS: tuple[str, ...] = (
+    "too_large", "format", "shape", "rate", "too_short", "nan", "unknown_lead", "corrupt_wfdb", "unknown_model",
+)
+#: Modified limb leads (MIT-BIH) read as the standard ones.
+_MODIFIED_LIMB = {"MLI": "I", "MLII": "II", "MLIII": "III"}
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+class UploadError(DataError):
+    """An upload the dashboard refuses; ``reason`` is one of :data:`REJECT_REASONS`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An uploaded recording: ``signal`` [n_samples, 12] mV in TWELVE_LEADS order (zeros where a lead is
+    absent), ``present`` [12] bool, ``fs`` Hz, ``name`` for display."""
+
+    name: str
+    fs: float
+    signal: np.ndarray
+    present: np.ndarray
+
+    @property
+    def duration_s(self) -> float:
+        return self.signal.shape[0] / self.fs
+
+
+def _lead_index(names: list[str]) -> list[int]:
+    """Upload lead names -> TWELVE_LEADS indices; unknown or repeated leads are refused."""
+    out: list[int] = []
+    for raw in names:
+        try:
+            lead = canonical_lead(raw)
+        except DataError as exc:
+            raise UploadError("unknown_lead", str(exc)) from exc
+        lead = _MODIFIED_LIMB.get(lead, lead)
+        if lead not in TWELVE_LEADS:
+            raise UploadError("unknown_lead", f"lead {raw!r} is not one of the 12 standard leads {list(TWELVE_LEADS)}")
+        if TWELVE_LEADS.index(lead) in out:
+            raise UploadError("unknown_lead", f"lead {lead} appears twice in the upload")
+        out.append(TWELVE_LEADS.index(lead))
+    return out
+
+
+def _assemble(name: str, x: np.ndarray, fs: float, leads: list[str], min_fs: float, max_fs: float) -> Upload:
+    if not (np.isfinite(fs) and min_fs <= fs <= max_fs):
+        raise UploadError("rate", f"sampling rate {fs} Hz is outside [{min_fs:g}, {max_fs:g}] Hz")
+    if x.shape[1] != len(leads):
+        raise UploadError("shape", f"the signal has {x.shape[1]} leads but {len(leads)} lead names were given")
+    idx = _lead_index(leads)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        worst = leads[int(np.argmax(bad.sum(axis=0)))]
+        raise UploadError("nan", f"{int(bad.sum())} NaN or infinite samples (lead {worst} first); send complete leads "
+                                 "and leave a lead out entirely when it is missing")
+    if x.shape[0] / fs < TWELVE_LEAD_WINDOW / TWELVE_LEAD_FS:
+        raise UploadError("too_short", f"{x.shape[0] / fs:.1f} s recorded; the 12-lead models read 10 s windows")
+    signal = np.zeros((x.shape[0], 12), dtype=np.float32)
+    signal[:, idx] = x
+    present = np.zeros(12, dtype=bool)
+    present[idx] = True
+    return Upload(name, float(fs), signal, present)
+
+
+def load_npy(name: str, data: bytes, fs: float | None, leads: list[str] | None, min_fs: float = 50.0,
+             max_fs: float = 2000.0) -> Upload:
+    """An uploaded ``.npy`` array (mV) -> :class:`Upload`."""
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError/OSError/EOFError... on a bad file
+        raise UploadError("format", f"{name} is not a readable .npy array: {exc}") from exc
+    if not np.issubdtype(arr.dtype, np.number) or arr.ndim != 2:
+        raise UploadError("shape", f"{name}: expected a 2-D numeric array [n_samples, n_leads], got {arr.dtype} {arr.shape}")
+    names = list(leads) if leads else list(TWELVE_LEADS)
+    if arr.shape[1] != len(names) and arr.shape[0] == len(names):
+        arr = arr.T  # [n_leads, n_samples]
+    if fs is None:
+        raise UploadError("rate", f"{name}: give the sampling rate (fs) of a .npy upload")
+    return _assemble(name, np.asarray(arr, dtype=np.float32), float(fs), names, min_fs, max_fs)
+
+
+def load_wfdb(files: Mapping[str, bytes], min_fs: float = 50.0, max_fs: float = 2000.0) -> Upload:
+    """An uploaded WFDB record (one ``.hea`` and its signal files) -> :class:`Upload`."""
+    headers = [n for n in files if n.lower().endswith(".hea")]
+    if len(headers) != 1:
+        raise UploadError("format", f"a WFDB upload needs exactly one .hea header, got {len(headers)}")
+    for n in files:
+        if not _SAFE_NAME.match(n):
+            raise UploadError("format", f"file name {n!r} is not allowed (letters, digits, '_', '.', '-')")
+    with tempfile.TemporaryDirectory(prefix="ecg-dashboard-") as tmp:
+        for n, data in files.items():
+            (Path(tmp) / n).write_bytes(data)
+        stem = headers[0][: -len(".hea")]
+        try:
+            rec = read_record(Path(tmp) / stem)
+        except DataError as exc:
+            raise UploadError("corrupt_wfdb", str(exc).replace(tmp + "/", "")) from exc
+    return _assemble(rec.name, rec.signal, rec.fs, list(rec.leads), min_fs, max_fs)
+
+
+def load_upload(files: Mapping[str, bytes], fs: float | None = None, leads: list[str] | None = None,
+                min_fs: float = 50.0, max_fs: float = 2000.0) -> Upload:
+    """Uploaded files (name -> bytes) -> :class:`Upload`: one ``.npy``, or one WFDB record."""
+    if not files:
+        raise UploadError("format", "no file uploaded")
+    npy = [n for n in files if n.lower().endswith(".npy")]
+    if npy:
+        if len(files) != 1:
+            raise UploadError("format", "upload one .npy file alone, or one WFDB record (.hea + .dat)")
+        return load_npy(npy[0], files[npy[0]], fs, leads, min_fs, max_fs)
+    return load_wfdb(files, min_fs, max_fs)
+
+
+def _rounded(a: np.ndarray, digits: int = 4) -> list[Any]:
+    out: list[Any] = np.round(np.asarray(a, dtype=np.float64), digits).tolist()
+    return out
+
+
+def analyse(upload: Upload, model: Cae12Model, lead_recon: LeadReconModel | None = None,
+            max_windows: int = 12) -> dict[str, Any]:
+    """Score the upload's 10 s windows (at most ``max_windows``) with ``model``; the dashboard's JSON."""
+    from models.runtime.cae12 import preprocess
+
+    windows = preprocess(upload.signal, upload.fs)[:max_windows]  # [k, 1000, 12] filtered, 100 Hz
+    rebuilt = [lead for lead, p in zip(TWELVE_LEADS, upload.present, strict=True) if not p]
+    if rebuilt:
+        if lead_recon is None:
+            raise UploadError("shape", f"leads {rebuilt} are missing and no lead_recon model is loaded to rebuild them")
+        windows = lead_recon.predict(windows, np.broadcast_to(upload.present.astype(np.float32), (len(windows), 12))).leads
+    pred = model.predict(windows)
+    err = (windows - pred.recon) ** 2  # point-wise squared error, mV^2
+    out_windows = []
+    for i in range(len(windows)):
+        w: dict[str, Any] = {
+            "start_s": i * TWELVE_LEAD_WINDOW / TWELVE_LEAD_FS,
+            "score": float(pred.score[i]),
+            "anomalous": bool(pred.is_anomaly[i]),
+            "lead_scores": dict(zip(TWELVE_LEADS, _rounded(pred.lead_relative_error[i]), strict=True)),
+            "original": _rounded(windows[i].T),
+            "recon": _rounded(pred.recon[i].T),
+            "error": _rounded(err[i].T, 5),
+            "lead_attention": None,
+            "time_attention": None,
+        }
+        if pred.lead_attention is not None:
+            w["lead_attention"] = dict(zip(TWELVE_LEADS, _rounded(pred.lead_attention[i], 5), strict=True))
+        if pred.time_attention is not None:
+            w["time_attention"] = _rounded(pred.time_attention[i], 6)
+        out_windows.append(w)
+    return {
+        "name": upload.name,
+        "model": model.name,
+        "threshold": model.threshold_value,
+        "threshold_rule": (model.card.get("threshold") or {}).get("rule"),
+        "fs": TWELVE_LEAD_FS,
+        "leads": list(TWELVE_LEADS),
+        "rebuilt_leads": rebuilt,
+        "duration_s": upload.duration_s,
+        "windows_total": int(upload.duration_s * TWELVE_LEAD_FS // TWELVE_LEAD_WINDOW),
+        "windows": out_windows,
+    }

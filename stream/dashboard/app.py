@@ -1,0 +1,169 @@
+"""The 12-lead anomaly dashboard (FastAPI): upload an ECG, pick a model, see where and in which lead.
+
+``create_dashboard(settings)`` builds the app; ``ecg-monitor dashboard`` serves it with uvicorn. It is a
+separate process from the stream workers (a browser upload must never stall a Kafka partition) and, like
+them, imports ONNX Runtime and never torch.
+
+Routes:
+
+- ``GET /``: the page (``static/index.html``, self-contained: no CDN, so it works offline);
+- ``GET /api/models``: the offered models with their thresholds and validation figures;
+- ``POST /api/analyze``: multipart form with ``files`` (one ``.npy``, or a WFDB ``.hea`` with its signal
+  files), ``model``, and for ``.npy`` ``fs`` and optionally ``leads`` (comma-separated names). Answers
+  the JSON of :func:`stream.dashboard.analysis.analyse`, or 4xx ``{"error", "reason"}``: 413 for an upload
+  over ``ECG_DASHBOARD_MAX_UPLOAD_BYTES``, 422 for bad input;
+- ``GET /metrics``: ``ecg_dashboard_analyses_total{model}``,
+  ``ecg_dashboard_rejected_uploads_total{reason}``, ``ecg_dashboard_analysis_duration_seconds``;
+- ``GET /healthz``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+from stream.dashboard.analysis import (
+    DASHBOARD_MODELS,
+    REJECT_REASONS,
+    UploadError,
+    analyse,
+    load_upload,
+)
+from stream.errors import ModelError
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+class DashboardMetrics:
+    """The dashboard's Prometheus metrics (own registry; bounded labels: model names, reject reasons)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.analyses = Counter("ecg_dashboard_analyses_total", "Uploads analysed, by model", ["model"], registry=self.registry)
+        self.rejected = Counter("ecg_dashboard_rejected_uploads_total", "Uploads refused, by reason", ["reason"], registry=self.registry)
+        self.duration = Histogram("ecg_dashboard_analysis_duration_seconds", "Time to read, score and answer one upload",
+                                  buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=self.registry)
+        for m in DASHBOARD_MODELS:
+            self.analyses.labels(m)
+        for r in REJECT_REASONS:
+            self.rejected.labels(r)
+
+
+def _model_info(model: Any) -> dict[str, Any]:
+    val = model.card.get("validation_metrics") or {}
+    return {
+        "name": model.name,
+        "threshold": model.threshold_value,
+        "threshold_rule": (model.card.get("threshold") or {}).get("rule"),
+        "attention": any(o.get("name") == "lead_attention" for o in model.card.get("outputs", [])),
+        "validation_auroc": val.get("auroc"),
+        "task": model.card.get("task"),
+    }
+
+
+def create_dashboard(settings: Settings, models: tuple[str, ...] = DASHBOARD_MODELS) -> FastAPI:
+    """The dashboard app over the committed artifacts in ``settings.models_dir`` (loaded once, here)."""
+    from models.runtime.cae12 import Cae12Model
+    from models.runtime.lead_recon import LeadReconModel
+    from models.runtime.vae_bilstm import VaeBiLstmMhaModel, VaeBiLstmModel
+
+    classes = {"cae12": Cae12Model, "vae_bilstm": VaeBiLstmModel, "vae_bilstm_mha": VaeBiLstmMhaModel}
+    loaded = {m: classes[m].load(m, settings.models_dir) for m in models if (settings.models_dir / f"{m}.onnx").is_file()}
+    if not loaded:
+        raise ModelError(f"no 12-lead anomaly model in {settings.models_dir} (looked for {list(models)})")
+    lead_recon = LeadReconModel.load("lead_recon", settings.models_dir) if (settings.models_dir / "lead_recon.onnx").is_file() else None
+    metrics = DashboardMetrics()
+    limit = settings.dashboard_max_upload_bytes
+    app = FastAPI(title="ecg-monitor dashboard", description="12-lead ECG anomaly analysis", docs_url="/api/docs")
+    app.state.metrics = metrics
+
+    def reject(status: int, reason: str, message: str) -> JSONResponse:
+        metrics.rejected.labels(reason).inc()
+        log.info("upload refused (%s): %s", reason, message)
+        return JSONResponse({"error": message, "reason": reason}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed_form(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
+        return reject(422, "format", f"malformed request: {problems}")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/models")
+    async def list_models() -> dict[str, Any]:
+        return {"models": [_model_info(m) for m in loaded.values()], "default": next(iter(loaded)),
+                "max_upload_bytes": limit, "max_windows": settings.dashboard_max_windows,
+                "lead_recon": lead_recon is not None}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.middleware("http")
+    async def refuse_large_uploads(request: Request, call_next: Any) -> Any:
+        """Refuse by the declared length before anything is read (the handler re-checks what it reads)."""
+        declared = request.headers.get("content-length")
+        if request.url.path == "/api/analyze" and declared and declared.isdigit() and int(declared) > limit:
+            return reject(413, "too_large", f"upload of {int(declared)} bytes is over the {limit}-byte limit")
+        return await call_next(request)
+
+    @app.post("/api/analyze")
+    async def analyze(
+        files: Annotated[list[UploadFile], File(description="one .npy, or a WFDB .hea with its signal files")],
+        model: Annotated[str, Form()] = "",
+        fs: Annotated[float | None, Form(description="sampling rate of a .npy upload, Hz")] = None,
+        leads: Annotated[str, Form(description="lead names of a .npy upload, comma-separated")] = "",
+    ) -> Any:
+        t0 = time.perf_counter()
+        name = model or next(iter(loaded))
+        if name not in loaded:
+            return reject(422, "unknown_model", f"unknown model {name!r}; offered: {list(loaded)}")
+        data: dict[str, bytes] = {}
+        total = 0
+        for f in files:
+            content = await f.read(limit + 1 - total)
+            total += len(content)
+            if total > limit:
+                return reject(413, "too_large", f"upload is over the {limit}-byte limit")
+            data[Path(f.filename or "upload").name] = content
+        try:
+            upload = load_upload(data, fs, [s for s in leads.split(",") if s.strip()] or None, settings.min_fs, settings.max_fs)
+            result = analyse(upload, loaded[name], lead_recon, settings.dashboard_max_windows)
+        except UploadError as exc:
+            return reject(422, exc.reason, str(exc))
+        except ModelError as exc:
+            return reject(422, "shape", str(exc))
+        metrics.analyses.labels(name).inc()
+        metrics.duration.observe(time.perf_counter() - t0)
+        return result
+
+    return app
+
+
+def serve_dashboard(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Serve the dashboard with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_dashboard(settings)
+    uvicorn.run(app, host=host or settings.bind_host, port=settings.dashboard_port if port is None else port, log_level="warning")
