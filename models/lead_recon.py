@@ -134,15 +134,23 @@ class LeadReconII(nn.Module):
     record sets how each lead is read out of lead II), and one light conv decoder per learned lead for I
     and V1-V6. III, aVR,
     aVL and aVF are computed in the graph from the predicted I and the recorded II
-    (Einthoven/Goldberger), so the six limb leads are always consistent. No contrastive branch.
+    (Einthoven/Goldberger), so the six limb leads are always consistent. No contrastive branch. With
+    ``gru`` > 0 a bidirectional GRU over the features at 12.5 Hz adds an order-aware whole-record context.
     """
 
     use_contrastive = False
 
     def __init__(self, stem: int = 32, width: int = 64, head: int = 16, global_dim: int = 32, dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
-                 film: bool = False) -> None:
+                 film: bool = False, gru: int = 0) -> None:
         super().__init__()
         self.norm = LeadNorm()
+        # optional recurrent context: a BiGRU over the features at 12.5 Hz (order-aware, whole record), added
+        # back as a residual; its output projection starts at zero, so a trained CNN run can be continued
+        self.gru: nn.GRU | None = nn.GRU(width, gru, batch_first=True, bidirectional=True) if gru else None
+        self.gru_out: nn.Conv1d | None = nn.Conv1d(2 * gru, width, 1) if gru else None
+        if self.gru_out is not None:
+            for p in self.gru_out.parameters():
+                nn.init.zeros_(p)
         self.film: nn.Module | None = nn.Linear(global_dim, 2 * (stem + width)) if film else None
         if self.film is not None:
             nn.init.zeros_(self.film.weight)  # starts as the identity modulation
@@ -160,6 +168,10 @@ class LeadReconII(nn.Module):
         z = ((ii - self.norm.center[SOURCE_II]) / self.norm.scale[SOURCE_II])[:, None, :]
         s = self.stem(z)
         h = self.blocks(self.down(s))
+        if self.gru is not None and self.gru_out is not None:
+            seq, _ = self.gru(F.avg_pool1d(h, 4, ceil_mode=True).transpose(1, 2))  # [B, T/4, 2 * gru]
+            r = F.interpolate(self.gru_out(seq.transpose(1, 2)), scale_factor=4.0, mode="nearest")[:, :, : h.shape[-1]]
+            h = h + r
         gv = self.glob(h.mean(dim=-1))  # [B, global_dim] record context
         local = torch.cat([s, h], dim=1)
         if self.film is not None:

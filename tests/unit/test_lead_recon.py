@@ -68,13 +68,19 @@ def test_train_export_evaluate_tiny(data_dir, tmp_path):
     seed1 = _ctx(data_dir, tmp_path, [*single_overrides, "single.train.seed=1"])
     second = spec.train(seed1)
     assert second != first
-    ens = _ctx(data_dir, tmp_path, [*single_overrides, f"single.ensemble=[\"{first}\"]"])
+    # a continuation of the first run that gains the recurrent context (new weights start at zero)
+    gru = spec.train(_ctx(data_dir, tmp_path, [*single_overrides, "single.model.gru=4", f"single.train.init_from={first}"]))
+    alone = _ctx(data_dir, tmp_path, single_overrides)
+    alone.run_dir = gru
+    assert spec.export(alone).name == "lead_recon_ii.onnx"  # the GRU model passes the ONNX parity check
+    assert json.loads((tmp_path / "artifacts" / "lead_recon_ii.card.json").read_text())["config"]["single"]["model"]["gru"] == 4
+    ens = _ctx(data_dir, tmp_path, [*single_overrides, f"single.ensemble=[\"{first}\", \"{gru}\"]"])
     ens.run_dir = second
-    assert spec.export(ens).name == "lead_recon_ii.onnx"
+    assert spec.export(ens).name == "lead_recon_ii.onnx"  # parity-checked ONNX, GRU member included when chosen
     card = json.loads((tmp_path / "artifacts" / "lead_recon_ii.card.json").read_text())
     info = card["ensemble"]
-    assert set(info["candidates_validation_mean_pearson"]) == {str(first), str(second)}
-    assert 1 <= len(info["members"]) <= 2 and info["validation_mean_pearson"] >= max(info["candidates_validation_mean_pearson"].values())
+    assert set(info["candidates_validation_mean_pearson"]) == {str(first), str(second), str(gru)}
+    assert 1 <= len(info["members"]) <= 3 and info["validation_mean_pearson"] >= max(info["candidates_validation_mean_pearson"].values())
     assert card["validation_metrics"]["II_only"]["mean_pearson"] == pytest.approx(info["validation_mean_pearson"], abs=1e-4)
     for not_ii in (general, tmp_path / "runs" / "lead_recon" / "none"):  # the general model, or no run at all
         bad = _ctx(data_dir, tmp_path, [*single_overrides, f"single.ensemble=[\"{not_ii}\"]"])

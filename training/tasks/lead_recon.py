@@ -106,6 +106,7 @@ def build_single_model(mcfg: dict[str, Any]) -> Any:
         global_dim=int(mcfg.get("global_dim", 32)),
         dilations=tuple(mcfg.get("dilations", (1, 2, 4, 8, 16, 32))),
         film=bool(mcfg.get("film", False)),
+        gru=int(mcfg.get("gru", 0)),
     )
 
 
@@ -281,6 +282,7 @@ def train_single(ctx: TaskContext) -> Path:
     :func:`single_loss`, best epoch on fold 9."""
     import torch
 
+    from stream.errors import ConfigError
     from training.tasks._ptbxl_anomaly import lead_stats
     from training.trainer import FitConfig, fit, select_device, start_run, write_json
 
@@ -295,8 +297,10 @@ def train_single(ctx: TaskContext) -> Path:
     center, scale = lead_stats(tr.x)
     model.norm.set_stats(torch.from_numpy(center), torch.from_numpy(scale))
     init_from = tcfg.get("init_from")
-    if init_from:  # continue a previous single run (same folds, same architecture)
-        model.load_state_dict(torch.load(Path(init_from) / "checkpoint.pt", map_location="cpu", weights_only=True))
+    if init_from:  # continue a previous single run (same folds; a run without the GRU context may gain one)
+        missing, unexpected = model.load_state_dict(torch.load(Path(init_from) / "checkpoint.pt", map_location="cpu", weights_only=True), strict=False)
+        if unexpected or any(not k.startswith("gru") for k in missing):
+            raise ConfigError(f"init_from {init_from}: architecture differs (missing {missing}, unexpected {unexpected})")
     probs = {"II_only": 1.0}
     aug = tcfg.get("augment") or {}
     rotate_deg = float(aug.get("rotate_deg", 0.0))
