@@ -118,7 +118,7 @@ def test_committed_artifact_matches_card_and_runs_on_real_record(data_dir, tmp_p
 @pytest.mark.skipif(not (DEFAULT_ARTIFACTS_DIR / "lead_recon_ii.onnx").is_file(), reason="lead_recon_ii not exported yet")
 def test_lead_ii_alone_is_routed_to_the_dedicated_model(data_dir, tmp_path):
     model = LeadReconModel.load()
-    assert (DEFAULT_ARTIFACTS_DIR / "lead_recon_ii.onnx").stat().st_size < 3_000_000
+    assert (DEFAULT_ARTIFACTS_DIR / "lead_recon_ii.onnx").stat().st_size < 8_000_000  # an ensemble of a few 1.4 MB networks
     x = load_ptbxl(data_dir, tmp_path, limit=1, progress=False).folds([10]).x[:1]
     only_ii = np.zeros(12, dtype=np.float32)
     only_ii[IDX["II"]] = 1
