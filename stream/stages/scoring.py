@@ -161,8 +161,9 @@ class WindowScorer:
         res = ScoringResult()
         groups: dict[str, list[_Input]] = {}
         damaged: dict[str, list[ModelWindow]] = {}
+        kinds = self.window_kinds
         for w in windows:
-            if w.kind not in self.window_kinds:
+            if w.kind not in kinds:
                 continue
             if np.isfinite(w.data).all():
                 groups.setdefault(w.kind, []).append(_Input(w, w.data))
