@@ -447,7 +447,7 @@ def export(ctx: TaskContext) -> Path:
     xs = val.x[:64]
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
     if is_single(cfg):
-        return _export_single(ctx, model, run_dir, cfg, xs, run_metrics)
+        return _export_single(ctx, model, run_dir, cfg, val, run_metrics)
     masks = sample_masks(len(xs), rng, cfg["train"]["mask_mix"])
     path = Path(ctx.artifacts_dir) / f"{NAME}.onnx"
     export_with_card(
@@ -473,8 +473,9 @@ def export(ctx: TaskContext) -> Path:
     return path
 
 
-def _select_blend(ctx: TaskContext, model: Any) -> dict[str, Any]:
-    """Weight of this model against the general ``lead_recon.onnx`` on {II} windows, chosen on fold 9.
+def _select_blend(ctx: TaskContext, va: PtbxlData, ps: np.ndarray) -> dict[str, Any]:
+    """Weight of the dedicated model (its fold-9 output ``ps``) against the general ``lead_recon.onnx`` on
+    {II} windows, chosen on fold 9 (``va``).
 
     The wrapper outputs ``w * dedicated + (1 - w) * general`` for I and V1-V6, limb leads from that I
     and the recorded II. ``w`` is the grid value with the best fold-9 mean Pearson r (1 = dedicated
@@ -485,16 +486,10 @@ def _select_blend(ctx: TaskContext, model: Any) -> dict[str, Any]:
     general_path = Path(ctx.artifacts_dir) / f"{NAME}.onnx"
     if grid == [1.0] or not general_path.is_file():
         return {"weight": 1.0, "method": "dedicated model alone"}
-    va = _data(ctx).folds(VAL_FOLDS)
-    mask = np.zeros((len(va), 12), dtype=np.float32)
-    mask[:, IDX["II"]] = 1.0
+    mask = _ii_masks(len(va))
     general = LeadReconModel(general_path)  # the general model alone (no routing)
     pg = np.concatenate([general.run({"ecg": va.x[s : s + 64], "mask": mask[s : s + 64]})["recon"] for s in range(0, len(va), 64)])
-    (ps,) = _predict_arrays(model, (va.x, mask))
-    scores = {}
-    for w in grid:
-        pred = blend_single(np.where(mask[:, None, :] > 0, va.x, ps), pg, w)
-        scores[w] = float(np.mean([_lead_metrics(va.x[:, :, j], pred[:, :, j])["pearson"] for j in range(12) if j != IDX["II"]]))
+    scores = {w: _ii_mean_pearson(va.x, blend_single(np.where(mask[:, None, :] > 0, va.x, ps), pg, w)) for w in grid}
     best = max(scores, key=lambda k: scores[k])
     return {"weight": best, "with": f"{NAME}.onnx", "method": "grid value with the best mean Pearson r of II_only on "
             "PTB-XL fold 9 (validation)", "validation_mean_pearson": {str(k): v for k, v in scores.items()}}
@@ -506,12 +501,19 @@ def _predict_arrays(model: Any, arrays: tuple[np.ndarray, ...]) -> list[np.ndarr
     return predict_batches(model, arrays, batch=64)
 
 
+def _ii_masks(n: int) -> np.ndarray:
+    """``[n, 12]`` presence masks with lead II alone."""
+    mask = np.zeros((n, 12), dtype=np.float32)
+    mask[:, IDX["II"]] = 1.0
+    return mask
+
+
 def _ii_mean_pearson(y: np.ndarray, pred: np.ndarray) -> float:
     """Mean over the 11 leads other than II of the per-record Pearson r (the ``II_only`` figure)."""
     return float(np.mean([_lead_metrics(y[:, :, j], pred[:, :, j])["pearson"] for j in range(12) if j != IDX["II"]]))
 
 
-def _select_ensemble(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+def _select_ensemble(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str, Any], va: PtbxlData) -> tuple[Any, dict[str, Any] | None]:
     """With ``single.ensemble`` (export-time option: more lead-II run directories), the members of a
     :class:`~models.lead_recon.LeadReconIIEnsemble`, chosen on fold 9 by greedy forward selection: the
     candidates (``--run`` and the listed runs) in order of their own fold-9 mean Pearson r, each kept
@@ -528,9 +530,7 @@ def _select_ensemble(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str,
         if not is_single(c):
             raise ConfigError(f"{p} is not a lead-II run (variant=single); it cannot join the lead_recon_ii ensemble")
         candidates[str(p.resolve())] = (m, c)
-    va = _data(ctx).folds(VAL_FOLDS)
-    mask = np.zeros((len(va), 12), dtype=np.float32)
-    mask[:, IDX["II"]] = 1.0
+    mask = _ii_masks(len(va))
     preds = {k: _predict_arrays(m, (va.x, mask))[0] for k, (m, _) in candidates.items()}
     own = {k: _ii_mean_pearson(va.x, p) for k, p in preds.items()}
     order = sorted(own, key=lambda k: -own[k])
@@ -555,19 +555,20 @@ def _select_ensemble(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str,
     return ens, info
 
 
-def _export_single(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str, Any], xs: np.ndarray, run_metrics: dict[str, Any]) -> Path:
+def _export_single(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str, Any], va: PtbxlData, run_metrics: dict[str, Any]) -> Path:
     """``lead_recon_ii.onnx`` + card: the dedicated model the runtime wrapper uses when only II is present
-    (one run, or an ensemble of runs with ``single.ensemble``)."""
+    (one run, or an ensemble of runs with ``single.ensemble``); ``va`` is fold 9."""
     from models.export import export_with_card
 
-    masks = np.zeros((len(xs), 12), dtype=np.float32)
-    masks[:, IDX["II"]] = 1.0
+    xs = va.x[:64]
+    masks = _ii_masks(len(xs))
     path = Path(ctx.artifacts_dir) / f"{NAME}_ii.onnx"
-    model, ensemble = _select_ensemble(ctx, model, run_dir, cfg)
+    model, ensemble = _select_ensemble(ctx, model, run_dir, cfg, va)
+    (ps,) = _predict_arrays(model, (va.x, _ii_masks(len(va))))  # fold-9 output, read by the validation figures and the blend
     if ensemble is not None:
-        va = _data(ctx).folds(VAL_FOLDS)
-        run_metrics = {**run_metrics, "validation": evaluate_arrays(lambda x, m: _torch_predict(model, x, m), va, configs=("II_only",))}
-    blend = _select_blend(ctx, model)
+        run_metrics = {**run_metrics, "validation": evaluate_arrays(
+            lambda x, m: derive_limb_leads(np.where(m[:, None, :] > 0, x, ps), m)[0], va, configs=("II_only",))}
+    blend = _select_blend(ctx, va, ps)
     export_with_card(
         model, path, {"ecg": xs, "mask": masks}, ["recon"],
         {
