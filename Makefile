@@ -38,8 +38,9 @@ check-deploy:  ## promtool checks of deploy/prometheus.yml and deploy/alert-rule
 	promtool check config deploy/prometheus.yml
 	promtool check rules deploy/alert-rules.yml
 
-lint: venv  ## ruff
+lint: venv  ## ruff (lint and format check)
 	$(BIN)/ruff check stream simulators models training tests
+	$(BIN)/ruff format --check stream simulators models training tests
 
 typecheck: venv  ## mypy
 	$(BIN)/mypy

@@ -20,7 +20,9 @@ LATENT = 25
 
 
 class BeatVAE(nn.Module):
-    def __init__(self, hidden: tuple[int, ...] = (512, 256), latent: int = LATENT, length: int = BEAT_LENGTH) -> None:
+    def __init__(
+        self, hidden: tuple[int, ...] = (512, 256), latent: int = LATENT, length: int = BEAT_LENGTH
+    ) -> None:
         super().__init__()
         self.latent = latent
         dims = [length, *hidden]
@@ -49,6 +51,8 @@ class BeatVAE(nn.Module):
         kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(dim=1)
         return rec, kl
 
-    def forward(self, beat: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, beat: torch.Tensor, z: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.encode(beat)
         return self.decoder(mu), mu, logvar, self.decoder(z)

@@ -23,7 +23,9 @@ import torch
 from torch import nn
 
 
-def center_weights(length: int, fs: float, center_seconds: float, center_weight: float) -> np.ndarray:
+def center_weights(
+    length: int, fs: float, center_seconds: float, center_weight: float
+) -> np.ndarray:
     """Per-sample score weights: ``center_weight`` within ``center_seconds`` around the centre, 1 elsewhere, mean 1."""
     w = np.ones(length, dtype=np.float32)
     half = round(center_seconds * fs / 2)
@@ -57,7 +59,11 @@ class ConvAutoencoder(nn.Module):
         enc: list[nn.Module] = []
         c_in = 1
         for c, k, s in zip(channels, kernels, strides, strict=True):
-            enc += [nn.Conv1d(c_in, c, k, stride=s, padding=k // 2), nn.BatchNorm1d(c), nn.LeakyReLU(0.1)]
+            enc += [
+                nn.Conv1d(c_in, c, k, stride=s, padding=k // 2),
+                nn.BatchNorm1d(c),
+                nn.LeakyReLU(0.1),
+            ]
             c_in = c
         self.encoder = nn.Sequential(*enc)
         flat = channels[-1] * self.reduced
@@ -74,7 +80,11 @@ class ConvAutoencoder(nn.Module):
             nn.Conv1d(head_channels, 1, 7, padding=3),
         )
         self.last_channels = channels[-1]
-        w = np.ones(length, dtype=np.float32) if score_weights is None else np.asarray(score_weights, dtype=np.float32)
+        w = (
+            np.ones(length, dtype=np.float32)
+            if score_weights is None
+            else np.asarray(score_weights, dtype=np.float32)
+        )
         self.set_score_weights(w)
 
     def set_score_weights(self, weights: np.ndarray) -> None:

@@ -57,7 +57,9 @@ class RecordLeadNorm(nn.Module):
         return mean, std
 
 
-def normalise(norm: nn.Module, rec_norm: RecordLeadNorm | None, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def normalise(
+    norm: nn.Module, rec_norm: RecordLeadNorm | None, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(normalised x, centre, scale) with the record-wise rule when ``rec_norm`` is set, else global."""
     if rec_norm is None:
         assert isinstance(norm, LeadNorm)
@@ -85,21 +87,31 @@ def _up(c_in: int, c_out: int) -> nn.Sequential:
 class CAE12(nn.Module):
     """Conv1d encoder (3 stride-2 stages, 1000 -> 125 steps) to a narrow bottleneck, mirrored decoder."""
 
-    def __init__(self, channels: tuple[int, ...] = (32, 64, 64), bottleneck: int = 8, record_norm: bool = False) -> None:
+    def __init__(
+        self,
+        channels: tuple[int, ...] = (32, 64, 64),
+        bottleneck: int = 8,
+        record_norm: bool = False,
+    ) -> None:
         super().__init__()
         self.norm = LeadNorm()
         self.rec_norm = RecordLeadNorm() if record_norm else None
         c1, c2, c3 = channels
         self.encoder = nn.Sequential(
-            _block(N_LEADS, c1, 2), _block(c1, c1, 1),
-            _block(c1, c2, 2), _block(c2, c2, 1),
+            _block(N_LEADS, c1, 2),
+            _block(c1, c1, 1),
+            _block(c1, c2, 2),
+            _block(c2, c2, 1),
             _block(c2, c3, 2),
             nn.Conv1d(c3, bottleneck, kernel_size=3, padding=1),
         )
         self.decoder = nn.Sequential(
-            nn.Conv1d(bottleneck, c3, kernel_size=3, padding=1), nn.GELU(),
-            _up(c3, c2), _block(c2, c2, 1),
-            _up(c2, c1), _block(c1, c1, 1),
+            nn.Conv1d(bottleneck, c3, kernel_size=3, padding=1),
+            nn.GELU(),
+            _up(c3, c2),
+            _block(c2, c2, 1),
+            _up(c2, c1),
+            _block(c1, c1, 1),
             _up(c1, c1),
             nn.Conv1d(c1, N_LEADS, kernel_size=7, padding=3),
         )

@@ -106,11 +106,20 @@ def check_parity(
             ref_t = ref if isinstance(ref, (tuple, list)) else (ref,)
             got = sess.run(out_names, feeds)
             for name, r, g in zip(out_names, ref_t, got, strict=True):
-                worst[name] = max(worst[name], float(np.max(np.abs(r.numpy() - g))) if g.size else 0.0)
+                worst[name] = max(
+                    worst[name], float(np.max(np.abs(r.numpy() - g))) if g.size else 0.0
+                )
     max_diff = max(worst.values()) if worst else 0.0
     if not max_diff <= tolerance:
-        raise ModelError(f"ONNX parity failed for {onnx_path}: max abs diff {max_diff:.3g} > {tolerance:g} ({worst})")
-    return {"max_abs_diff": max_diff, "tolerance": tolerance, "n_inputs": int(n), "per_output": worst}
+        raise ModelError(
+            f"ONNX parity failed for {onnx_path}: max abs diff {max_diff:.3g} > {tolerance:g} ({worst})"
+        )
+    return {
+        "max_abs_diff": max_diff,
+        "tolerance": tolerance,
+        "n_inputs": int(n),
+        "per_output": worst,
+    }
 
 
 def io_spec(path: str | Path) -> dict[str, list[dict[str, Any]]]:
@@ -118,7 +127,14 @@ def io_spec(path: str | Path) -> dict[str, list[dict[str, Any]]]:
     sess = onnx_session(path)
 
     def spec(args: Sequence[Any]) -> list[dict[str, Any]]:
-        return [{"name": a.name, "shape": list(a.shape), "dtype": {"float": "float32", "double": "float64"}.get(a.type[7:-1], a.type[7:-1])} for a in args]
+        return [
+            {
+                "name": a.name,
+                "shape": list(a.shape),
+                "dtype": {"float": "float32", "double": "float64"}.get(a.type[7:-1], a.type[7:-1]),
+            }
+            for a in args
+        ]
 
     return {"inputs": spec(sess.get_inputs()), "outputs": spec(sess.get_outputs())}
 

@@ -30,10 +30,13 @@ def lead_heads(n_leads: int, head: int) -> nn.Sequential:
     c = n_leads * head
     return nn.Sequential(
         nn.GELU(),
-        nn.ConvTranspose1d(c, c, 4, stride=2, padding=1, groups=n_leads), nn.GELU(),
-        nn.Conv1d(c, c, 5, padding=2, groups=n_leads), nn.GELU(),
+        nn.ConvTranspose1d(c, c, 4, stride=2, padding=1, groups=n_leads),
+        nn.GELU(),
+        nn.Conv1d(c, c, 5, padding=2, groups=n_leads),
+        nn.GELU(),
         nn.Conv1d(c, n_leads, 5, padding=2, groups=n_leads),
     )
+
 
 class ContrastiveEncoder(nn.Module):
     """Masked 12-lead input -> L2-normalised embedding [B, dim] (global morphology representation)."""
@@ -41,10 +44,17 @@ class ContrastiveEncoder(nn.Module):
     def __init__(self, dim: int = 64, width: int = 32) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv1d(2 * N_LEADS, width, 7, stride=2, padding=3), nn.BatchNorm1d(width), nn.GELU(),
-            nn.Conv1d(width, 2 * width, 7, stride=2, padding=3), nn.BatchNorm1d(2 * width), nn.GELU(),
-            nn.Conv1d(2 * width, 2 * width, 5, stride=2, padding=2), nn.BatchNorm1d(2 * width), nn.GELU(),
-            nn.Conv1d(2 * width, dim, 5, stride=2, padding=2), nn.GELU(),
+            nn.Conv1d(2 * N_LEADS, width, 7, stride=2, padding=3),
+            nn.BatchNorm1d(width),
+            nn.GELU(),
+            nn.Conv1d(width, 2 * width, 7, stride=2, padding=3),
+            nn.BatchNorm1d(2 * width),
+            nn.GELU(),
+            nn.Conv1d(2 * width, 2 * width, 5, stride=2, padding=2),
+            nn.BatchNorm1d(2 * width),
+            nn.GELU(),
+            nn.Conv1d(2 * width, dim, 5, stride=2, padding=2),
+            nn.GELU(),
         )
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
 
@@ -74,7 +84,9 @@ class _Res(nn.Module):
     def __init__(self, c: int, dilation: int) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv1d(c, c, 5, padding=2 * dilation, dilation=dilation), nn.BatchNorm1d(c), nn.GELU(),
+            nn.Conv1d(c, c, 5, padding=2 * dilation, dilation=dilation),
+            nn.BatchNorm1d(c),
+            nn.GELU(),
             nn.Conv1d(c, c, 1),
         )
 
@@ -85,13 +97,26 @@ class _Res(nn.Module):
 class LeadRecon(nn.Module):
     """Masked 12 leads -> all 12 leads (see module docstring)."""
 
-    def __init__(self, stem: int = 32, width: int = 64, head: int = 12, use_contrastive: bool = True, contrastive_dim: int = 64, fuse_dim: int = 16, dilations: tuple[int, ...] = (1, 2, 4, 8, 16)) -> None:
+    def __init__(
+        self,
+        stem: int = 32,
+        width: int = 64,
+        head: int = 12,
+        use_contrastive: bool = True,
+        contrastive_dim: int = 64,
+        fuse_dim: int = 16,
+        dilations: tuple[int, ...] = (1, 2, 4, 8, 16),
+    ) -> None:
         super().__init__()
         self.norm = LeadNorm()
         self.use_contrastive = use_contrastive
         # raw-lead projection at half rate (100 Hz -> 50 Hz), dilated residual blocks, skip from the stem
-        self.stem = nn.Sequential(nn.Conv1d(2 * N_LEADS, stem, 8, stride=2, padding=3), nn.BatchNorm1d(stem), nn.GELU())
-        self.down = nn.Sequential(nn.Conv1d(stem, width, 3, padding=1), nn.BatchNorm1d(width), nn.GELU())
+        self.stem = nn.Sequential(
+            nn.Conv1d(2 * N_LEADS, stem, 8, stride=2, padding=3), nn.BatchNorm1d(stem), nn.GELU()
+        )
+        self.down = nn.Sequential(
+            nn.Conv1d(stem, width, 3, padding=1), nn.BatchNorm1d(width), nn.GELU()
+        )
         self.blocks = nn.Sequential(*[_Res(width, d) for d in dilations])
         fused = stem + width
         if use_contrastive:
@@ -115,7 +140,9 @@ class LeadRecon(nn.Module):
         if self.use_contrastive:
             e = self.fuse(self.contrastive.embed(f))  # [B, fuse_dim]
             parts.append(e[:, :, None].expand(-1, -1, s.shape[-1]))
-        out = self.heads(self.proj(torch.cat(parts, dim=1))).transpose(1, 2)  # normalised [B, T, 12]
+        out = self.heads(self.proj(torch.cat(parts, dim=1))).transpose(
+            1, 2
+        )  # normalised [B, T, 12]
         return self.norm.inverse(out)
 
 
@@ -140,13 +167,23 @@ class LeadReconII(nn.Module):
 
     use_contrastive = False
 
-    def __init__(self, stem: int = 32, width: int = 64, head: int = 16, global_dim: int = 32, dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
-                 film: bool = False, gru: int = 0) -> None:
+    def __init__(
+        self,
+        stem: int = 32,
+        width: int = 64,
+        head: int = 16,
+        global_dim: int = 32,
+        dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
+        film: bool = False,
+        gru: int = 0,
+    ) -> None:
         super().__init__()
         self.norm = LeadNorm()
         # optional recurrent context: a BiGRU over the features at 12.5 Hz (order-aware, whole record), added
         # back as a residual; its output projection starts at zero, so a trained CNN run can be continued
-        self.gru: nn.GRU | None = nn.GRU(width, gru, batch_first=True, bidirectional=True) if gru else None
+        self.gru: nn.GRU | None = (
+            nn.GRU(width, gru, batch_first=True, bidirectional=True) if gru else None
+        )
         self.gru_out: nn.Conv1d | None = nn.Conv1d(2 * gru, width, 1) if gru else None
         if self.gru_out is not None:
             for p in self.gru_out.parameters():
@@ -156,8 +193,12 @@ class LeadReconII(nn.Module):
             nn.init.zeros_(self.film.weight)  # starts as the identity modulation
             nn.init.zeros_(self.film.bias)
         n_out = len(SINGLE_LEARNED)
-        self.stem = nn.Sequential(nn.Conv1d(1, stem, 8, stride=2, padding=3), nn.BatchNorm1d(stem), nn.GELU())
-        self.down = nn.Sequential(nn.Conv1d(stem, width, 3, padding=1), nn.BatchNorm1d(width), nn.GELU())
+        self.stem = nn.Sequential(
+            nn.Conv1d(1, stem, 8, stride=2, padding=3), nn.BatchNorm1d(stem), nn.GELU()
+        )
+        self.down = nn.Sequential(
+            nn.Conv1d(stem, width, 3, padding=1), nn.BatchNorm1d(width), nn.GELU()
+        )
         self.blocks = nn.Sequential(*[_Res(width, d) for d in dilations])
         self.glob = nn.Sequential(nn.Linear(width, global_dim), nn.GELU())
         self.proj = nn.Conv1d(stem + width + global_dim, n_out * head, 1)
@@ -169,8 +210,12 @@ class LeadReconII(nn.Module):
         s = self.stem(z)
         h = self.blocks(self.down(s))
         if self.gru is not None and self.gru_out is not None:
-            seq, _ = self.gru(F.avg_pool1d(h, 4, ceil_mode=True).transpose(1, 2))  # [B, T/4, 2 * gru]
-            r = F.interpolate(self.gru_out(seq.transpose(1, 2)), scale_factor=4.0, mode="nearest")[:, :, : h.shape[-1]]
+            seq, _ = self.gru(
+                F.avg_pool1d(h, 4, ceil_mode=True).transpose(1, 2)
+            )  # [B, T/4, 2 * gru]
+            r = F.interpolate(self.gru_out(seq.transpose(1, 2)), scale_factor=4.0, mode="nearest")[
+                :, :, : h.shape[-1]
+            ]
             h = h + r
         gv = self.glob(h.mean(dim=-1))  # [B, global_dim] record context
         local = torch.cat([s, h], dim=1)
@@ -178,7 +223,9 @@ class LeadReconII(nn.Module):
             gamma, beta = self.film(gv)[:, :, None].chunk(2, dim=1)
             local = local * (1.0 + gamma) + beta
         g = gv[:, :, None].expand(-1, -1, h.shape[-1])
-        out = self.heads(self.proj(torch.cat([local, g], dim=1))).transpose(1, 2)  # normalised [B, T, 7]
+        out = self.heads(self.proj(torch.cat([local, g], dim=1))).transpose(
+            1, 2
+        )  # normalised [B, T, 7]
         idx = list(SINGLE_LEARNED)
         mv = out * self.norm.scale[idx] + self.norm.center[idx]
         lead_i = mv[:, :, 0]
@@ -203,8 +250,12 @@ class LeadReconIIEnsemble(nn.Module):
             raise ValueError("an ensemble needs at least one member")
         ref = members[0].norm
         for m in members[1:]:
-            if not (torch.equal(m.norm.center, ref.center) and torch.equal(m.norm.scale, ref.scale)):
-                raise ValueError("ensemble members must share their normalisation statistics (same training folds)")
+            if not (
+                torch.equal(m.norm.center, ref.center) and torch.equal(m.norm.scale, ref.scale)
+            ):
+                raise ValueError(
+                    "ensemble members must share their normalisation statistics (same training folds)"
+                )
         self.members = nn.ModuleList(members)
 
     @property

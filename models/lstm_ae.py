@@ -24,7 +24,15 @@ class MaskedRecoveryNet(nn.Module):
     front-end features and the input; the segment is zero-padded internally to a multiple of ``down``.
     """
 
-    def __init__(self, channels: int = 32, hidden: int = 48, layers: int = 2, kernel: int = 9, down: int = 4, head_channels: int = 16) -> None:
+    def __init__(
+        self,
+        channels: int = 32,
+        hidden: int = 48,
+        layers: int = 2,
+        kernel: int = 9,
+        down: int = 4,
+        head_channels: int = 16,
+    ) -> None:
         super().__init__()
         if down not in (1, 2, 4, 8):
             raise ValueError("down must be 1, 2, 4 or 8")
@@ -32,13 +40,21 @@ class MaskedRecoveryNet(nn.Module):
         hc = head_channels
         self.front = nn.Sequential(nn.Conv1d(2, hc, kernel, padding=kernel // 2), nn.GELU())
         if down > 1:
-            self.reduce: nn.Module = nn.Sequential(nn.Conv1d(hc, channels, 2 * down, stride=down, padding=down // 2), nn.GELU())
-            self.expand: nn.Module = nn.ConvTranspose1d(2 * hidden, hc, 2 * down, stride=down, padding=down // 2)
+            self.reduce: nn.Module = nn.Sequential(
+                nn.Conv1d(hc, channels, 2 * down, stride=down, padding=down // 2), nn.GELU()
+            )
+            self.expand: nn.Module = nn.ConvTranspose1d(
+                2 * hidden, hc, 2 * down, stride=down, padding=down // 2
+            )
         else:
             self.reduce = nn.Sequential(nn.Conv1d(hc, channels, 1), nn.GELU())
             self.expand = nn.Conv1d(2 * hidden, hc, 1)
-        self.lstm = nn.LSTM(channels, hidden, num_layers=layers, batch_first=True, bidirectional=True)
-        self.head = nn.Sequential(nn.Conv1d(2 * hc + 2, hc, 5, padding=2), nn.GELU(), nn.Conv1d(hc, 1, 1))
+        self.lstm = nn.LSTM(
+            channels, hidden, num_layers=layers, batch_first=True, bidirectional=True
+        )
+        self.head = nn.Sequential(
+            nn.Conv1d(2 * hc + 2, hc, 5, padding=2), nn.GELU(), nn.Conv1d(hc, 1, 1)
+        )
 
     def forward(self, signal: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         length = signal.shape[-1]

@@ -46,7 +46,15 @@ class VAEBiLSTM(nn.Module):
     """Conv front-end -> (lead-wise MHA) -> BiLSTM -> (temporal MHA) -> Gaussian latent per step ->
     BiLSTM decoder -> transposed-conv back-end."""
 
-    def __init__(self, hidden: int = 48, latent: int = 8, conv: int = 32, attention: bool = False, heads: int = 4, record_norm: bool = False) -> None:
+    def __init__(
+        self,
+        hidden: int = 48,
+        latent: int = 8,
+        conv: int = 32,
+        attention: bool = False,
+        heads: int = 4,
+        record_norm: bool = False,
+    ) -> None:
         super().__init__()
         self.norm = LeadNorm()
         self.rec_norm = RecordLeadNorm() if record_norm else None
@@ -55,19 +63,25 @@ class VAEBiLSTM(nn.Module):
         if attention:
             # lead-wise: each lead encoded on its own (grouped conv) into a token sequence
             self.lead_enc = nn.Sequential(
-                nn.Conv1d(N_LEADS, N_LEADS * self.lead_dim, kernel_size=8, stride=DOWN, groups=N_LEADS),
+                nn.Conv1d(
+                    N_LEADS, N_LEADS * self.lead_dim, kernel_size=8, stride=DOWN, groups=N_LEADS
+                ),
                 nn.GELU(),
             )
             self.lead_embed = nn.Parameter(torch.zeros(1, N_LEADS, self.lead_dim))
             self.lead_mha = Attention(self.lead_dim, heads=2)
             self.front = nn.Sequential(
-                nn.Conv1d(N_LEADS * self.lead_dim, conv, kernel_size=3, padding=1), nn.GELU(),
+                nn.Conv1d(N_LEADS * self.lead_dim, conv, kernel_size=3, padding=1),
+                nn.GELU(),
             )
         else:
             self.front = nn.Sequential(
-                nn.Conv1d(N_LEADS, conv, kernel_size=7, stride=2, padding=3), nn.GELU(),
-                nn.Conv1d(conv, conv, kernel_size=5, stride=2, padding=2), nn.GELU(),
-                nn.Conv1d(conv, conv, kernel_size=5, stride=2, padding=2), nn.GELU(),
+                nn.Conv1d(N_LEADS, conv, kernel_size=7, stride=2, padding=3),
+                nn.GELU(),
+                nn.Conv1d(conv, conv, kernel_size=5, stride=2, padding=2),
+                nn.GELU(),
+                nn.Conv1d(conv, conv, kernel_size=5, stride=2, padding=2),
+                nn.GELU(),
             )
         self.enc_lstm = nn.LSTM(conv, hidden, batch_first=True, bidirectional=True)
         if attention:
@@ -76,24 +90,35 @@ class VAEBiLSTM(nn.Module):
         self.to_logvar = nn.Linear(2 * hidden, latent)
         self.dec_lstm = nn.LSTM(latent, hidden, batch_first=True, bidirectional=True)
         self.back = nn.Sequential(
-            nn.ConvTranspose1d(2 * hidden, conv, kernel_size=4, stride=2, padding=1), nn.GELU(),
-            nn.ConvTranspose1d(conv, conv, kernel_size=4, stride=2, padding=1), nn.GELU(),
-            nn.ConvTranspose1d(conv, conv, kernel_size=4, stride=2, padding=1), nn.GELU(),
+            nn.ConvTranspose1d(2 * hidden, conv, kernel_size=4, stride=2, padding=1),
+            nn.GELU(),
+            nn.ConvTranspose1d(conv, conv, kernel_size=4, stride=2, padding=1),
+            nn.GELU(),
+            nn.ConvTranspose1d(conv, conv, kernel_size=4, stride=2, padding=1),
+            nn.GELU(),
             nn.Conv1d(conv, N_LEADS, kernel_size=7, padding=3),
         )
 
-    def encode(self, xn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def encode(
+        self, xn: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Normalised [B, T, 12] -> (mu, logvar [B, T/8, latent], lead_attn [B,12] | None, time_attn [B,T/8] | None)."""
         b = xn.shape[0]
         lead_attn = time_attn = None
         if self.attention:
             tok = self.lead_enc(xn.transpose(1, 2))  # [B, 12*D, S]
             s = tok.shape[-1]
-            tok = tok.reshape(b, N_LEADS, self.lead_dim, s).permute(0, 3, 1, 2).reshape(b * s, N_LEADS, self.lead_dim)
+            tok = (
+                tok.reshape(b, N_LEADS, self.lead_dim, s)
+                .permute(0, 3, 1, 2)
+                .reshape(b * s, N_LEADS, self.lead_dim)
+            )
             tok = tok + self.lead_embed
             att, w = self.lead_mha(tok)
             tok = tok + att  # [B*S, 12, D]
-            lead_attn = w.reshape(b, s, N_LEADS, N_LEADS).mean(dim=(1, 2))  # attention received per lead
+            lead_attn = w.reshape(b, s, N_LEADS, N_LEADS).mean(
+                dim=(1, 2)
+            )  # attention received per lead
             feats = tok.reshape(b, s, N_LEADS * self.lead_dim).transpose(1, 2)
             h = self.front(feats).transpose(1, 2)
         else:

@@ -32,8 +32,24 @@ import wfdb
 
 from stream.errors import DataError
 
-FAULT_KINDS: tuple[str, ...] = ("flatline", "zero", "nan", "lead_off", "saturation", "lost_frames", "noise_bw", "noise_ma")
-DROPOUT_FAULT_KINDS: tuple[str, ...] = ("flatline", "zero", "nan", "lead_off", "saturation", "lost_frames")
+FAULT_KINDS: tuple[str, ...] = (
+    "flatline",
+    "zero",
+    "nan",
+    "lead_off",
+    "saturation",
+    "lost_frames",
+    "noise_bw",
+    "noise_ma",
+)
+DROPOUT_FAULT_KINDS: tuple[str, ...] = (
+    "flatline",
+    "zero",
+    "nan",
+    "lead_off",
+    "saturation",
+    "lost_frames",
+)
 #: Which :data:`stream.stages.events.DROPOUT_KINDS` a detector should report for each injected fault.
 EXPECTED_DROPOUT: dict[str, str] = {
     "flatline": "flatline",
@@ -63,7 +79,9 @@ class FaultSpec:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"fault kind {self.kind!r} not in {FAULT_KINDS}")
         if self.duration_s <= 0 or self.start_s < 0:
-            raise ValueError(f"fault needs start_s >= 0 and duration_s > 0, got {self.start_s}, {self.duration_s}")
+            raise ValueError(
+                f"fault needs start_s >= 0 and duration_s > 0, got {self.start_s}, {self.duration_s}"
+            )
         if self.kind.startswith("noise_") and self.snr_db is None:
             raise ValueError(f"{self.kind} needs snr_db")
 
@@ -83,7 +101,13 @@ class FaultEvent:
     kind: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stream_id": self.stream_id, "lead": self.lead, "start": float(self.start), "end": float(self.end), "kind": self.kind}
+        return {
+            "stream_id": self.stream_id,
+            "lead": self.lead,
+            "start": float(self.start),
+            "end": float(self.end),
+            "kind": self.kind,
+        }
 
 
 def load_nstdb_noise(data_dir: str | Path) -> dict[str, np.ndarray]:
@@ -214,7 +238,9 @@ def random_faults(
     return out
 
 
-def frames_to_drop(faults: Sequence[FaultSpec], n_samples: int, fs: float, frame_samples: int) -> set[int]:
+def frames_to_drop(
+    faults: Sequence[FaultSpec], n_samples: int, fs: float, frame_samples: int
+) -> set[int]:
     """Sequence numbers of the frames (``frame_samples`` long, seq 0 at sample 0) overlapping a
     ``lost_frames`` fault."""
     drop: set[int] = set()

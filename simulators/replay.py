@@ -36,7 +36,14 @@ from stream.settings import Settings
 log = logging.getLogger(__name__)
 
 #: Default records of ``ecg-monitor up``: MIT-BIH patients with normal rhythm, bradycardia episodes, PVCs.
-DEFAULT_RECORDS: tuple[str, ...] = ("mitdb/100", "mitdb/106", "mitdb/119", "mitdb/203", "mitdb/208", "mitdb/221")
+DEFAULT_RECORDS: tuple[str, ...] = (
+    "mitdb/100",
+    "mitdb/106",
+    "mitdb/119",
+    "mitdb/203",
+    "mitdb/208",
+    "mitdb/221",
+)
 
 
 @dataclass(frozen=True)
@@ -44,10 +51,10 @@ class StreamPlan:
     """One simulated patient stream: which record, where in it to start, which faults to inject."""
 
     stream_id: str
-    record: str          # display name, e.g. "mitdb/100"
-    path: Path           # WFDB path without extension
+    record: str  # display name, e.g. "mitdb/100"
+    path: Path  # WFDB path without extension
     offset_s: float = 0.0
-    faults: tuple[Any, ...] = ()   # simulators.faults.FaultSpec
+    faults: tuple[Any, ...] = ()  # simulators.faults.FaultSpec
 
 
 def resolve_sources(specs: Sequence[str], data_dir: Path) -> list[tuple[str, Path]]:
@@ -66,7 +73,9 @@ def resolve_sources(specs: Sequence[str], data_dir: Path) -> list[tuple[str, Pat
                 out += [(f"{spec.rstrip('/')}/{name}", base / name) for name in list_records(base)]
                 break
         else:
-            raise DataError(f"no WFDB record or database at {spec!r} (also tried under ECG_DATA_DIR={data_dir})")
+            raise DataError(
+                f"no WFDB record or database at {spec!r} (also tried under ECG_DATA_DIR={data_dir})"
+            )
     if not out:
         raise DataError(f"no records found in {list(specs)}")
     return out
@@ -85,9 +94,14 @@ def record_leads(path: Path) -> tuple[str, ...]:
     return tuple(canonical_lead(n) for n in header.sig_name or [])
 
 
-def plan_streams(sources: Sequence[tuple[str, Path]], patients: int, *, offset_step_s: float = 97.0,
-                 faults: Callable[[int, str, tuple[str, ...]], Sequence[Any]] | None = None,
-                 prefix: str = "patient") -> list[StreamPlan]:
+def plan_streams(
+    sources: Sequence[tuple[str, Path]],
+    patients: int,
+    *,
+    offset_step_s: float = 97.0,
+    faults: Callable[[int, str, tuple[str, ...]], Sequence[Any]] | None = None,
+    prefix: str = "patient",
+) -> list[StreamPlan]:
     """``patients`` stream plans cycling through ``sources``; the k-th reuse of a record starts
     ``k * offset_step_s`` seconds later in it. ``faults(i, stream_id, leads)`` gives stream i's faults."""
     plans = []
@@ -113,7 +127,12 @@ def demo_faults(index: int, stream_id: str, leads: Sequence[str]) -> list[Any]:
     t = 12.0 + 7.0 * (index % 6)
     return [
         FaultSpec(kind="flatline", lead=None, start_s=t, duration_s=6.0),
-        FaultSpec(kind="lead_off", lead=leads[-1] if len(leads) > 1 else None, start_s=t + 20.0, duration_s=5.0),
+        FaultSpec(
+            kind="lead_off",
+            lead=leads[-1] if len(leads) > 1 else None,
+            start_s=t + 20.0,
+            duration_s=5.0,
+        ),
         FaultSpec(kind="lost_frames", lead=None, start_s=t + 35.0, duration_s=3.0),
     ]
 
@@ -122,24 +141,34 @@ def demo_faults(index: int, stream_id: str, leads: Sequence[str]) -> list[Any]:
 class _Stream:
     plan: StreamPlan
     record: Record
-    signal: np.ndarray           # samples from the plan's offset (view)
-    head: np.ndarray | None      # faulted copy of the first samples, or None
-    lost: set[int]               # seqs withheld (lost_frames faults, first pass)
+    signal: np.ndarray  # samples from the plan's offset (view)
+    head: np.ndarray | None  # faulted copy of the first samples, or None
+    lost: set[int]  # seqs withheld (lost_frames faults, first pass)
     frame_len: int
-    t0: float                    # stream time of sample 0 (epoch seconds)
+    t0: float  # stream time of sample 0 (epoch seconds)
     seq: int = 0
-    pos: int = 0                 # next sample of `signal` to send
+    pos: int = 0  # next sample of `signal` to send
     done: bool = False
 
 
 class Replay:
     """Publishes frames of many streams on the telemetry topic (see module docs)."""
 
-    def __init__(self, settings: Settings, plans: Sequence[StreamPlan], *, speed: float = 1.0,
-                 loop: bool = False, duration_s: float | None = None, encoding: str = "i16le",
-                 metrics: ReplayMetrics | None = None, start_time: float | None = None,
-                 rng: np.random.Generator | None = None, max_frames: int | None = None,
-                 record_sent: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        plans: Sequence[StreamPlan],
+        *,
+        speed: float = 1.0,
+        loop: bool = False,
+        duration_s: float | None = None,
+        encoding: str = "i16le",
+        metrics: ReplayMetrics | None = None,
+        start_time: float | None = None,
+        rng: np.random.Generator | None = None,
+        max_frames: int | None = None,
+        record_sent: bool = False,
+    ) -> None:
         if speed < 0:
             raise ValueError("speed must be >= 0 (0 = as fast as possible)")
         self.settings = settings
@@ -191,11 +220,16 @@ class Replay:
 
             lost = frames_to_drop(plan.faults, signal.shape[0], rec.fs, frame_len)
         if sample_faults:
-
             span = int(max(f.start_s + f.duration_s for f in sample_faults) * rec.fs) + frame_len
             span = min(span, signal.shape[0])
-            noise = self._noise_arrays() if any(f.kind.startswith("noise") for f in sample_faults) else None
-            head = inject(np.array(signal[:span]), rec.fs, rec.leads, sample_faults, noise=noise, rng=self.rng)
+            noise = (
+                self._noise_arrays()
+                if any(f.kind.startswith("noise") for f in sample_faults)
+                else None
+            )
+            head = inject(
+                np.array(signal[:span]), rec.fs, rec.leads, sample_faults, noise=noise, rng=self.rng
+            )
         return _Stream(plan, rec, signal, head, lost, frame_len, t0)
 
     # -------------------------------------------------------------------------------------------- run
@@ -212,7 +246,7 @@ class Replay:
             s.pos = 0
             s.head = None  # faults are injected on the first pass only
         src = s.head if s.head is not None and s.pos + s.frame_len <= s.head.shape[0] else s.signal
-        chunk = src[s.pos:s.pos + s.frame_len]
+        chunk = src[s.pos : s.pos + s.frame_len]
         seq = s.seq
         s.seq += 1
         s.pos += s.frame_len
@@ -226,13 +260,32 @@ class Replay:
         for s in streams:
             if not s.plan.faults:
                 continue
-            snrs = [(f.kind, f.lead, s.t0 + f.start_s, f.snr_db) for f in s.plan.faults if f.snr_db is not None]
-            for ev in ground_truth(s.plan.stream_id, s.plan.faults, s.t0, s.record.fs, s.frame_len, s.signal.shape[0]):
+            snrs = [
+                (f.kind, f.lead, s.t0 + f.start_s, f.snr_db)
+                for f in s.plan.faults
+                if f.snr_db is not None
+            ]
+            for ev in ground_truth(
+                s.plan.stream_id, s.plan.faults, s.t0, s.record.fs, s.frame_len, s.signal.shape[0]
+            ):
                 msg = FaultTruthMessage(
-                    stream_id=ev.stream_id, record=s.plan.record, lead=ev.lead, kind=ev.kind, start=iso(ev.start) or "",
-                    start_ts=ev.start, end=iso(ev.end) or "", end_ts=ev.end,
-                    snr_db=next((v for k, ld, t, v in snrs if k == ev.kind and ld == ev.lead and abs(t - ev.start) < 1e-3),
-                                None))
+                    stream_id=ev.stream_id,
+                    record=s.plan.record,
+                    lead=ev.lead,
+                    kind=ev.kind,
+                    start=iso(ev.start) or "",
+                    start_ts=ev.start,
+                    end=iso(ev.end) or "",
+                    end_ts=ev.end,
+                    snr_db=next(
+                        (
+                            v
+                            for k, ld, t, v in snrs
+                            if k == ev.kind and ld == ev.lead and abs(t - ev.start) < 1e-3
+                        ),
+                        None,
+                    ),
+                )
                 out.append((s.plan.stream_id.encode(), msg.to_bytes()))
         return out
 
@@ -286,9 +339,18 @@ class Replay:
                 sent_at = time.time()
                 if self.speed > 0:
                     self.metrics.behind.set(max(0.0, sent_at - due))
-                value = encode_frame(stream_id=s.plan.stream_id, seq=seq, fs=s.record.fs, leads=s.record.leads,
-                                     start_time=start, samples=chunk, record=s.plan.record, units=s.record.units,
-                                     sent_at=sent_at, encoding=self.encoding)
+                value = encode_frame(
+                    stream_id=s.plan.stream_id,
+                    seq=seq,
+                    fs=s.record.fs,
+                    leads=s.record.leads,
+                    start_time=start,
+                    samples=chunk,
+                    record=s.plan.record,
+                    units=s.record.units,
+                    sent_at=sent_at,
+                    encoding=self.encoding,
+                )
                 await producer.send(topics.telemetry, value=value, key=s.plan.stream_id.encode())
                 self.metrics.frames_sent.inc()
                 sent += 1
@@ -306,8 +368,9 @@ class Replay:
         return wall0 + ((s.t0 - t_start) + (seq + 1) * frame_s) / self.speed
 
 
-async def replay_to_kafka(settings: Settings, plans: Sequence[StreamPlan], bootstrap: str | None = None,
-                          **kwargs: Any) -> int:
+async def replay_to_kafka(
+    settings: Settings, plans: Sequence[StreamPlan], bootstrap: str | None = None, **kwargs: Any
+) -> int:
     """Run a :class:`Replay` (built from ``kwargs``, or passed as ``replay=``) with its own aiokafka producer;
     return the number of frames sent."""
     from aiokafka import AIOKafkaProducer

@@ -39,7 +39,9 @@ FETCH_MAX_WAIT_MS = 20
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # aiokafka passes it to its Fetcher at start()
+        consumer._fetch_max_wait_ms = (
+            FETCH_MAX_WAIT_MS  # aiokafka passes it to its Fetcher at start()
+        )
         return consumer
 
 
@@ -59,9 +61,15 @@ class EcgApp(faust.App):
         return _Transport(self.conf.broker_consumer, self)
 
 
-def create_app(settings: Settings, *, bootstrap: str | None = None, embedded_broker: bool | None = None,
-               metrics: PipelineMetrics | None = None, processor_factory: ProcessorFactory | None = None,
-               scorer: Any = None) -> faust.App:
+def create_app(
+    settings: Settings,
+    *,
+    bootstrap: str | None = None,
+    embedded_broker: bool | None = None,
+    metrics: PipelineMetrics | None = None,
+    processor_factory: ProcessorFactory | None = None,
+    scorer: Any = None,
+) -> faust.App:
     """Build the Faust app (agent, timers) for ``settings``.
 
     ``bootstrap`` overrides ``settings.kafka_bootstrap`` (the embedded broker's address in local mode);
@@ -70,15 +78,24 @@ def create_app(settings: Settings, *, bootstrap: str | None = None, embedded_bro
     """
     servers = bootstrap or settings.kafka_bootstrap
     if not servers:
-        raise ConfigError("create_app needs a bootstrap: set ECG_KAFKA_BOOTSTRAP or start the embedded broker")
+        raise ConfigError(
+            "create_app needs a bootstrap: set ECG_KAFKA_BOOTSTRAP or start the embedded broker"
+        )
     embedded = settings.local_mode if embedded_broker is None else embedded_broker
     local_tuning: dict[str, Any] = (
         # Tansu holds JoinGroup for session_timeout/2 and never sees a LeaveGroup from a restarted member
-        {"broker_session_timeout": 3.0, "broker_rebalance_timeout": 3.0, "broker_heartbeat_interval": 0.5}
-        if embedded else {}
+        {
+            "broker_session_timeout": 3.0,
+            "broker_rebalance_timeout": 3.0,
+            "broker_heartbeat_interval": 0.5,
+        }
+        if embedded
+        else {}
     )
     datadir = Path(settings.cache_dir) / "faust"
-    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level; a fresh clone has no .cache/
+    datadir.mkdir(
+        parents=True, exist_ok=True
+    )  # Faust creates only the last level; a fresh clone has no .cache/
     app = EcgApp(
         settings.consumer_group,
         broker=faust_broker_url(servers),
@@ -102,8 +119,16 @@ def create_app(settings: Settings, *, bootstrap: str | None = None, embedded_bro
     metrics = metrics or PipelineMetrics()
     pipeline = FramePipeline(settings, metrics, processor_factory, scorer=scorer)
     t = settings.topics
-    telemetry = app.topic(t.telemetry, key_type=bytes, value_type=bytes, partitions=settings.partitions)
-    for name in (t.alerts, t.dropouts, t.beats, t.dead_letter, t.scores):  # declared so the worker creates them if missing
+    telemetry = app.topic(
+        t.telemetry, key_type=bytes, value_type=bytes, partitions=settings.partitions
+    )
+    for name in (
+        t.alerts,
+        t.dropouts,
+        t.beats,
+        t.dead_letter,
+        t.scores,
+    ):  # declared so the worker creates them if missing
         app.topic(name, key_type=bytes, value_type=bytes, partitions=settings.partitions)
 
     async def publish(outs: list[Outgoing]) -> None:
@@ -156,7 +181,11 @@ class _Worker(faust.Worker):
     per-request debug records then cost ~6 % of the worker's CPU)."""
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-        wanted = logging.getLevelName(str(self.loglevel).upper()) if isinstance(self.loglevel, str) else self.loglevel
+        wanted = (
+            logging.getLevelName(str(self.loglevel).upper())
+            if isinstance(self.loglevel, str)
+            else self.loglevel
+        )
         wanted = wanted if isinstance(wanted, int) else logging.WARNING
         logger.setLevel(wanted)
         for name in ("aiokafka", "faust", "mode"):
@@ -164,9 +193,15 @@ class _Worker(faust.Worker):
         super().on_setup_root_logger(logger, level)
 
 
-def run_worker(settings: Settings, *, bootstrap: str | None = None, embedded_broker: bool | None = None,
-               loglevel: str = "warning", metrics_port: int | None = None,
-               models: tuple[str, ...] = ()) -> None:
+def run_worker(
+    settings: Settings,
+    *,
+    bootstrap: str | None = None,
+    embedded_broker: bool | None = None,
+    loglevel: str = "warning",
+    metrics_port: int | None = None,
+    models: tuple[str, ...] = (),
+) -> None:
     """Run one stream worker until SIGINT/SIGTERM: the Faust app plus the ``/metrics`` endpoint.
     ``models`` names the ONNX models scoring the stream (none: no scoring)."""
     metrics = PipelineMetrics()
@@ -178,7 +213,13 @@ def run_worker(settings: Settings, *, bootstrap: str | None = None, embedded_bro
         from stream.stages.scoring import WindowScorer
 
         scorer = WindowScorer(models, settings.models_dir)
-    app = create_app(settings, bootstrap=bootstrap, embedded_broker=embedded_broker, metrics=metrics, scorer=scorer)
+    app = create_app(
+        settings,
+        bootstrap=bootstrap,
+        embedded_broker=embedded_broker,
+        metrics=metrics,
+        scorer=scorer,
+    )
     worker = _Worker(app, loglevel=loglevel, redirect_stdouts=False, override_logging=True)
     try:
         worker.execute_from_commandline()

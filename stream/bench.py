@@ -68,8 +68,11 @@ class _BeatsCollector:
         from stream.broker import client_kwargs
 
         topic = self.settings.topics.beats
-        consumer = AIOKafkaConsumer(**client_kwargs(self.settings, self.bootstrap), enable_auto_commit=False,
-                                    max_partition_fetch_bytes=4 << 20)
+        consumer = AIOKafkaConsumer(
+            **client_kwargs(self.settings, self.bootstrap),
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=4 << 20,
+        )
         await consumer.start()
         try:
             tps = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
@@ -84,7 +87,14 @@ class _BeatsCollector:
                         d = json.loads(m.value)
                         if d.get("latency_s") is None:
                             continue
-                        rows.append((d["stream_id"].split("-", 1)[0], d["processed_at"], d["latency_s"], d["samples"]))
+                        rows.append(
+                            (
+                                d["stream_id"].split("-", 1)[0],
+                                d["processed_at"],
+                                d["latency_s"],
+                                d["samples"],
+                            )
+                        )
                 with self._lock:
                     for prefix, at, lat, n in rows:
                         self.rows[prefix].append((at, lat, n))
@@ -93,8 +103,9 @@ class _BeatsCollector:
             await consumer.stop()
 
 
-def _summarise(rows: list[tuple[float, float, int]], t0: float, seconds: float, patients: int,
-               frame_s: float) -> dict[str, Any]:
+def _summarise(
+    rows: list[tuple[float, float, int]], t0: float, seconds: float, patients: int, frame_s: float
+) -> dict[str, Any]:
     window = [(at, lat, n) for at, lat, n in rows if t0 <= at < t0 + seconds]
     lat = np.array([r[1] for r in window]) if window else np.array([np.nan])
     frames_per_s = len(window) / seconds
@@ -124,9 +135,18 @@ def drain(ports: list[int], host: str = "127.0.0.1", timeout_s: float = 120.0) -
             return
 
 
-def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: float = 30.0, warmup: float = 10.0,
-              progress: bool = True, records: tuple[str, ...] = ("mitdb",), workers: int = 1,
-              models: str | None = None) -> dict[str, Any]:
+def run_bench(
+    settings: Settings,
+    *,
+    patients: int,
+    runs: int = 3,
+    seconds: float = 30.0,
+    warmup: float = 10.0,
+    progress: bool = True,
+    records: tuple[str, ...] = ("mitdb",),
+    workers: int = 1,
+    models: str | None = None,
+) -> dict[str, Any]:
     """Run the benchmark (see module docs) and return the median figures plus every run."""
     from rich.console import Console
 
@@ -134,22 +154,30 @@ def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: floa
     log_dir = Path(tempfile.mkdtemp(prefix="ecg-bench-"))
     port = free_port(settings.bind_host)  # workers use port, port + 1, ...
     per_run: list[dict[str, Any]] = []
-    with local_stack(settings, log_dir=log_dir, metrics_port=port, replay=False, workers=workers,
-                     models=models) as stack:
+    with local_stack(
+        settings, log_dir=log_dir, metrics_port=port, replay=False, workers=workers, models=models
+    ) as stack:
         bs = stack["bootstrap"]
         ports = stack["worker_ports"]
-        for p, name in zip(ports, [n for n in stack["procs"] if n.startswith("worker")], strict=True):
+        for p, name in zip(
+            ports, [n for n in stack["procs"] if n.startswith("worker")], strict=True
+        ):
             wait_for_metrics(settings.bind_host, p, proc=stack["procs"][name])
 
         def cpu_seconds() -> float:
-            return sum(scrape_metrics(settings.bind_host, p).get("process_cpu_seconds_total", 0.0) for p in ports)
+            return sum(
+                scrape_metrics(settings.bind_host, p).get("process_cpu_seconds_total", 0.0)
+                for p in ports
+            )
 
         def stage_totals() -> dict[str, float]:
             """Summed ecg_stage_duration_seconds sum/count per stage over the workers."""
             tot: dict[str, float] = defaultdict(float)
             for p in ports:
                 for k, v in scrape_metrics(settings.bind_host, p).items():
-                    if k.startswith(("ecg_stage_duration_seconds_sum{", "ecg_stage_duration_seconds_count{")):
+                    if k.startswith(
+                        ("ecg_stage_duration_seconds_sum{", "ecg_stage_duration_seconds_count{")
+                    ):
                         tot[k] += v
             return tot
 
@@ -159,13 +187,33 @@ def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: floa
         try:
             for r in range(runs):
                 prefix = f"bench{r}"
-                console.print(f"run {r + 1}/{runs}: {patients} streams, {warmup:g} s warm-up + {seconds:g} s")
+                console.print(
+                    f"run {r + 1}/{runs}: {patients} streams, {warmup:g} s warm-up + {seconds:g} s"
+                )
                 cpu0, w0, st0 = cpu_seconds(), time.time(), stage_totals()
                 replay = spawn_cli(
-                    ["replay", "--bootstrap", bs, "--patients", str(patients), "--speed", "1", "--faults", "none",
-                     "--records", ",".join(records), "--prefix", prefix, "--metrics-port", "-1",
-                     "--duration", str(warmup + seconds + 5)],
-                    {**os.environ, **env}, log_dir / f"replay-{r}.log")
+                    [
+                        "replay",
+                        "--bootstrap",
+                        bs,
+                        "--patients",
+                        str(patients),
+                        "--speed",
+                        "1",
+                        "--faults",
+                        "none",
+                        "--records",
+                        ",".join(records),
+                        "--prefix",
+                        prefix,
+                        "--metrics-port",
+                        "-1",
+                        "--duration",
+                        str(warmup + seconds + 5),
+                    ],
+                    {**os.environ, **env},
+                    log_dir / f"replay-{r}.log",
+                )
                 try:
                     # the window starts `warmup` s after the first processed frame of this run
                     deadline = time.time() + 120
@@ -180,32 +228,57 @@ def run_bench(settings: Settings, *, patients: int, runs: int = 3, seconds: floa
                     cpu1, w1, st1 = cpu_seconds(), time.time(), stage_totals()
                 finally:
                     terminate(replay)
-                res = _summarise(collector.take(prefix), t_measure, seconds, patients, settings.frame_seconds)
+                res = _summarise(
+                    collector.take(prefix), t_measure, seconds, patients, settings.frame_seconds
+                )
                 res["load_average_1m"] = round(os.getloadavg()[0], 2)
                 res["worker_cpu_share"] = round((cpu1 - cpu0) / (w1 - w0), 3)
                 # CPU cost per frame does not depend on what else competes for the cores
-                frames_in_cpu_window = sum(1 for at, _, _ in collector.take(prefix) if w0 <= at < w1)
-                res["worker_cpu_ms_per_frame"] = round(1000 * (cpu1 - cpu0) / max(1, frames_in_cpu_window), 3)
+                frames_in_cpu_window = sum(
+                    1 for at, _, _ in collector.take(prefix) if w0 <= at < w1
+                )
+                res["worker_cpu_ms_per_frame"] = round(
+                    1000 * (cpu1 - cpu0) / max(1, frames_in_cpu_window), 3
+                )
                 stages = sorted({k.split('stage="')[1].rstrip('"}') for k in st1})
                 res["stage_ms_per_frame"] = {
-                    st: round(1000 * (st1[f'ecg_stage_duration_seconds_sum{{stage="{st}"}}']
-                                      - st0.get(f'ecg_stage_duration_seconds_sum{{stage="{st}"}}', 0.0))
-                              / max(1.0, st1[f'ecg_stage_duration_seconds_count{{stage="{st}"}}']
-                                    - st0.get(f'ecg_stage_duration_seconds_count{{stage="{st}"}}', 0.0)), 4)
-                    for st in stages}
+                    st: round(
+                        1000
+                        * (
+                            st1[f'ecg_stage_duration_seconds_sum{{stage="{st}"}}']
+                            - st0.get(f'ecg_stage_duration_seconds_sum{{stage="{st}"}}', 0.0)
+                        )
+                        / max(
+                            1.0,
+                            st1[f'ecg_stage_duration_seconds_count{{stage="{st}"}}']
+                            - st0.get(f'ecg_stage_duration_seconds_count{{stage="{st}"}}', 0.0),
+                        ),
+                        4,
+                    )
+                    for st in stages
+                }
                 per_run.append(res)
                 console.print(f"  {res}")
                 drain(ports)  # a backlog left by this run must not count against the next one
         finally:
             collector.stop()
     keys = ("frames_per_s", "samples_per_s", "p50_s", "p99_s", "worker_cpu_ms_per_frame")
-    result: dict[str, Any] = {"patients": patients, "workers": workers, "models": models, "runs": runs, "seconds_per_run": seconds,
-                              "load_average_1m": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count()}
+    result: dict[str, Any] = {
+        "patients": patients,
+        "workers": workers,
+        "models": models,
+        "runs": runs,
+        "seconds_per_run": seconds,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "cpu_count": os.cpu_count(),
+    }
     for k in keys:
         result[k] = statistics.median(run[k] for run in per_run)
     result["realtime"] = bool(sum(run["realtime"] for run in per_run) * 2 > runs)
     stage_names = sorted({st for run in per_run for st in run["stage_ms_per_frame"]})
-    result["stage_ms_per_frame"] = {st: statistics.median(run["stage_ms_per_frame"].get(st, 0.0) for run in per_run)
-                                    for st in stage_names}
+    result["stage_ms_per_frame"] = {
+        st: statistics.median(run["stage_ms_per_frame"].get(st, 0.0) for run in per_run)
+        for st in stage_names
+    }
     result["per_run"] = per_run
     return result

@@ -59,7 +59,9 @@ def wait_for_port(host: str, port: int, timeout_s: float = START_TIMEOUT_S) -> N
                 return
         except OSError as exc:
             if time.monotonic() > deadline:
-                raise BrokerError(f"nothing listens on {host}:{port} after {timeout_s:.0f} s") from exc
+                raise BrokerError(
+                    f"nothing listens on {host}:{port} after {timeout_s:.0f} s"
+                ) from exc
             time.sleep(0.05)
 
 
@@ -69,7 +71,9 @@ class LocalBroker:
     Use as a context manager or call :meth:`start` / :meth:`stop`. ``bootstrap`` is ``host:port``.
     """
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+    def __init__(
+        self, port: int = 0, host: str = "127.0.0.1", log_path: Path | None = None
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
@@ -90,19 +94,30 @@ class LocalBroker:
             return self
         url = f"tcp://{self.host}:{self.port}"
         cmd = [
-            str(tansu_binary()), "broker",
-            "--listener-url", url, "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
         ]
         if self.log_path is None:
-            self._log_file = tempfile.NamedTemporaryFile(prefix="tansu-", suffix=".log", delete=False)  # noqa: SIM115
+            self._log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115
+                prefix="tansu-", suffix=".log", delete=False
+            )
             self.log_path = Path(self._log_file.name)
         else:
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         log.info("starting embedded broker on %s", self.bootstrap)
         self._proc = subprocess.Popen(
-            cmd, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            cmd,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
             start_new_session=True,
         )
         try:
@@ -139,10 +154,14 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """TLS context from the ``ECG_KAFKA_SSL_*`` settings, or None for plaintext protocols."""
     if "SSL" not in settings.kafka_security_protocol:
         return None
-    ctx = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+    ctx = ssl.create_default_context(
+        cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+    )
     if settings.kafka_ssl_certfile:
-        ctx.load_cert_chain(str(settings.kafka_ssl_certfile),
-                            str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None)
+        ctx.load_cert_chain(
+            str(settings.kafka_ssl_certfile),
+            str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+        )
     return ctx
 
 
@@ -150,7 +169,9 @@ def client_kwargs(settings: Settings, bootstrap: str | None = None) -> dict[str,
     """Keyword arguments for aiokafka producers, consumers and admin clients (bootstrap + SASL/TLS)."""
     servers = bootstrap or settings.kafka_bootstrap
     if not servers:
-        raise ConfigError("no Kafka bootstrap: set ECG_KAFKA_BOOTSTRAP or start the embedded broker first")
+        raise ConfigError(
+            "no Kafka bootstrap: set ECG_KAFKA_BOOTSTRAP or start the embedded broker first"
+        )
     kwargs: dict[str, Any] = {
         "bootstrap_servers": servers.split(","),
         "security_protocol": settings.kafka_security_protocol,
@@ -159,8 +180,14 @@ def client_kwargs(settings: Settings, bootstrap: str | None = None) -> dict[str,
     if ctx is not None:
         kwargs["ssl_context"] = ctx
     if settings.kafka_security_protocol.startswith("SASL"):
-        if not (settings.kafka_sasl_mechanism and settings.kafka_sasl_username and settings.kafka_sasl_password):
-            raise ConfigError("SASL needs ECG_KAFKA_SASL_MECHANISM, ECG_KAFKA_SASL_USERNAME and ECG_KAFKA_SASL_PASSWORD")
+        if not (
+            settings.kafka_sasl_mechanism
+            and settings.kafka_sasl_username
+            and settings.kafka_sasl_password
+        ):
+            raise ConfigError(
+                "SASL needs ECG_KAFKA_SASL_MECHANISM, ECG_KAFKA_SASL_USERNAME and ECG_KAFKA_SASL_PASSWORD"
+            )
         kwargs.update(
             sasl_mechanism=settings.kafka_sasl_mechanism,
             sasl_plain_username=settings.kafka_sasl_username,
@@ -182,8 +209,10 @@ def faust_broker_credentials(settings: Settings) -> Any:
     if settings.kafka_security_protocol.startswith("SASL"):
         kw = client_kwargs(settings, bootstrap="unused")
         return faust.SASLCredentials(
-            username=kw["sasl_plain_username"], password=kw["sasl_plain_password"],
-            mechanism=kw["sasl_mechanism"], ssl_context=ctx,
+            username=kw["sasl_plain_username"],
+            password=kw["sasl_plain_password"],
+            mechanism=kw["sasl_mechanism"],
+            ssl_context=ctx,
         )
     if ctx is not None:
         return faust.SSLCredentials(ctx)
@@ -196,8 +225,12 @@ def pipeline_topics(settings: Settings) -> list[str]:
     return [t.telemetry, t.dead_letter, t.alerts, t.dropouts, t.beats, t.ground_truth, t.scores]
 
 
-async def ensure_topics(settings: Settings, bootstrap: str | None = None,
-                        topics: Iterable[str] | None = None, partitions: int | None = None) -> list[str]:
+async def ensure_topics(
+    settings: Settings,
+    bootstrap: str | None = None,
+    topics: Iterable[str] | None = None,
+    partitions: int | None = None,
+) -> list[str]:
     """Create the pipeline's topics (or ``topics``) that do not exist yet; return the ones created.
 
     Topics are created explicitly because metadata requests auto-create topics with one partition
@@ -214,7 +247,12 @@ async def ensure_topics(settings: Settings, bootstrap: str | None = None,
         if missing:
             n_part = partitions or settings.partitions
             await admin.create_topics(
-                [NewTopic(n, num_partitions=n_part, replication_factor=settings.replication_factor) for n in missing]
+                [
+                    NewTopic(
+                        n, num_partitions=n_part, replication_factor=settings.replication_factor
+                    )
+                    for n in missing
+                ]
             )
             log.info("created topics %s with %d partitions", missing, n_part)
         return missing
@@ -222,8 +260,12 @@ async def ensure_topics(settings: Settings, bootstrap: str | None = None,
         await admin.close()
 
 
-def ensure_topics_sync(settings: Settings, bootstrap: str | None = None,
-                       topics: Iterable[str] | None = None, partitions: int | None = None) -> list[str]:
+def ensure_topics_sync(
+    settings: Settings,
+    bootstrap: str | None = None,
+    topics: Iterable[str] | None = None,
+    partitions: int | None = None,
+) -> list[str]:
     """Blocking wrapper of :func:`ensure_topics` for CLIs and fixtures."""
     return asyncio.run(ensure_topics(settings, bootstrap, topics, partitions))
 
@@ -242,4 +284,3 @@ def kafka_bootstrap(settings: Settings) -> Any:
         yield broker.bootstrap
     finally:
         broker.stop()
-

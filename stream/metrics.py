@@ -24,9 +24,35 @@ from prometheus_client import (
 )
 
 #: End-to-end latency buckets (seconds), 10 ms .. 30 s.
-LATENCY_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 #: Per-stage processing time buckets (seconds), 10 us .. 1 s.
-STAGE_BUCKETS: tuple[float, ...] = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 1.0)
+STAGE_BUCKETS: tuple[float, ...] = (
+    1e-5,
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    1e-2,
+    2.5e-2,
+    0.1,
+    1.0,
+)
 
 
 def _registry() -> CollectorRegistry:
@@ -42,52 +68,96 @@ class PipelineMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or _registry()
         r = self.registry
-        self.frames_received = Counter("ecg_frames_received_total", "Telemetry messages consumed.", registry=r)
+        self.frames_received = Counter(
+            "ecg_frames_received_total", "Telemetry messages consumed.", registry=r
+        )
         self.frames_rejected = Counter(
-            "ecg_frames_rejected_total", "Telemetry messages sent to the dead-letter topic, by reason.",
-            ["reason"], registry=r)
+            "ecg_frames_rejected_total",
+            "Telemetry messages sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.frames_duplicate = Counter(
-            "ecg_frames_duplicate_total", "Frames skipped as duplicates (redelivery or repeated seq).", registry=r)
+            "ecg_frames_duplicate_total",
+            "Frames skipped as duplicates (redelivery or repeated seq).",
+            registry=r,
+        )
         self.stream_restarts = Counter(
             "ecg_stream_restarts_total",
-            "Streams whose sequence restarted with a later start time (device restart): a new session.", registry=r)
+            "Streams whose sequence restarted with a later start time (device restart): a new session.",
+            registry=r,
+        )
         self.frames_missing = Counter(
-            "ecg_frames_missing_total", "Frames never received (sequence gaps).", registry=r)
+            "ecg_frames_missing_total", "Frames never received (sequence gaps).", registry=r
+        )
         self.samples_processed = Counter(
-            "ecg_samples_processed_total", "Samples (per lead-set) run through the stages.", registry=r)
+            "ecg_samples_processed_total",
+            "Samples (per lead-set) run through the stages.",
+            registry=r,
+        )
         self.beats = Counter("ecg_beats_detected_total", "Beats detected.", registry=r)
-        self.dropouts = Counter("ecg_dropouts_total", "Dropout segments detected, by kind.", ["kind"], registry=r)
+        self.dropouts = Counter(
+            "ecg_dropouts_total", "Dropout segments detected, by kind.", ["kind"], registry=r
+        )
         self.alerts = Counter(
-            "ecg_alerts_total", "Alerts raised (status=raised, de-duplicated), by kind and severity.",
-            ["kind", "severity"], registry=r)
+            "ecg_alerts_total",
+            "Alerts raised (status=raised, de-duplicated), by kind and severity.",
+            ["kind", "severity"],
+            registry=r,
+        )
         self.latency = Histogram(
             "ecg_end_to_end_latency_seconds",
             "Time from a frame's publication by the gateway/replay (sent_at; equal to acquisition of its last "
             "sample in real time) to its processing (point=processed) or to the alert it triggered (point=alert).",
-            ["point"], buckets=LATENCY_BUCKETS, registry=r)
+            ["point"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.frame_age = Histogram(
             "ecg_frame_age_seconds",
             "Time from a frame's start time (acquisition of its first sample) to its processing (point=processed) "
             "or to the alert it triggered (point=alert); at least one frame duration in real time.",
-            ["point"], buckets=LATENCY_BUCKETS, registry=r)
+            ["point"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.stage_duration = Histogram(
-            "ecg_stage_duration_seconds", "Processing time of one frame in each stage.", ["stage"],
-            buckets=STAGE_BUCKETS, registry=r)
+            "ecg_stage_duration_seconds",
+            "Processing time of one frame in each stage.",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "ecg_consumer_lag_messages",
             "Messages not yet processed: fetch high-watermark minus next offset to process.",
-            ["topic", "partition"], registry=r)
-        self.active_streams = Gauge("ecg_active_streams", "Streams with a frame in the last 60 s.", registry=r)
-        self.model_scores = Counter("ecg_model_scores_total", "Windows scored by an ONNX model.", ["model"],
-                                    registry=r)
-        self.model_anomalies = Counter("ecg_model_anomalies_total", "Windows a model scored above its threshold.",
-                                       ["model"], registry=r)
-        self.windows_skipped = Counter("ecg_model_windows_skipped_total", "Windows not scored, by reason.",
-                                       ["reason"], registry=r)
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.active_streams = Gauge(
+            "ecg_active_streams", "Streams with a frame in the last 60 s.", registry=r
+        )
+        self.model_scores = Counter(
+            "ecg_model_scores_total", "Windows scored by an ONNX model.", ["model"], registry=r
+        )
+        self.model_anomalies = Counter(
+            "ecg_model_anomalies_total",
+            "Windows a model scored above its threshold.",
+            ["model"],
+            registry=r,
+        )
+        self.windows_skipped = Counter(
+            "ecg_model_windows_skipped_total",
+            "Windows not scored, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.windows_recovered = Counter(
             "ecg_model_windows_recovered_total",
             "Windows with missing samples filled (lstm_ae) or missing leads rebuilt (lead_recon) before scoring.",
-            ["model"], registry=r)
+            ["model"],
+            registry=r,
+        )
         # touch the label sets users expect so they are exported at 0 before the first event
         self.latency.labels("processed")
         self.frame_age.labels("processed")
@@ -100,12 +170,21 @@ class ReplayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or _registry()
         r = self.registry
-        self.frames_sent = Counter("ecg_replay_frames_sent_total", "Telemetry frames published.", registry=r)
+        self.frames_sent = Counter(
+            "ecg_replay_frames_sent_total", "Telemetry frames published.", registry=r
+        )
         self.frames_dropped = Counter(
-            "ecg_replay_frames_withheld_total", "Frames withheld by an injected lost_frames fault.", registry=r)
-        self.faults = Counter("ecg_replay_faults_injected_total", "Faults injected, by kind.", ["kind"], registry=r)
+            "ecg_replay_frames_withheld_total",
+            "Frames withheld by an injected lost_frames fault.",
+            registry=r,
+        )
+        self.faults = Counter(
+            "ecg_replay_faults_injected_total", "Faults injected, by kind.", ["kind"], registry=r
+        )
         self.streams = Gauge("ecg_replay_streams", "Patient streams being replayed.", registry=r)
-        self.behind = Gauge("ecg_replay_behind_seconds", "How far the replay is behind its schedule.", registry=r)
+        self.behind = Gauge(
+            "ecg_replay_behind_seconds", "How far the replay is behind its schedule.", registry=r
+        )
 
 
 @dataclass

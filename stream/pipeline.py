@@ -62,13 +62,18 @@ class _StreamState:
     last_start: float = float("-inf")
 
 
-def default_processor_factory(settings: Settings, *, window_kinds: frozenset[str] = frozenset()) -> ProcessorFactory:
+def default_processor_factory(
+    settings: Settings, *, window_kinds: frozenset[str] = frozenset()
+) -> ProcessorFactory:
     """StreamProcessor with the default StageConfig, cutting only the model windows in ``window_kinds``
     (those a scorer consumes; cutting/resampling windows costs CPU on every beat)."""
     from stream.stages.processor import StageConfig, StreamProcessor
 
-    config = StageConfig(emit_beat_720="beat_720" in window_kinds, emit_leads_10s="leads_10s" in window_kinds,
-                         emit_beat_400="beat_400" in window_kinds)
+    config = StageConfig(
+        emit_beat_720="beat_720" in window_kinds,
+        emit_leads_10s="leads_10s" in window_kinds,
+        emit_beat_400="beat_400" in window_kinds,
+    )
 
     def make(stream_id: str, fs: float, leads: tuple[str, ...]) -> Any:
         return StreamProcessor(stream_id, fs, leads, config)
@@ -79,9 +84,15 @@ def default_processor_factory(settings: Settings, *, window_kinds: frozenset[str
 class FramePipeline:
     """Decode, validate, process and route telemetry messages for every stream one worker owns."""
 
-    def __init__(self, settings: Settings, metrics: PipelineMetrics | None = None,
-                 processor_factory: ProcessorFactory | None = None, clock: Callable[[], float] = time.time,
-                 max_alert_ids: int = 100_000, scorer: Any = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: PipelineMetrics | None = None,
+        processor_factory: ProcessorFactory | None = None,
+        clock: Callable[[], float] = time.time,
+        max_alert_ids: int = 100_000,
+        scorer: Any = None,
+    ) -> None:
         """``scorer``: optional :class:`stream.stages.scoring.WindowScorer`; its scores go to the scores topic."""
         self.settings = settings
         self.topics = settings.topics
@@ -105,7 +116,9 @@ class FramePipeline:
     def stream_ids(self) -> list[str]:
         return list(self._streams)
 
-    def handle(self, key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int) -> list[Outgoing]:
+    def handle(
+        self, key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int
+    ) -> list[Outgoing]:
         """Process one telemetry message; return the messages to publish (never raises on content)."""
         m = self.metrics
         m.frames_received.inc()
@@ -130,17 +143,36 @@ class FramePipeline:
                 return out
             if frame.seq < state.last_seq and frame.start_time > state.last_start:
                 # the device restarted its sequence (power cycle, new session) while time moved on: a new session
-                log.info("stream %s restarted its sequence at %d; new session", frame.stream_id, frame.seq)
+                log.info(
+                    "stream %s restarted its sequence at %d; new session",
+                    frame.stream_id,
+                    frame.seq,
+                )
                 m.stream_restarts.inc()
                 out += self._outputs(frame.stream_id, state.record, state.processor.flush(), None)
                 state = None
             elif frame.seq < state.last_seq:
-                return [*out, self._dead_letter(
-                    "sequence_backwards", f"seq {frame.seq} after {state.last_seq} for stream {frame.stream_id}",
-                    key, value, topic, partition, offset)]
+                return [
+                    *out,
+                    self._dead_letter(
+                        "sequence_backwards",
+                        f"seq {frame.seq} after {state.last_seq} for stream {frame.stream_id}",
+                        key,
+                        value,
+                        topic,
+                        partition,
+                        offset,
+                    ),
+                ]
         if state is None:
-            state = _StreamState(self._factory(frame.stream_id, frame.fs, frame.leads), frame.fs, frame.leads,
-                                 frame.record, frame.seq, self._clock())
+            state = _StreamState(
+                self._factory(frame.stream_id, frame.fs, frame.leads),
+                frame.fs,
+                frame.leads,
+                frame.record,
+                frame.seq,
+                self._clock(),
+            )
             self._streams[frame.stream_id] = state
         state.last_seq = frame.seq
         state.last_start = frame.start_time
@@ -148,13 +180,32 @@ class FramePipeline:
         try:
             result = state.processor.process(frame.to_stage_frame())
             out += self._outputs(frame.stream_id, frame.record, result, frame)
-        except FrameValidationError as exc:  # the stages' own checks (e.g. samples not matching the leads)
-            return [*out, self._dead_letter(exc.reason, exc.detail, key, value, topic, partition, offset)]
-        except Exception as exc:  # a bug must not stop the partition: dead-letter the frame, keep going
+        except (
+            FrameValidationError
+        ) as exc:  # the stages' own checks (e.g. samples not matching the leads)
+            return [
+                *out,
+                self._dead_letter(exc.reason, exc.detail, key, value, topic, partition, offset),
+            ]
+        except (
+            Exception
+        ) as exc:  # a bug must not stop the partition: dead-letter the frame, keep going
             log.exception("processing failed for stream %s seq %d", frame.stream_id, frame.seq)
-            self._streams.pop(frame.stream_id, None)  # state may be inconsistent: restart the stream
-            return [*out, self._dead_letter("processing_error", f"{type(exc).__name__}: {exc}", key, value,
-                                            topic, partition, offset)]
+            self._streams.pop(
+                frame.stream_id, None
+            )  # state may be inconsistent: restart the stream
+            return [
+                *out,
+                self._dead_letter(
+                    "processing_error",
+                    f"{type(exc).__name__}: {exc}",
+                    key,
+                    value,
+                    topic,
+                    partition,
+                    offset,
+                ),
+            ]
         return out
 
     def flush_all(self) -> list[Outgoing]:
@@ -173,18 +224,38 @@ class FramePipeline:
             if now - state.last_seen > idle_s:
                 out += self._outputs(stream_id, state.record, state.processor.flush(), None)
                 del self._streams[stream_id]
-        self.metrics.active_streams.set(sum(1 for s in self._streams.values() if now - s.last_seen <= active_s))
+        self.metrics.active_streams.set(
+            sum(1 for s in self._streams.values() if now - s.last_seen <= active_s)
+        )
         return out
 
     # ------------------------------------------------------------------------------------------ helpers
-    def _dead_letter(self, reason: str, detail: str, key: bytes | None, value: bytes | None, topic: str,
-                     partition: int, offset: int) -> Outgoing:
+    def _dead_letter(
+        self,
+        reason: str,
+        detail: str,
+        key: bytes | None,
+        value: bytes | None,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> Outgoing:
         self.metrics.frames_rejected.labels(reason).inc()
-        msg = DeadLetterMessage.build(reason=reason, detail=detail, payload=value, key=key, topic=topic,
-                                      partition=partition, offset=offset, now=self._clock())
+        msg = DeadLetterMessage.build(
+            reason=reason,
+            detail=detail,
+            payload=value,
+            key=key,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            now=self._clock(),
+        )
         return Outgoing(self.topics.dead_letter, key or b"", msg.to_bytes())
 
-    def _outputs(self, stream_id: str, record: str, result: Any, frame: TelemetryFrame | None) -> list[Outgoing]:
+    def _outputs(
+        self, stream_id: str, record: str, result: Any, frame: TelemetryFrame | None
+    ) -> list[Outgoing]:
         m = self.metrics
         key = stream_id.encode()
         now = self._clock()
@@ -198,7 +269,9 @@ class FramePipeline:
             m.stage_duration.labels(stage).observe(seconds)
         for seg in result.dropouts:
             m.dropouts.labels(seg.kind).inc()
-            out.append(Outgoing(self.topics.dropouts, key, DropoutMessage.from_event(seg).to_bytes()))
+            out.append(
+                Outgoing(self.topics.dropouts, key, DropoutMessage.from_event(seg).to_bytes())
+            )
         sent_at = frame.sent_at if frame is not None else None
         for ev in result.alerts:
             ident = (ev.id, ev.status)
@@ -228,10 +301,20 @@ class FramePipeline:
                 m.latency.labels("processed").observe(latency)
             m.frame_age.labels("processed").observe(max(0.0, now - frame.start_time))
             batch = BeatBatchMessage(
-                stream_id=stream_id, seq=frame.seq, frame_start_ts=frame.start_time, sent_at=sent_at,
-                processed_at=now, latency_s=latency, samples=result.samples, gap_frames=result.gap_frames,
-                duplicate=result.duplicate, heart_rate_bpm=result.heart_rate_bpm,
-                beats=[BeatOut(sample=b.sample, time=b.time, rr_s=b.rr_s, hr_bpm=b.hr_bpm) for b in result.beats],
+                stream_id=stream_id,
+                seq=frame.seq,
+                frame_start_ts=frame.start_time,
+                sent_at=sent_at,
+                processed_at=now,
+                latency_s=latency,
+                samples=result.samples,
+                gap_frames=result.gap_frames,
+                duplicate=result.duplicate,
+                heart_rate_bpm=result.heart_rate_bpm,
+                beats=[
+                    BeatOut(sample=b.sample, time=b.time, rr_s=b.rr_s, hr_bpm=b.hr_bpm)
+                    for b in result.beats
+                ],
             )
             out.append(Outgoing(self.topics.beats, key, batch.to_bytes()))
         return out
@@ -256,7 +339,13 @@ class FramePipeline:
             if sc.anomalous:
                 m.model_anomalies.labels(sc.model).inc()
             by_stream.setdefault(sc.stream_id, []).append(
-                ScoreOut(**{k: v for k, v in sc.to_dict().items() if k != "stream_id"}))
-        return [Outgoing(self.topics.scores, sid.encode(),
-                         ScoresMessage(stream_id=sid, seq=seqs.get(sid), scores=scores).to_bytes())
-                for sid, scores in by_stream.items()]
+                ScoreOut(**{k: v for k, v in sc.to_dict().items() if k != "stream_id"})
+            )
+        return [
+            Outgoing(
+                self.topics.scores,
+                sid.encode(),
+                ScoresMessage(stream_id=sid, seq=seqs.get(sid), scores=scores).to_bytes(),
+            )
+            for sid, scores in by_stream.items()
+        ]

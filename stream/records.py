@@ -16,7 +16,20 @@ import wfdb
 from stream.errors import DataError
 
 #: Canonical 12-lead order used everywhere in ecg-monitor.
-TWELVE_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+TWELVE_LEADS: tuple[str, ...] = (
+    "I",
+    "II",
+    "III",
+    "aVR",
+    "aVL",
+    "aVF",
+    "V1",
+    "V2",
+    "V3",
+    "V4",
+    "V5",
+    "V6",
+)
 _LEAD_ALIASES = {name.lower(): name for name in TWELVE_LEADS}
 _LEAD_ALIASES.update({"mlii": "MLII", "mli": "MLI", "mliii": "MLIII"})
 #: Every lead name the telemetry schema accepts (the 12 standard leads, MIT-BIH's modified limb leads).
@@ -34,12 +47,52 @@ PHYSIONET_DATABASES: dict[str, tuple[str, str]] = {
 MITDB_PACED: tuple[str, ...] = ("102", "104", "107", "217")
 #: de Chazal et al. (2004) inter-patient split of MIT-BIH.
 MITDB_DS1: tuple[str, ...] = (
-    "101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122",
-    "124", "201", "203", "205", "207", "208", "209", "215", "220", "223", "230",
+    "101",
+    "106",
+    "108",
+    "109",
+    "112",
+    "114",
+    "115",
+    "116",
+    "118",
+    "119",
+    "122",
+    "124",
+    "201",
+    "203",
+    "205",
+    "207",
+    "208",
+    "209",
+    "215",
+    "220",
+    "223",
+    "230",
 )
 MITDB_DS2: tuple[str, ...] = (
-    "100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "210",
-    "212", "213", "214", "219", "221", "222", "228", "231", "232", "233", "234",
+    "100",
+    "103",
+    "105",
+    "111",
+    "113",
+    "117",
+    "121",
+    "123",
+    "200",
+    "202",
+    "210",
+    "212",
+    "213",
+    "214",
+    "219",
+    "221",
+    "222",
+    "228",
+    "231",
+    "232",
+    "233",
+    "234",
 )
 #: MIT-BIH beat annotation symbols mapped to AAMI EC57 classes.
 AAMI_CLASSES: dict[str, str] = {
@@ -80,7 +133,9 @@ class Record:
         try:
             return self.signal[:, self.leads.index(name)]
         except ValueError as exc:
-            raise DataError(f"record {self.name} has no lead {name!r}; it has {self.leads}") from exc
+            raise DataError(
+                f"record {self.name} has no lead {name!r}; it has {self.leads}"
+            ) from exc
 
 
 @dataclass(frozen=True)
@@ -106,7 +161,9 @@ def read_record(path: str | Path, sampfrom: int = 0, sampto: int | None = None) 
         rec = wfdb.rdrecord(str(path), sampfrom=sampfrom, sampto=sampto)
     except FileNotFoundError as exc:
         raise DataError(f"WFDB record not found: {path} (.hea/.dat)") from exc
-    except Exception as exc:  # wfdb raises ValueError, IndexError, struct errors... on corrupt files
+    except (
+        Exception
+    ) as exc:  # wfdb raises ValueError, IndexError, struct errors... on corrupt files
         raise DataError(f"corrupt or unreadable WFDB record {path}: {exc}") from exc
     if rec.p_signal is None or rec.p_signal.ndim != 2:
         raise DataError(f"WFDB record {path} has no physical signal")
@@ -136,7 +193,9 @@ def list_records(db_dir: str | Path) -> list[str]:
     """Record paths (relative to ``db_dir``, no extension) from its RECORDS file, or from ``*.hea``."""
     db_dir = Path(db_dir)
     if not db_dir.is_dir():
-        raise DataError(f"database directory not found: {db_dir}; set ECG_DATA_DIR or run `python -m training data download`")
+        raise DataError(
+            f"database directory not found: {db_dir}; set ECG_DATA_DIR or run `python -m training data download`"
+        )
     listing = db_dir / "RECORDS"
     if listing.is_file():
         names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]

@@ -49,18 +49,18 @@ DEFAULT_GAIN = 1000.0
 
 #: Bounded set of dead-letter reasons (the ``reason`` label of ``ecg_frames_rejected_total``).
 REJECT_REASONS: tuple[str, ...] = (
-    "oversized",           # message larger than Settings.max_frame_bytes
-    "bad_json",            # not UTF-8 JSON object, or samples not valid base64
-    "schema_version",      # "v" missing or not SCHEMA_VERSION
-    "bad_shape",           # missing/mistyped fields, sample count != n_samples x leads, duplicate leads
-    "bad_value",           # empty stream id, negative seq, naive or unparsable start time, bad gain/encoding
-    "nan_only",            # every sample missing
-    "unknown_lead",        # a lead name outside stream.records.KNOWN_LEADS
-    "sampling_rate",       # fs outside [Settings.min_fs, Settings.max_fs]
+    "oversized",  # message larger than Settings.max_frame_bytes
+    "bad_json",  # not UTF-8 JSON object, or samples not valid base64
+    "schema_version",  # "v" missing or not SCHEMA_VERSION
+    "bad_shape",  # missing/mistyped fields, sample count != n_samples x leads, duplicate leads
+    "bad_value",  # empty stream id, negative seq, naive or unparsable start time, bad gain/encoding
+    "nan_only",  # every sample missing
+    "unknown_lead",  # a lead name outside stream.records.KNOWN_LEADS
+    "sampling_rate",  # fs outside [Settings.min_fs, Settings.max_fs]
     "sequence_backwards",  # seq lower than the last one processed for the stream (checked by the worker)
-    "processing_error",    # the stages raised on a valid frame (a bug; the stream's state is restarted)
-    "lead_mismatch",       # raised by the stages: samples do not match the stream's leads
-    "fs_mismatch",         # raised by the stages: sampling rate differs from the stream's
+    "processing_error",  # the stages raised on a valid frame (a bug; the stream's state is restarted)
+    "lead_mismatch",  # raised by the stages: samples do not match the stream's leads
+    "fs_mismatch",  # raised by the stages: sampling rate differs from the stream's
 )
 
 
@@ -120,8 +120,14 @@ class TelemetryFrame:
         """The pure-stage :class:`stream.stages.processor.Frame` for :class:`StreamProcessor`."""
         from stream.stages.processor import Frame
 
-        return Frame(stream_id=self.stream_id, seq=self.seq, fs=self.fs, leads=self.leads,
-                     start_time=self.start_time, samples=self.samples)
+        return Frame(
+            stream_id=self.stream_id,
+            seq=self.seq,
+            fs=self.fs,
+            leads=self.leads,
+            start_time=self.start_time,
+            samples=self.samples,
+        )
 
 
 class _FrameEnvelope(BaseModel):
@@ -145,7 +151,9 @@ class _FrameEnvelope(BaseModel):
 _ENVELOPE_FIELDS = frozenset([*_FrameEnvelope.model_fields, "start_ts"])
 
 
-def encode_samples(samples: np.ndarray, encoding: str = "i16le", gain: float | np.ndarray = DEFAULT_GAIN) -> str:
+def encode_samples(
+    samples: np.ndarray, encoding: str = "i16le", gain: float | np.ndarray = DEFAULT_GAIN
+) -> str:
     """Encode float [n, leads] samples to the base64 text of ``encoding`` (see module docs)."""
     x = np.asarray(samples, dtype=np.float32)
     if encoding == "f32le":
@@ -162,18 +170,36 @@ def encode_samples(samples: np.ndarray, encoding: str = "i16le", gain: float | n
 
 
 def encode_frame(
-    *, stream_id: str, seq: int, fs: float, leads: tuple[str, ...] | list[str], start_time: float,
-    samples: np.ndarray, record: str = "", units: tuple[str, ...] | list[str] = (), sent_at: float | None = None,
-    encoding: str = "i16le", gain: float = DEFAULT_GAIN,
+    *,
+    stream_id: str,
+    seq: int,
+    fs: float,
+    leads: tuple[str, ...] | list[str],
+    start_time: float,
+    samples: np.ndarray,
+    record: str = "",
+    units: tuple[str, ...] | list[str] = (),
+    sent_at: float | None = None,
+    encoding: str = "i16le",
+    gain: float = DEFAULT_GAIN,
 ) -> bytes:
     """Serialize one telemetry frame (schema version :data:`SCHEMA_VERSION`) to JSON bytes."""
     x = np.asarray(samples)
     if x.ndim == 1:
         x = x[:, None]
     msg = {
-        "v": SCHEMA_VERSION, "stream_id": stream_id, "record": record, "leads": list(leads), "fs": float(fs),
-        "seq": int(seq), "start_time": iso(start_time), "start_ts": float(start_time), "sent_at": sent_at,
-        "units": list(units) or ["mV"] * x.shape[1], "n_samples": int(x.shape[0]), "encoding": encoding,
+        "v": SCHEMA_VERSION,
+        "stream_id": stream_id,
+        "record": record,
+        "leads": list(leads),
+        "fs": float(fs),
+        "seq": int(seq),
+        "start_time": iso(start_time),
+        "start_ts": float(start_time),
+        "sent_at": sent_at,
+        "units": list(units) or ["mV"] * x.shape[1],
+        "n_samples": int(x.shape[0]),
+        "encoding": encoding,
         "gain": [float(gain)] * x.shape[1] if encoding == "i16le" else None,
         "samples": encode_samples(x, encoding, gain),
     }
@@ -237,10 +263,15 @@ def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) ->
         raise _reject("bad_value", f"encoding {env.encoding!r} not in {ENCODINGS}")
     expected = env.n_samples * n_leads * width
     if len(payload) != expected:
-        raise _reject("bad_shape", f"{len(payload)} sample bytes, expected {env.n_samples}x{n_leads}x{width}={expected}")
+        raise _reject(
+            "bad_shape",
+            f"{len(payload)} sample bytes, expected {env.n_samples}x{n_leads}x{width}={expected}",
+        )
     if env.encoding == "i16le":
         q = np.frombuffer(payload, dtype="<i2").reshape(env.n_samples, n_leads)
-        gain = np.asarray(env.gain if env.gain is not None else [DEFAULT_GAIN] * n_leads, dtype=np.float32)
+        gain = np.asarray(
+            env.gain if env.gain is not None else [DEFAULT_GAIN] * n_leads, dtype=np.float32
+        )
         if gain.shape != (n_leads,) or not np.all(np.isfinite(gain)) or np.any(gain <= 0):
             raise _reject("bad_value", f"gain must be {n_leads} positive numbers, got {env.gain}")
         x = q.astype(np.float32) / gain
@@ -254,8 +285,15 @@ def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) ->
         raise _reject("bad_shape", f"{len(env.units)} units for {n_leads} leads")
     extra = {k: v for k, v in obj.items() if k not in _ENVELOPE_FIELDS}
     return TelemetryFrame(
-        stream_id=env.stream_id, seq=env.seq, fs=env.fs, leads=tuple(env.leads), start_time=start,
-        samples=x, record=env.record, units=tuple(env.units) or ("mV",) * n_leads, sent_at=env.sent_at,
+        stream_id=env.stream_id,
+        seq=env.seq,
+        fs=env.fs,
+        leads=tuple(env.leads),
+        start_time=start,
+        samples=x,
+        record=env.record,
+        units=tuple(env.units) or ("mV",) * n_leads,
+        sent_at=env.sent_at,
         extra=extra,
     )
 
@@ -294,11 +332,24 @@ class AlertMessage(_Message):
     published_at: float | None = None
 
     @classmethod
-    def from_event(cls, ev: Any, *, record: str = "", published_at: float | None = None) -> AlertMessage:
+    def from_event(
+        cls, ev: Any, *, record: str = "", published_at: float | None = None
+    ) -> AlertMessage:
         """From a :class:`stream.stages.events.AlertEvent`."""
-        return cls(id=ev.id, stream_id=ev.stream_id, kind=ev.kind, severity=ev.severity, status=ev.status,
-                   start=iso(ev.start) or "", start_ts=ev.start, end=iso(ev.end), end_ts=ev.end,
-                   evidence=jsonable(ev.evidence), record=record, published_at=published_at)
+        return cls(
+            id=ev.id,
+            stream_id=ev.stream_id,
+            kind=ev.kind,
+            severity=ev.severity,
+            status=ev.status,
+            start=iso(ev.start) or "",
+            start_ts=ev.start,
+            end=iso(ev.end),
+            end_ts=ev.end,
+            evidence=jsonable(ev.evidence),
+            record=record,
+            published_at=published_at,
+        )
 
 
 class DropoutMessage(_Message):
@@ -316,8 +367,16 @@ class DropoutMessage(_Message):
     @classmethod
     def from_event(cls, ev: Any) -> DropoutMessage:
         """From a :class:`stream.stages.events.DropoutSegment`."""
-        return cls(stream_id=ev.stream_id, lead=ev.lead, kind=ev.kind, start=iso(ev.start) or "",
-                   start_ts=ev.start, end=iso(ev.end) or "", end_ts=ev.end, duration_s=ev.end - ev.start)
+        return cls(
+            stream_id=ev.stream_id,
+            lead=ev.lead,
+            kind=ev.kind,
+            start=iso(ev.start) or "",
+            start_ts=ev.start,
+            end=iso(ev.end) or "",
+            end_ts=ev.end,
+            duration_s=ev.end - ev.start,
+        )
 
 
 class BeatOut(BaseModel):
@@ -359,11 +418,19 @@ class ScoreOut(BaseModel):
     threshold: float | None = None
     anomalous: bool
     embedding: list[float] | None = None
-    recovered_by: str | None = None  # "lstm_ae" / "lead_recon": the model that filled missing input first
-    recovered_fraction: float = 0.0  # share of samples (beat window) or leads (12-lead window) it filled
-    lead_scores: dict[str, float] | None = None  # 12-lead models: per-lead error relative to normal records
+    recovered_by: str | None = (
+        None  # "lstm_ae" / "lead_recon": the model that filled missing input first
+    )
+    recovered_fraction: float = (
+        0.0  # share of samples (beat window) or leads (12-lead window) it filled
+    )
+    lead_scores: dict[str, float] | None = (
+        None  # 12-lead models: per-lead error relative to normal records
+    )
     lead_attention: dict[str, float] | None = None  # vae_bilstm_mha: lead-wise attention weights
-    attention_peak: float | None = None  # vae_bilstm_mha: stream time (s) where the temporal attention peaks
+    attention_peak: float | None = (
+        None  # vae_bilstm_mha: stream time (s) where the temporal attention peaks
+    )
 
 
 class ScoresMessage(_Message):
@@ -403,11 +470,29 @@ class DeadLetterMessage(_Message):
     time_ts: float
 
     @classmethod
-    def build(cls, *, reason: str, detail: str, payload: bytes | None, key: bytes | None, topic: str,
-              partition: int, offset: int, now: float) -> DeadLetterMessage:
-        return cls(reason=reason, detail=detail[:1000], payload_b64=base64.b64encode(payload or b"").decode(),
-                   key=key.decode("utf-8", "replace") if key else None, topic=topic, partition=partition,
-                   offset=offset, time=iso(now) or "", time_ts=now)
+    def build(
+        cls,
+        *,
+        reason: str,
+        detail: str,
+        payload: bytes | None,
+        key: bytes | None,
+        topic: str,
+        partition: int,
+        offset: int,
+        now: float,
+    ) -> DeadLetterMessage:
+        return cls(
+            reason=reason,
+            detail=detail[:1000],
+            payload_b64=base64.b64encode(payload or b"").decode(),
+            key=key.decode("utf-8", "replace") if key else None,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            time=iso(now) or "",
+            time_ts=now,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- topics
@@ -425,11 +510,37 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The pipeline's topics (names from ``Settings.topics``)."""
     t = settings.topics
     return [
-        TopicSpec(t.telemetry, "stream id", "telemetry frame v1 (see module docs)", "ECG frames from bedside gateways / replay"),
-        TopicSpec(t.dead_letter, "stream id if any", DeadLetterMessage.__name__, "rejected telemetry with reason"),
-        TopicSpec(t.alerts, "stream id", AlertMessage.__name__, "alert raised/resolved transitions"),
-        TopicSpec(t.dropouts, "stream id", DropoutMessage.__name__, "unusable-signal segments per lead"),
-        TopicSpec(t.beats, "stream id", BeatBatchMessage.__name__, "beats per processed frame (processing receipt)"),
-        TopicSpec(t.ground_truth, "stream id", FaultTruthMessage.__name__, "faults injected by the simulator"),
-        TopicSpec(t.scores, "stream id", ScoresMessage.__name__, "ONNX anomaly-model scores per frame"),
+        TopicSpec(
+            t.telemetry,
+            "stream id",
+            "telemetry frame v1 (see module docs)",
+            "ECG frames from bedside gateways / replay",
+        ),
+        TopicSpec(
+            t.dead_letter,
+            "stream id if any",
+            DeadLetterMessage.__name__,
+            "rejected telemetry with reason",
+        ),
+        TopicSpec(
+            t.alerts, "stream id", AlertMessage.__name__, "alert raised/resolved transitions"
+        ),
+        TopicSpec(
+            t.dropouts, "stream id", DropoutMessage.__name__, "unusable-signal segments per lead"
+        ),
+        TopicSpec(
+            t.beats,
+            "stream id",
+            BeatBatchMessage.__name__,
+            "beats per processed frame (processing receipt)",
+        ),
+        TopicSpec(
+            t.ground_truth,
+            "stream id",
+            FaultTruthMessage.__name__,
+            "faults injected by the simulator",
+        ),
+        TopicSpec(
+            t.scores, "stream id", ScoresMessage.__name__, "ONNX anomaly-model scores per frame"
+        ),
     ]

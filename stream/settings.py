@@ -30,10 +30,14 @@ class TopicNames(BaseSettings):
 class Settings(BaseSettings):
     """Runtime settings; every field reads ``ECG_<FIELD>`` from the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="ECG_", env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="ECG_", env_file=".env", extra="ignore", frozen=True
+    )
 
     # Kafka
-    kafka_bootstrap: str = Field("", description="Kafka bootstrap servers; empty starts the embedded local broker.")
+    kafka_bootstrap: str = Field(
+        "", description="Kafka bootstrap servers; empty starts the embedded local broker."
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
@@ -41,18 +45,28 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
-    partitions: int = Field(4, ge=1, description="Partitions of the pipeline's topics when they are created.")
+    partitions: int = Field(
+        4, ge=1, description="Partitions of the pipeline's topics when they are created."
+    )
     replication_factor: int = Field(1, ge=1)
-    local_broker_port: int = Field(0, ge=0, le=65535, description="Port of the embedded broker; 0 picks a free one.")
+    local_broker_port: int = Field(
+        0, ge=0, le=65535, description="Port of the embedded broker; 0 picks a free one."
+    )
     consumer_group: str = "ecg-monitor"
 
     # data
-    data_dir: Path = Field(Path("data"), description="Root holding mitdb/, nstdb/, ludb/, ptbxl/ (WFDB layout).")
-    cache_dir: Path = Field(Path(".cache/ecg-monitor"), description="Prepared datasets and run outputs.")
+    data_dir: Path = Field(
+        Path("data"), description="Root holding mitdb/, nstdb/, ludb/, ptbxl/ (WFDB layout)."
+    )
+    cache_dir: Path = Field(
+        Path(".cache/ecg-monitor"), description="Prepared datasets and run outputs."
+    )
 
     # stream
     frame_seconds: float = Field(1.0, gt=0, le=10, description="Duration of one telemetry frame.")
-    max_frame_bytes: int = Field(1_000_000, gt=0, description="Frames larger than this go to the dead-letter topic.")
+    max_frame_bytes: int = Field(
+        1_000_000, gt=0, description="Frames larger than this go to the dead-letter topic."
+    )
     min_fs: float = 50.0
     max_fs: float = 2000.0
 
@@ -63,9 +77,15 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path(__file__).resolve().parent.parent / "models" / "artifacts")
 
     # dashboard (ecg-monitor dashboard)
-    dashboard_port: int = Field(8050, ge=0, le=65535, description="Port of the 12-lead anomaly dashboard.")
-    dashboard_max_upload_bytes: int = Field(20_000_000, gt=0, description="Uploads larger than this are refused (413).")
-    dashboard_max_windows: int = Field(12, ge=1, le=360, description="10 s windows analysed per upload (the first ones).")
+    dashboard_port: int = Field(
+        8050, ge=0, le=65535, description="Port of the 12-lead anomaly dashboard."
+    )
+    dashboard_max_upload_bytes: int = Field(
+        20_000_000, gt=0, description="Uploads larger than this are refused (413)."
+    )
+    dashboard_max_windows: int = Field(
+        12, ge=1, le=360, description="10 s windows analysed per upload (the first ones)."
+    )
 
     topics: TopicNames = Field(default_factory=TopicNames)
 

@@ -22,8 +22,14 @@ from stream.settings import Settings
 def spawn_cli(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """Start ``ecg-monitor ARGS`` (this interpreter) as a child in its own session, output to ``log_path``."""
     with open(log_path, "ab") as log_file:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([sys.executable, "-m", "stream.cli", *args], env=env, stdout=log_file,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", *args],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def terminate(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
@@ -39,10 +45,22 @@ def terminate(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> 
 
 
 @contextmanager
-def local_stack(settings: Settings, *, log_dir: Path, metrics_port: int, replay: bool = True,
-                patients: int = 6, speed: float = 1.0, records: tuple[str, ...] | list[str] = ("mitdb/100",),
-                faults: str = "none", loop: bool = False, duration: float | None = None,
-                prefix: str = "patient", workers: int = 1, models: str | None = None) -> Iterator[dict[str, Any]]:
+def local_stack(
+    settings: Settings,
+    *,
+    log_dir: Path,
+    metrics_port: int,
+    replay: bool = True,
+    patients: int = 6,
+    speed: float = 1.0,
+    records: tuple[str, ...] | list[str] = ("mitdb/100",),
+    faults: str = "none",
+    loop: bool = False,
+    duration: float | None = None,
+    prefix: str = "patient",
+    workers: int = 1,
+    models: str | None = None,
+) -> Iterator[dict[str, Any]]:
     """Broker (unless a bootstrap is set) + ``workers`` worker subprocesses (one consumer group; worker i serves
     /metrics on ``metrics_port + i``; the replay on ``metrics_port + workers``) + a replay subprocess; all stopped
     on exit. Yields ``{"bootstrap", "procs" (name -> Popen), "worker_ports", "broker"}``."""
@@ -53,12 +71,18 @@ def local_stack(settings: Settings, *, log_dir: Path, metrics_port: int, replay:
     procs: dict[str, subprocess.Popen[bytes] | None] = {"worker": None, "replay": None}
     try:
         if settings.local_mode:
-            broker = LocalBroker(port=settings.local_broker_port, log_path=log_dir / "broker.log").start()
+            broker = LocalBroker(
+                port=settings.local_broker_port, log_path=log_dir / "broker.log"
+            ).start()
             bs = broker.bootstrap
         else:
             bs = settings.kafka_bootstrap
         ensure_topics_sync(settings, bs)
-        env = {**os.environ, "ECG_KAFKA_BOOTSTRAP": bs, "ECG_DATA_DIR": str(Path(settings.data_dir).resolve())}
+        env = {
+            **os.environ,
+            "ECG_KAFKA_BOOTSTRAP": bs,
+            "ECG_DATA_DIR": str(Path(settings.data_dir).resolve()),
+        }
         mode = "--embedded" if broker is not None else "--cluster"
         for i in range(workers):
             name = "worker" if i == 0 else f"worker{i}"
@@ -67,16 +91,34 @@ def local_stack(settings: Settings, *, log_dir: Path, metrics_port: int, replay:
                 args += ["--models", models]
             procs[name] = spawn_cli(args, env, log_dir / f"{name}.log")
         if replay:
-            args = ["replay", "--bootstrap", bs, "--patients", str(patients), "--speed", str(speed),
-                    "--faults", faults, "--records", ",".join(records), "--prefix", prefix,
-                    "--metrics-port", str(metrics_port + workers)]
+            args = [
+                "replay",
+                "--bootstrap",
+                bs,
+                "--patients",
+                str(patients),
+                "--speed",
+                str(speed),
+                "--faults",
+                faults,
+                "--records",
+                ",".join(records),
+                "--prefix",
+                prefix,
+                "--metrics-port",
+                str(metrics_port + workers),
+            ]
             if loop:
                 args.append("--loop")
             if duration:
                 args += ["--duration", str(duration)]
             procs["replay"] = spawn_cli(args, env, log_dir / "replay.log")
-        yield {"bootstrap": bs, "procs": procs, "broker": broker,
-               "worker_ports": [metrics_port + i for i in range(workers)]}
+        yield {
+            "bootstrap": bs,
+            "procs": procs,
+            "broker": broker,
+            "worker_ports": [metrics_port + i for i in range(workers)],
+        }
     finally:
         for proc in procs.values():
             terminate(proc)
@@ -106,8 +148,9 @@ def scrape_metrics(host: str, port: int) -> dict[str, float]:
     return sums
 
 
-def wait_for_metrics(host: str, port: int, timeout_s: float = 30.0,
-                     proc: subprocess.Popen[bytes] | None = None) -> dict[str, float]:
+def wait_for_metrics(
+    host: str, port: int, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> dict[str, float]:
     """Poll ``/metrics`` until it answers; raise TimeoutError (or RuntimeError if ``proc`` exits)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

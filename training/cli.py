@@ -26,7 +26,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Check the WFDB databases under ECG_DATA_DIR, or download them from PhysioNet.", invoke_without_command=True)
+data_app = typer.Typer(
+    help="Check the WFDB databases under ECG_DATA_DIR, or download them from PhysioNet.",
+    invoke_without_command=True,
+)
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
@@ -34,13 +37,29 @@ DETECTOR_EVALS = ("qrs", "dropouts")
 DATABASES = ("mitdb", "nstdb", "ludb", "ptbxl")
 
 ModelArg = Annotated[str, typer.Argument(help="Model name (see `python -m training models`).")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="JSON file merged over the model's default config.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Config override KEY=VALUE (dotted keys for sections), repeatable.")]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Databases root (default: ECG_DATA_DIR).")]
-RunOpt = Annotated[Path | None, typer.Option("--run", help="Run directory (default: the latest run of the model).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="JSON file merged over the model's default config."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", "-s", help="Config override KEY=VALUE (dotted keys for sections), repeatable."
+    ),
+]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Databases root (default: ECG_DATA_DIR).")
+]
+RunOpt = Annotated[
+    Path | None, typer.Option("--run", help="Run directory (default: the latest run of the model).")
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")]
+ProgressOpt = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")
+]
 
 
 def _settings() -> Any:
@@ -90,7 +109,9 @@ def _emit(result: Any, as_json: bool, title: str = "") -> None:
     if isinstance(result, dict):
         table = Table(title=title or None, show_header=False)
         for k, v in result.items():
-            table.add_row(str(k), json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v))
+            table.add_row(
+                str(k), json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v)
+            )
         Console().print(table)
     else:
         typer.echo(str(result))
@@ -131,12 +152,17 @@ def data_check(
     report["missing"] = missing
     _emit(report, as_json, "databases")
     if missing:
-        console.print(f"[yellow]missing: {', '.join(missing)}; run `python -m training data download --db NAME`[/]")
+        console.print(
+            f"[yellow]missing: {', '.join(missing)}; run `python -m training data download --db NAME`[/]"
+        )
 
 
 @data_app.command("download")
 def data_download(
-    db: Annotated[list[str] | None, typer.Option("--db", help="Database(s) to fetch: mitdb nstdb ludb ptbxl (default all).")] = None,
+    db: Annotated[
+        list[str] | None,
+        typer.Option("--db", help="Database(s) to fetch: mitdb nstdb ludb ptbxl (default all)."),
+    ] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Download databases from PhysioNet into ECG_DATA_DIR (wfdb.dl_database)."""
@@ -178,7 +204,9 @@ def train(
     """Train a model; writes a run directory (config, metrics, curves, plots, checkpoint)."""
     from training.registry import get_spec
 
-    ctx = _context(model, config_file, overrides, data_dir, device=device, progress=progress, as_json=as_json)
+    ctx = _context(
+        model, config_file, overrides, data_dir, device=device, progress=progress, as_json=as_json
+    )
     run_dir = get_spec(model).train(ctx)
     _emit({"run_dir": str(run_dir)}, as_json, f"{model} trained")
 
@@ -190,7 +218,13 @@ def evaluate(
     overrides: SetOpt = None,
     data_dir: DataDirOpt = None,
     run: RunOpt = None,
-    source: Annotated[str, typer.Option("--source", help="onnx: the committed artifact via the runtime wrapper; checkpoint: a run's torch weights.")] = "onnx",
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            help="onnx: the committed artifact via the runtime wrapper; checkpoint: a run's torch weights.",
+        ),
+    ] = "onnx",
     db: Annotated[str, typer.Option("--db", help="Database for `evaluate qrs`.")] = "mitdb",
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
@@ -201,12 +235,26 @@ def evaluate(
         from training import eval_detectors
 
         root = Path(data_dir or _settings().data_dir).resolve()
-        result = eval_detectors.evaluate_qrs(root, db=db) if model == "qrs" else eval_detectors.evaluate_dropouts(root)
+        result = (
+            eval_detectors.evaluate_qrs(root, db=db)
+            if model == "qrs"
+            else eval_detectors.evaluate_dropouts(root)
+        )
         _emit(result, as_json, model)
         return
     from training.registry import get_spec
 
-    ctx = _context(model, config_file, overrides, data_dir, run=run, device=device, progress=progress, as_json=as_json, extra={"source": source})
+    ctx = _context(
+        model,
+        config_file,
+        overrides,
+        data_dir,
+        run=run,
+        device=device,
+        progress=progress,
+        as_json=as_json,
+        extra={"source": source},
+    )
     _emit(get_spec(model).evaluate(ctx), as_json, f"{model} evaluation")
 
 
@@ -217,13 +265,21 @@ def export(
     overrides: SetOpt = None,
     data_dir: DataDirOpt = None,
     run: RunOpt = None,
-    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Where to write <model>.onnx and its card (default: models/artifacts).")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-dir",
+            help="Where to write <model>.onnx and its card (default: models/artifacts).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a trained run to ONNX (checker + parity on real inputs) with its model card."""
     from training.registry import get_spec
 
-    ctx = _context(model, config_file, overrides, data_dir, run=run, as_json=as_json, progress=False)
+    ctx = _context(
+        model, config_file, overrides, data_dir, run=run, as_json=as_json, progress=False
+    )
     if out_dir is not None:
         ctx.artifacts_dir = out_dir.resolve()
     path = get_spec(model).export(ctx)

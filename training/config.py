@@ -48,7 +48,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def apply_overrides(config: dict[str, Any], overrides: Iterable[str], strict: bool = True) -> dict[str, Any]:
+def apply_overrides(
+    config: dict[str, Any], overrides: Iterable[str], strict: bool = True
+) -> dict[str, Any]:
     """Return a copy of ``config`` with ``key=value`` overrides applied.
 
     With ``strict`` an override of a key absent from the defaults is a :class:`ConfigError` (catches typos).
@@ -64,7 +66,9 @@ def apply_overrides(config: dict[str, Any], overrides: Iterable[str], strict: bo
                 node[p] = {}
             node = node[p]
         if strict and parts[-1] not in node:
-            raise ConfigError(f"override {item!r}: unknown key {'.'.join(parts)!r}; known: {sorted(node)}")
+            raise ConfigError(
+                f"override {item!r}: unknown key {'.'.join(parts)!r}; known: {sorted(node)}"
+            )
         node[parts[-1]] = value
     return out
 

@@ -48,7 +48,9 @@ def match_beats(ref: np.ndarray, test: np.ndarray, tol: int) -> tuple[int, int, 
     ri = np.repeat(np.arange(ref.size), counts)
     if ri.size == 0:
         return 0, int(ref.size), int(test.size)
-    ti = np.concatenate([np.arange(a, b) for a, b in zip(lo[counts > 0], hi[counts > 0], strict=True)])
+    ti = np.concatenate(
+        [np.arange(a, b) for a, b in zip(lo[counts > 0], hi[counts > 0], strict=True)]
+    )
     dist = np.abs(test[ti] - ref[ri])
     order = np.argsort(dist, kind="stable")
     used_r = np.zeros(ref.size, dtype=bool)
@@ -114,7 +116,16 @@ class _Tally:
         self.samples = 0
         self.per_record: dict[str, dict[str, float | int | None]] = {}
 
-    def add(self, name: str, ref: np.ndarray, det: np.ndarray, fs: float, secs: float, n: int, vfl: Callable[[np.ndarray], np.ndarray]) -> None:
+    def add(
+        self,
+        name: str,
+        ref: np.ndarray,
+        det: np.ndarray,
+        fs: float,
+        secs: float,
+        n: int,
+        vfl: Callable[[np.ndarray], np.ndarray],
+    ) -> None:
         tp, fn, fp = match_beats(ref, det, round(QRS_TOLERANCE_S * fs))
         tp50, fn50, fp50 = match_beats(ref, det, round(QRS_TOLERANCE_TIGHT_S * fs))
         vtp, vfn, vfp = match_beats(ref[~vfl(ref)], det[~vfl(det)], round(QRS_TOLERANCE_S * fs))
@@ -129,7 +140,13 @@ class _Tally:
         self.vfp += vfp
         self.seconds += secs
         self.samples += n
-        self.per_record[name] = {"se": _pct(tp, tp + fn), "ppv": _pct(tp, tp + fp), "tp": tp, "fn": fn, "fp": fp}
+        self.per_record[name] = {
+            "se": _pct(tp, tp + fn),
+            "ppv": _pct(tp, tp + fp),
+            "tp": tp,
+            "fn": fn,
+            "fp": fp,
+        }
 
     def summary(self, per_record: bool) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -182,10 +199,16 @@ def evaluate_qrs(
 
     data_dir = Path(data_dir)
     db_dir = data_dir / db
-    names = list(records) if records else (mitdb_records(data_dir) if db == "mitdb" else list_records(db_dir))
+    names = (
+        list(records)
+        if records
+        else (mitdb_records(data_dir) if db == "mitdb" else list_records(db_dir))
+    )
     if not names:
         raise DataError(f"no records in {db_dir}")
-    detectors: dict[str, Callable[[np.ndarray, float], np.ndarray] | str] = {"ecg_monitor": lambda x, fs: detect_qrs(x, fs, chunk=round(fs * FRAME_S))}
+    detectors: dict[str, Callable[[np.ndarray, float], np.ndarray] | str] = {
+        "ecg_monitor": lambda x, fs: detect_qrs(x, fs, chunk=round(fs * FRAME_S))
+    }
     if peers:
         detectors.update(_peer_detectors())
     tallies = {name: _Tally() for name, fn in detectors.items() if callable(fn)}
@@ -211,14 +234,18 @@ def evaluate_qrs(
             det = np.asarray(fn(x, rec.fs), dtype=np.int64)
             secs = time.perf_counter() - t
             tallies[name].add(rec_name, ref, det, rec.fs, secs, x.size, vfl)
-            if name == "ecg_monitor":  # the same detector fed the record as one chunk: identical peaks
+            if (
+                name == "ecg_monitor"
+            ):  # the same detector fed the record as one chunk: identical peaks
                 t = time.perf_counter()
                 whole = detect_qrs(x, rec.fs, chunk=x.size)
                 one_chunk[0] += time.perf_counter() - t
                 one_chunk[1] += x.size
                 one_chunk_same = one_chunk_same and np.array_equal(whole, det)
     result: dict[str, Any] = tallies["ecg_monitor"].summary(per_record=True)
-    result["samples_per_s_one_chunk"] = round(one_chunk[1] / one_chunk[0], 1) if one_chunk[0] > 0 else None
+    result["samples_per_s_one_chunk"] = (
+        round(one_chunk[1] / one_chunk[0], 1) if one_chunk[0] > 0 else None
+    )
     result["one_chunk_identical"] = one_chunk_same
     result.update(
         {
@@ -236,7 +263,11 @@ def evaluate_qrs(
         if not peers:
             continue
         peer = detectors.get(name)
-        result[name] = tallies[name].summary(per_record=False) if callable(peer) else {"sensitivity": None, "ppv": None, "reason": peer}
+        result[name] = (
+            tallies[name].summary(per_record=False)
+            if callable(peer)
+            else {"sensitivity": None, "ppv": None, "reason": peer}
+        )
     return result
 
 
@@ -251,7 +282,20 @@ def _progress(items: Iterable[Any], enabled: bool, desc: str) -> Iterable[Any]:
 # ------------------------------------------------------------------------------------------- dropouts
 
 SHORT_EVENT_S = 0.5
-DROPOUT_RECORDS: tuple[str, ...] = ("100", "103", "105", "108", "119", "201", "208", "213", "219", "223", "228", "232")
+DROPOUT_RECORDS: tuple[str, ...] = (
+    "100",
+    "103",
+    "105",
+    "108",
+    "119",
+    "201",
+    "208",
+    "213",
+    "219",
+    "223",
+    "228",
+    "232",
+)
 
 
 def replay(
@@ -274,7 +318,9 @@ def replay(
     for seq, s in enumerate(range(0, signal.shape[0], n)):
         if seq in drop:
             continue
-        total.extend(processor.process(Frame(stream_id, seq, fs, leads, t0 + s / fs, signal[s : s + n])))
+        total.extend(
+            processor.process(Frame(stream_id, seq, fs, leads, t0 + s / fs, signal[s : s + n]))
+        )
     total.extend(processor.flush())
     return total
 
@@ -351,7 +397,14 @@ def evaluate_dropouts(
         drop = frames_to_drop(faults, n, rec.fs, frame_n)
         sid = f"mitdb-{name}"
         truth = ground_truth(sid, faults, T0, rec.fs, frame_n, n)
-        out = replay(StreamProcessor(sid, rec.fs, rec.leads, detect_only), x, rec.fs, rec.leads, sid, drop=drop)
+        out = replay(
+            StreamProcessor(sid, rec.fs, rec.leads, detect_only),
+            x,
+            rec.fs,
+            rec.leads,
+            sid,
+            drop=drop,
+        )
         segs = out.dropouts
         dropout_truth = [ev for ev in truth if ev.kind in EXPECTED_DROPOUT]
         noise_events += sum(1 for ev in truth if ev.kind.startswith("noise_"))
@@ -359,7 +412,10 @@ def evaluate_dropouts(
             events_total[ev.kind] += 1
             want = EXPECTED_DROPOUT[ev.kind]
             hit = any(
-                s.kind == want and (ev.lead is None or s.lead == ev.lead) and s.start < ev.end and s.end > ev.start
+                s.kind == want
+                and (ev.lead is None or s.lead == ev.lead)
+                and s.start < ev.end
+                and s.end > ev.start
                 for s in segs
             )
             events_hit[ev.kind] += int(hit)
@@ -369,11 +425,17 @@ def evaluate_dropouts(
             if not hit:
                 missed.append({**ev.to_dict(), "duration_s": round(ev.end - ev.start, 3)})
         for s in segs:
-            over = [ev for ev in dropout_truth if (ev.lead is None or ev.lead == s.lead) and s.start < ev.end and s.end > ev.start]
+            over = [
+                ev
+                for ev in dropout_truth
+                if (ev.lead is None or ev.lead == s.lead) and s.start < ev.end and s.end > ev.start
+            ]
             if not over:
                 false_inj.append({**s.to_dict(), "record": name})
             elif not any(EXPECTED_DROPOUT[ev.kind] == s.kind for ev in over):
-                mislabelled.append({**s.to_dict(), "record": name, "truth": [ev.kind for ev in over]})
+                mislabelled.append(
+                    {**s.to_dict(), "record": name, "truth": [ev.kind for ev in over]}
+                )
         for a in out.alerts:
             if a.status == "raised":
                 alerts_inj[a.kind] = alerts_inj.get(a.kind, 0) + 1
@@ -405,7 +467,9 @@ def evaluate_dropouts(
         sampto = int(clean_minutes * 60 * 360) if clean_minutes else None
         rec = read_record(data_dir / "mitdb" / name, sampto=sampto)
         sid = f"mitdb-{name}"
-        out = replay(StreamProcessor(sid, rec.fs, rec.leads, detect_only), rec.signal, rec.fs, rec.leads, sid)
+        out = replay(
+            StreamProcessor(sid, rec.fs, rec.leads, detect_only), rec.signal, rec.fs, rec.leads, sid
+        )
         clean_hours += rec.duration_s / 3600.0
         for a in out.alerts:
             if a.status == "raised":
@@ -413,7 +477,14 @@ def evaluate_dropouts(
         for s in out.dropouts:
             verified = _rail_verified(s, rec, T0)
             rail += int(verified)
-            false_clean.append({**s.to_dict(), "record": name, "start_s": round(s.start - T0, 3), "rail_verified": verified})
+            false_clean.append(
+                {
+                    **s.to_dict(),
+                    "record": name,
+                    "start_s": round(s.start - T0, 3),
+                    "rail_verified": verified,
+                }
+            )
     n_events = sum(events_total.values())
     n_hit = sum(events_hit.values())
     by_kind_false: dict[str, int] = {}
@@ -431,14 +502,18 @@ def evaluate_dropouts(
         "recalled": n_hit,
         "missed": missed,
         "false_per_hour": round(len(false_clean) / clean_hours, 3) if clean_hours else None,
-        "false_per_hour_excluding_rail_verified": round((len(false_clean) - rail) / clean_hours, 3) if clean_hours else None,
+        "false_per_hour_excluding_rail_verified": round((len(false_clean) - rail) / clean_hours, 3)
+        if clean_hours
+        else None,
         "false_clean": len(false_clean),
         "false_clean_by_kind": by_kind_false,
         "false_clean_segments": false_clean,
         "clean_hours": round(clean_hours, 3),
         "clean_records": len(clean_names),
         "false_injected_run": len(false_inj),
-        "false_per_hour_injected_run": round(len(false_inj) / (clean_s_inj / 3600.0), 3) if clean_s_inj else None,
+        "false_per_hour_injected_run": round(len(false_inj) / (clean_s_inj / 3600.0), 3)
+        if clean_s_inj
+        else None,
         "false_injected_segments": false_inj[:50],
         "mislabelled_segments": len(mislabelled),
         "mislabelled_examples": mislabelled[:20],
@@ -457,14 +532,18 @@ def evaluate_dropouts(
         "injected_minutes": minutes,
         "seed": seed,
         "seconds_injected_run": round(inj_seconds, 2),
-        "protocol": evaluate_dropouts.__doc__.split("\n\n", 1)[1].strip() if evaluate_dropouts.__doc__ else "",
+        "protocol": evaluate_dropouts.__doc__.split("\n\n", 1)[1].strip()
+        if evaluate_dropouts.__doc__
+        else "",
     }
 
 
 # -------------------------------------------------------------------------------------------- bench
 
 
-def bench_processor(data_dir: Path, record: str = "100", seconds: int = 300, runs: int = 5, windows: bool = True) -> dict[str, Any]:
+def bench_processor(
+    data_dir: Path, record: str = "100", seconds: int = 300, runs: int = 5, windows: bool = True
+) -> dict[str, Any]:
     """Median per-frame time of :meth:`StreamProcessor.process` (1 s, 2-lead, 360 Hz frames of a real
     record), per stage and in total, over ``runs`` runs; ``windows=False`` is the worker's configuration
     without model windows."""
@@ -474,7 +553,10 @@ def bench_processor(data_dir: Path, record: str = "100", seconds: int = 300, run
 
     rec = read_record(Path(data_dir) / "mitdb" / record, sampto=int(seconds * 360))
     n = int(rec.fs)
-    frames = [Frame("bench", i, rec.fs, rec.leads, T0 + i, rec.signal[s : s + n]) for i, s in enumerate(range(0, rec.signal.shape[0], n))]
+    frames = [
+        Frame("bench", i, rec.fs, rec.leads, T0 + i, rec.signal[s : s + n])
+        for i, s in enumerate(range(0, rec.signal.shape[0], n))
+    ]
     medians: list[float] = []
     stage_acc: dict[str, list[float]] = {}
     for _ in range(runs):
@@ -503,8 +585,14 @@ def bench_processor(data_dir: Path, record: str = "100", seconds: int = 300, run
 
 # ---------------------------------------------------------------------------------------------- CLI
 
-cli = typer.Typer(help="Detector evaluations (QRS, dropouts) and the stream processor benchmark.", no_args_is_help=True, add_completion=False)
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Databases root (default: ECG_DATA_DIR).")]
+cli = typer.Typer(
+    help="Detector evaluations (QRS, dropouts) and the stream processor benchmark.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Databases root (default: ECG_DATA_DIR).")
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")]
 
 
@@ -527,13 +615,34 @@ def _print(result: dict[str, Any], as_json: bool, keys: tuple[str, ...]) -> None
 def qrs_cmd(
     data_dir: DataDir = None,
     db: Annotated[str, typer.Option(help="Database with .atr beat annotations.")] = "mitdb",
-    record: Annotated[list[str] | None, typer.Option("--record", "-r", help="Record name (repeatable); default all.")] = None,
-    peers: Annotated[bool, typer.Option("--peers/--no-peers", help="Also run XQRS, GQRS, NeuroKit2.")] = True,
+    record: Annotated[
+        list[str] | None,
+        typer.Option("--record", "-r", help="Record name (repeatable); default all."),
+    ] = None,
+    peers: Annotated[
+        bool, typer.Option("--peers/--no-peers", help="Also run XQRS, GQRS, NeuroKit2.")
+    ] = True,
     as_json: AsJson = False,
 ) -> None:
     """R-peak detection Se/PPV and speed vs XQRS, GQRS and NeuroKit2."""
     res = evaluate_qrs(_root(data_dir), db=db, records=record, peers=peers, progress=True)
-    _print(res, as_json, ("sensitivity", "ppv", "sensitivity_50ms", "ppv_50ms", "vfl_excluded", "samples_per_s", "seconds", "xqrs", "gqrs", "neurokit2", "neurokit2_pantompkins"))
+    _print(
+        res,
+        as_json,
+        (
+            "sensitivity",
+            "ppv",
+            "sensitivity_50ms",
+            "ppv_50ms",
+            "vfl_excluded",
+            "samples_per_s",
+            "seconds",
+            "xqrs",
+            "gqrs",
+            "neurokit2",
+            "neurokit2_pantompkins",
+        ),
+    )
 
 
 @cli.command("dropouts")
@@ -541,12 +650,30 @@ def dropouts_cmd(
     data_dir: DataDir = None,
     seed: int = 0,
     minutes: Annotated[float, typer.Option(help="Minutes of each injected record.")] = 6.0,
-    clean_minutes: Annotated[float | None, typer.Option(help="Minutes of each clean record (default whole).")] = None,
+    clean_minutes: Annotated[
+        float | None, typer.Option(help="Minutes of each clean record (default whole).")
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Dropout recall by kind and false detections per hour on clean MIT-BIH."""
-    res = evaluate_dropouts(_root(data_dir), seed=seed, minutes=minutes, clean_minutes=clean_minutes, progress=True)
-    _print(res, as_json, ("recall", "recall_by_kind", "events_by_kind", "false_per_hour", "false_per_hour_excluding_rail_verified", "false_clean_by_kind", "clean_hours", "false_per_hour_injected_run", "missed"))
+    res = evaluate_dropouts(
+        _root(data_dir), seed=seed, minutes=minutes, clean_minutes=clean_minutes, progress=True
+    )
+    _print(
+        res,
+        as_json,
+        (
+            "recall",
+            "recall_by_kind",
+            "events_by_kind",
+            "false_per_hour",
+            "false_per_hour_excluding_rail_verified",
+            "false_clean_by_kind",
+            "clean_hours",
+            "false_per_hour_injected_run",
+            "missed",
+        ),
+    )
 
 
 @cli.command("bench-processor")
@@ -558,7 +685,12 @@ def bench_cmd(
 ) -> None:
     """Median per-frame time of StreamProcessor.process (1 s, 2 leads, 360 Hz), with and without windows."""
     root = _root(data_dir)
-    print(json.dumps([bench_processor(root, record, seconds, runs, windows=w) for w in (True, False)], indent=2))
+    print(
+        json.dumps(
+            [bench_processor(root, record, seconds, runs, windows=w) for w in (True, False)],
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ from sklearn import metrics as skm
 AAMI_ORDER = ("N", "S", "V", "F", "Q")
 
 
-def choose_threshold(y: np.ndarray, score: np.ndarray, method: str = "f1", targets: dict[str, float] | None = None) -> float:
+def choose_threshold(
+    y: np.ndarray, score: np.ndarray, method: str = "f1", targets: dict[str, float] | None = None
+) -> float:
     """Decision threshold on ``score`` (positive = higher) chosen on (validation) data.
 
     ``f1``: maximum F1; ``youden``: maximum sensitivity + specificity - 1; ``targets``: the operating point
@@ -49,7 +51,9 @@ def choose_threshold(y: np.ndarray, score: np.ndarray, method: str = "f1", targe
     raise ValueError(f"unknown threshold method {method!r}; use f1, youden or targets")
 
 
-def binary_report(y: np.ndarray, score: np.ndarray, threshold: float, classes: np.ndarray | None = None) -> dict[str, Any]:
+def binary_report(
+    y: np.ndarray, score: np.ndarray, threshold: float, classes: np.ndarray | None = None
+) -> dict[str, Any]:
     """ROC-AUC, accuracy, sensitivity, specificity, precision, F1 (positive = abnormal) and recall per class."""
     y = np.asarray(y).astype(int)
     pred = (np.asarray(score) >= threshold).astype(int)

@@ -44,7 +44,9 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray, sigma: float) -> float:
     return _mmd2_from_kernel(k, len(x))
 
 
-def mmd_test(x: np.ndarray, y: np.ndarray, sigma: float, permutations: int = 500, seed: int = 0) -> tuple[float, float]:
+def mmd_test(
+    x: np.ndarray, y: np.ndarray, sigma: float, permutations: int = 500, seed: int = 0
+) -> tuple[float, float]:
     """``(MMD^2, permutation p-value)`` of H0: x and y come from the same distribution."""
     if len(x) < 2 or len(y) < 2:
         raise ValueError("MMD needs at least two samples on each side")

@@ -29,7 +29,9 @@ def plot_loss_curves(history: Mapping[str, Sequence[float]], path: Path, title: 
     return path
 
 
-def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: Path, title: str = "ROC") -> Path:
+def plot_roc(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: Path, title: str = "ROC"
+) -> Path:
     """ROC curves: ``{label: (fpr, tpr, auc)}``."""
     fig, ax = plt.subplots(figsize=(5, 5))
     for label, (fpr, tpr, auc) in curves.items():
@@ -45,7 +47,9 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: P
     return path
 
 
-def plot_score_hist(scores: Mapping[str, np.ndarray], threshold: float | None, path: Path, title: str = "scores") -> Path:
+def plot_score_hist(
+    scores: Mapping[str, np.ndarray], threshold: float | None, path: Path, title: str = "scores"
+) -> Path:
     """Histograms of anomaly scores per class, with the decision threshold."""
     fig, ax = plt.subplots(figsize=(7, 4))
     allv = np.concatenate([v for v in scores.values() if v.size]) if scores else np.zeros(1)
@@ -53,7 +57,9 @@ def plot_score_hist(scores: Mapping[str, np.ndarray], threshold: float | None, p
     bins = np.linspace(0.0, max(hi, 1e-6), 80).tolist()
     for label, v in scores.items():
         if v.size:
-            ax.hist(np.clip(v, 0, hi), bins=bins, alpha=0.5, density=True, label=f"{label} (n={v.size})")
+            ax.hist(
+                np.clip(v, 0, hi), bins=bins, alpha=0.5, density=True, label=f"{label} (n={v.size})"
+            )
     if threshold is not None:
         ax.axvline(threshold, color="k", ls="--", label=f"threshold {threshold:.4g}")
     ax.set_xlabel("anomaly score")

@@ -38,10 +38,16 @@ def group_split(
     n = len(order)
     n_test = max(1, round(fractions[2] * n))
     n_val = max(1, round(fractions[1] * n))
-    return {"test": sorted(order[:n_test]), "val": sorted(order[n_test : n_test + n_val]), "train": sorted(order[n_test + n_val :])}
+    return {
+        "test": sorted(order[:n_test]),
+        "val": sorted(order[n_test : n_test + n_val]),
+        "train": sorted(order[n_test + n_val :]),
+    }
 
 
-def mitdb_inter_patient(n_val: int = 5, seed: int = 0, available: Iterable[str] | None = None) -> dict[str, list[str]]:
+def mitdb_inter_patient(
+    n_val: int = 5, seed: int = 0, available: Iterable[str] | None = None
+) -> dict[str, list[str]]:
     """de Chazal inter-patient split: DS1 minus paced/shared-subject records -> train + ``n_val`` val records; DS2 -> test."""
     avail = set(available) if available is not None else None
     ds1 = [r for r in MITDB_DS1 if r not in MITDB_PACED and r not in MITDB_SAME_SUBJECT.values()]
@@ -50,7 +56,9 @@ def mitdb_inter_patient(n_val: int = 5, seed: int = 0, available: Iterable[str] 
         ds1 = [r for r in ds1 if r in avail]
         ds2 = [r for r in ds2 if r in avail]
     if len(ds1) <= n_val:
-        raise DataError(f"DS1 has {len(ds1)} records available, cannot hold out {n_val} for validation")
+        raise DataError(
+            f"DS1 has {len(ds1)} records available, cannot hold out {n_val} for validation"
+        )
     rng = np.random.default_rng(seed)
     val = sorted(ds1[i] for i in rng.choice(len(ds1), size=n_val, replace=False))
     split = {"train": sorted(set(ds1) - set(val)), "val": val, "test": sorted(ds2)}

@@ -96,10 +96,13 @@ def latest_run_dir(runs_dir: Path, model: str, tag: str = "") -> Path:
     runs = sorted(
         p
         for p in root.glob("*")
-        if ((p / "checkpoint.pt").is_file() or any(p.glob("*/checkpoint.pt"))) and (not tag or p.name.endswith(f"-{tag}"))
+        if ((p / "checkpoint.pt").is_file() or any(p.glob("*/checkpoint.pt")))
+        and (not tag or p.name.endswith(f"-{tag}"))
     )
     if not runs:
-        raise ConfigError(f"no trained run of {model!r} under {root}; run `python -m training train {model}` first")
+        raise ConfigError(
+            f"no trained run of {model!r} under {root}; run `python -m training train {model}` first"
+        )
     return runs[-1]
 
 
@@ -131,7 +134,9 @@ class FitConfig:
     max_minutes: float = 0.0  # 0 = no wall-clock budget
     grad_clip: float = 0.0
     lr_plateau_factor: float = 0.5  # ReduceLROnPlateau factor; 1 disables
-    ema_decay: float = 0.0  # > 0: validate and checkpoint an exponential moving average of the weights
+    ema_decay: float = (
+        0.0  # > 0: validate and checkpoint an exponential moving average of the weights
+    )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitConfig:
@@ -144,7 +149,9 @@ class FitResult:
     history: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int = -1
     best_val_loss: float = math.inf
-    best_val_metric: float | None = None  # with ``select_fn``: the validation metric that chose the checkpoint
+    best_val_metric: float | None = (
+        None  # with ``select_fn``: the validation metric that chose the checkpoint
+    )
     epochs_run: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
@@ -154,7 +161,9 @@ class FitResult:
         return asdict(self)
 
 
-def _mean_loss(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, device: torch.device) -> float:
+def _mean_loss(
+    model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, device: torch.device
+) -> float:
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
@@ -215,20 +224,33 @@ def fit(
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = None
     if cfg.lr_plateau_factor < 1.0:
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_plateau_factor, patience=max(1, cfg.patience // 2))
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, factor=cfg.lr_plateau_factor, patience=max(1, cfg.patience // 2)
+        )
     result = FitResult(history={"train_loss": [], "val_loss": [], "lr": []})
     ema = None
-    if cfg.ema_decay > 0:  # weights averaged over steps (BatchNorm statistics too) are what is validated and saved
+    if (
+        cfg.ema_decay > 0
+    ):  # weights averaged over steps (BatchNorm statistics too) are what is validated and saved
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        ema = AveragedModel(
+            model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
+        )
     ckpt = Path(run_dir) / "checkpoint.pt"
     t0 = time.monotonic()
     bad_epochs = 0
     for epoch in range(cfg.epochs):
         model.train()
         total, count = 0.0, 0
-        bar = tqdm(train_loader, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False, unit="batch", mininterval=2.0)
+        bar = tqdm(
+            train_loader,
+            desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            leave=False,
+            unit="batch",
+            mininterval=2.0,
+        )
         for batch in bar:
             batch = to_device(batch, device)
             opt.zero_grad(set_to_none=True)
@@ -257,7 +279,9 @@ def fit(
         if select_fn is not None:
             metric = float(select_fn(judged))
             result.history.setdefault("val_metric", []).append(metric)
-            improved = result.best_val_metric is None or metric > result.best_val_metric + cfg.min_delta
+            improved = (
+                result.best_val_metric is None or metric > result.best_val_metric + cfg.min_delta
+            )
             if improved:
                 result.best_val_metric = metric
         else:
@@ -271,8 +295,12 @@ def fit(
             bad_epochs += 1
         elapsed = time.monotonic() - t0
         if progress:
-            shown = f"  metric {result.history['val_metric'][-1]:.4f}" if select_fn is not None else ""
-            tqdm.write(f"{desc} epoch {epoch + 1}: train {train_loss:.5f}  val {val_loss:.5f}{shown}{'  *' if improved else ''}  ({elapsed:.0f} s)")
+            shown = (
+                f"  metric {result.history['val_metric'][-1]:.4f}" if select_fn is not None else ""
+            )
+            tqdm.write(
+                f"{desc} epoch {epoch + 1}: train {train_loss:.5f}  val {val_loss:.5f}{shown}{'  *' if improved else ''}  ({elapsed:.0f} s)"
+            )
         if sched is not None:
             sched.step(val_loss)
         if bad_epochs >= cfg.patience:
@@ -297,7 +325,12 @@ def count_parameters(model: nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
-def predict_batches(model: nn.Module, arrays: tuple[np.ndarray, ...], batch: int = 1024, device: torch.device | None = None) -> list[np.ndarray]:
+def predict_batches(
+    model: nn.Module,
+    arrays: tuple[np.ndarray, ...],
+    batch: int = 1024,
+    device: torch.device | None = None,
+) -> list[np.ndarray]:
     """Run ``model(*inputs)`` over numpy arrays in batches; returns the outputs as numpy (tuple outputs kept)."""
     device = device or next(model.parameters()).device
     model.eval()
@@ -305,7 +338,12 @@ def predict_batches(model: nn.Module, arrays: tuple[np.ndarray, ...], batch: int
     n = arrays[0].shape[0]
     with torch.no_grad():
         for s in range(0, n, batch):
-            res = model(*(torch.from_numpy(np.ascontiguousarray(a[s : s + batch])).to(device) for a in arrays))
+            res = model(
+                *(
+                    torch.from_numpy(np.ascontiguousarray(a[s : s + batch])).to(device)
+                    for a in arrays
+                )
+            )
             res_t = res if isinstance(res, (tuple, list)) else (res,)
             if not outs:
                 outs = [[] for _ in res_t]

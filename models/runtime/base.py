@@ -74,11 +74,19 @@ class OnnxModel:
     ``OnnxModel.load("cae")`` reads ``models/artifacts/cae.onnx`` and ``cae.card.json`` (or from ``models_dir``).
     """
 
-    def __init__(self, onnx_path: str | Path, card_path: str | Path | None = None, threads: int = 1) -> None:
+    def __init__(
+        self, onnx_path: str | Path, card_path: str | Path | None = None, threads: int = 1
+    ) -> None:
         self.onnx_path = Path(onnx_path)
         if not self.onnx_path.is_file():
-            raise ModelError(f"model file not found: {self.onnx_path}; train and export it (python -m training export ...)")
-        card_path = Path(card_path) if card_path else self.onnx_path.with_name(self.onnx_path.stem + ".card.json")
+            raise ModelError(
+                f"model file not found: {self.onnx_path}; train and export it (python -m training export ...)"
+            )
+        card_path = (
+            Path(card_path)
+            if card_path
+            else self.onnx_path.with_name(self.onnx_path.stem + ".card.json")
+        )
         self.card = load_card(card_path)
         digest = _sha256(self.onnx_path)
         if digest != self.card.onnx_sha256:
@@ -90,7 +98,9 @@ class OnnxModel:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:
-            self.session = ort.InferenceSession(str(self.onnx_path), sess_options=so, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(self.onnx_path), sess_options=so, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelError(f"ONNX Runtime cannot load {self.onnx_path}: {exc}") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -118,17 +128,23 @@ class OnnxModel:
         arr = np.ascontiguousarray(x, dtype=np.float32)
         expected = self._input_shapes[name]
         if arr.ndim != len(expected):
-            raise ModelError(f"{self.name}: input {name!r} must have {len(expected)} dims {expected}, got shape {arr.shape}")
+            raise ModelError(
+                f"{self.name}: input {name!r} must have {len(expected)} dims {expected}, got shape {arr.shape}"
+            )
         for got, want in zip(arr.shape, expected, strict=True):
             if isinstance(want, int) and want > 0 and got != want:
-                raise ModelError(f"{self.name}: input {name!r} must have shape {expected}, got {arr.shape}")
+                raise ModelError(
+                    f"{self.name}: input {name!r} must have shape {expected}, got {arr.shape}"
+                )
         if arr.shape[0] == 0:
             raise ModelError(f"{self.name}: input {name!r} is empty")
         if not np.isfinite(arr).all():
             raise ModelError(f"{self.name}: input {name!r} holds NaN or inf")
         return arr
 
-    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Run the session on checked inputs; returns ``{output name: array}``."""
         missing = set(self.input_names) - set(feeds)
         if missing:

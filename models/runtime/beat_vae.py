@@ -25,7 +25,9 @@ def normalise(beats: np.ndarray, eps: float = 1e-3) -> np.ndarray:
         b = b[None]
     if b.ndim != 2 or b.shape[1] != BEAT_LENGTH:
         raise ModelError(f"beats must be [k, {BEAT_LENGTH}], got {b.shape}")
-    return ((b - b.mean(axis=1, keepdims=True)) / (b.std(axis=1, keepdims=True) + eps)).astype(np.float32)
+    return ((b - b.mean(axis=1, keepdims=True)) / (b.std(axis=1, keepdims=True) + eps)).astype(
+        np.float32
+    )
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,10 @@ class BeatVaeModel(OnnxModel):
         if b.ndim == 1:
             b = b[None]
         z0 = np.zeros((1, LATENT), dtype=np.float32)
-        parts = [self.run({"beat": b[s : s + batch], "z": z0}, ["recon", "mu", "logvar"]) for s in range(0, len(b), batch)]
+        parts = [
+            self.run({"beat": b[s : s + batch], "z": z0}, ["recon", "mu", "logvar"])
+            for s in range(0, len(b), batch)
+        ]
         recon = np.concatenate([p["recon"] for p in parts])
         return BeatEncoding(
             recon=recon,
@@ -64,8 +69,15 @@ class BeatVaeModel(OnnxModel):
         if z.ndim == 1:
             z = z[None]
         dummy = np.zeros((1, BEAT_LENGTH), dtype=np.float32)
-        return np.concatenate([self.run({"beat": dummy, "z": z[s : s + batch]}, ["decoded"])["decoded"] for s in range(0, len(z), batch)])
+        return np.concatenate(
+            [
+                self.run({"beat": dummy, "z": z[s : s + batch]}, ["decoded"])["decoded"]
+                for s in range(0, len(z), batch)
+            ]
+        )
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` beats generated from the prior N(0, I)."""
-        return self.decode(np.random.default_rng(seed).standard_normal((n, LATENT)).astype(np.float32))
+        return self.decode(
+            np.random.default_rng(seed).standard_normal((n, LATENT)).astype(np.float32)
+        )

@@ -71,7 +71,9 @@ class CaeScorer:
         rh = card.get("rhythm")
         self.rhythm: RhythmParams | None = None
         if isinstance(rh, dict) and rh.get("weight") is not None:
-            self.rhythm = RhythmParams(int(rh["history"]), float(rh["quantile"]), float(rh["weight"]))
+            self.rhythm = RhythmParams(
+                int(rh["history"]), float(rh["quantile"]), float(rh["weight"])
+            )
 
     @classmethod
     def load(cls, name: str = "cae", models_dir: str | Path | None = None) -> CaeScorer:
@@ -83,11 +85,18 @@ class CaeScorer:
         if x.ndim == 1:
             x = x[None, :]
         if x.ndim != 2 or x.shape[1] != self.width:
-            raise ModelError(f"{self.model.name}: windows must be [k, {self.width}] at {self.fs:g} Hz, got {x.shape}")
+            raise ModelError(
+                f"{self.model.name}: windows must be [k, {self.width}] at {self.fs:g} Hz, got {x.shape}"
+            )
         if not np.isfinite(x).all():
-            raise ModelError(f"{self.model.name}: windows hold NaN or inf (dropout); score only clean windows")
+            raise ModelError(
+                f"{self.model.name}: windows hold NaN or inf (dropout); score only clean windows"
+            )
         z = normalise_windows(x, self.method, self.eps)
-        out = [self.model.run({"window": z[s : s + batch]}, ["score"])["score"] for s in range(0, z.shape[0], batch)]
+        out = [
+            self.model.run({"window": z[s : s + batch]}, ["score"])["score"]
+            for s in range(0, z.shape[0], batch)
+        ]
         return np.concatenate(out).astype(np.float32)
 
     def decision_scores(self, morphology: np.ndarray, rhythm: np.ndarray | None) -> np.ndarray:
@@ -96,14 +105,20 @@ class CaeScorer:
         if self.rhythm is None:
             return m
         if rhythm is None:
-            raise ModelError(f"{self.model.name}: this model's score needs the beats' rhythm scores (card 'rhythm')")
+            raise ModelError(
+                f"{self.model.name}: this model's score needs the beats' rhythm scores (card 'rhythm')"
+            )
         r = np.asarray(rhythm, dtype=np.float64)
         if r.shape != m.shape:
-            raise ModelError(f"{self.model.name}: {r.shape[0] if r.ndim else 1} rhythm scores for {m.shape[0]} windows")
+            raise ModelError(
+                f"{self.model.name}: {r.shape[0] if r.ndim else 1} rhythm scores for {m.shape[0]} windows"
+            )
         return np.log(np.maximum(m, 1e-12)) + self.rhythm.weight * np.nan_to_num(r, nan=0.0)
 
     def predict(self, windows: np.ndarray, rhythm: np.ndarray | None = None) -> CaePrediction:
         """Decision scores and anomaly flags of raw windows; ``rhythm`` = the beats' rhythm scores."""
         m = self.scores(windows)
         s = self.decision_scores(m, rhythm)
-        return CaePrediction(scores=s, anomalous=s > self.threshold, threshold=self.threshold, morphology=m)
+        return CaePrediction(
+            scores=s, anomalous=s > self.threshold, threshold=self.threshold, morphology=m
+        )

@@ -31,7 +31,9 @@ def preprocess(signal: np.ndarray, fs: float) -> np.ndarray:
     return lead_windows(filter_signal(x, fs), fs, TWELVE_LEAD_FS, TWELVE_LEAD_WINDOW)
 
 
-def anomaly_score(lead_error: np.ndarray, kl: np.ndarray | None, scoring: Mapping[str, Any]) -> np.ndarray:
+def anomaly_score(
+    lead_error: np.ndarray, kl: np.ndarray | None, scoring: Mapping[str, Any]
+) -> np.ndarray:
     """Anomaly score per window from per-lead errors ``[B, 12]`` (and the KL ``[B]`` of VAEs).
 
     ``scoring["method"]``: ``mean`` (mean error), ``lead_weighted_mean`` (mean of error / per-lead
@@ -66,7 +68,9 @@ class AnomalyPrediction:
 
     recon: np.ndarray  # [B, 1000, 12] mV
     lead_error: np.ndarray  # [B, 12] mean squared error, normalised units
-    lead_relative_error: np.ndarray  # [B, 12] lead_error / per-lead reference (NORM training median)
+    lead_relative_error: (
+        np.ndarray
+    )  # [B, 12] lead_error / per-lead reference (NORM training median)
     score: np.ndarray  # [B]
     is_anomaly: np.ndarray  # [B] bool, score > threshold
     kl: np.ndarray | None = None  # [B] VAEs only

@@ -90,7 +90,9 @@ class LeadReconModel(OnnxModel):
     #: dedicated present-set models looked for beside the general one: ``<name>_<suffix>.onnx``
     dedicated_suffixes: tuple[str, ...] = ("ii",)
 
-    def __init__(self, onnx_path: str | Path, card_path: str | Path | None = None, threads: int = 1) -> None:
+    def __init__(
+        self, onnx_path: str | Path, card_path: str | Path | None = None, threads: int = 1
+    ) -> None:
         super().__init__(onnx_path, card_path, threads)
         self.dedicated: list[tuple[np.ndarray, OnnxModel]] = []
 
@@ -109,7 +111,9 @@ class LeadReconModel(OnnxModel):
         leads = model.card.get("present_leads")
         unknown = set(leads or ()) - set(TWELVE_LEADS)
         if not leads or unknown:
-            raise ModelError(f"{model.onnx_path.name}: card needs present_leads from {TWELVE_LEADS}, got {leads!r}")
+            raise ModelError(
+                f"{model.onnx_path.name}: card needs present_leads from {TWELVE_LEADS}, got {leads!r}"
+            )
         key = np.zeros(12, dtype=bool)
         key[[TWELVE_LEADS.index(lead) for lead in leads]] = True
         self.dedicated.append((key, model))
@@ -132,7 +136,9 @@ class LeadReconModel(OnnxModel):
         if m.ndim == 1:
             m = np.broadcast_to(m, (arr.shape[0], m.shape[0]))
         if m.shape != (arr.shape[0], 12):
-            raise ModelError(f"mask must be [12] or [B, 12] matching x, got {m.shape} for x {arr.shape}")
+            raise ModelError(
+                f"mask must be [12] or [B, 12] matching x, got {m.shape} for x {arr.shape}"
+            )
         if not (m > 0).any(axis=1).all():
             raise ModelError("every window needs at least one present lead")
         m = (m > 0).astype(np.float32)
@@ -141,13 +147,19 @@ class LeadReconModel(OnnxModel):
         recon = np.empty_like(arr)
         for model in {id(r): r for r in route}.values():
             rows = np.flatnonzero([r is model for r in route])
-            weight = float((model.card.get("blend") or {}).get("weight", 1.0)) if model is not self else 1.0
+            weight = (
+                float((model.card.get("blend") or {}).get("weight", 1.0))
+                if model is not self
+                else 1.0
+            )
             for s in range(0, rows.size, batch):
                 b = rows[s : s + batch]
                 recon[b] = model.run({"ecg": arr[b], "mask": m[b]})["recon"]
                 if weight < 1.0:  # card: blend with the general model (weight chosen on validation)
                     general = self.run({"ecg": arr[b], "mask": m[b]})["recon"]
-                    recon[b] = blend_single(np.where(m[b][:, None, :] > 0, arr[b], recon[b]), general, weight)
+                    recon[b] = blend_single(
+                        np.where(m[b][:, None, :] > 0, arr[b], recon[b]), general, weight
+                    )
         merged = np.where(m[:, None, :] > 0, arr, recon)
         leads, derived = derive_limb_leads(merged, m)
         return LeadReconPrediction(leads=leads, derived=derived, learned=(m == 0) & ~derived)

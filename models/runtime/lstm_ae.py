@@ -17,7 +17,9 @@ from models.runtime.base import OnnxModel
 from stream.errors import ModelError
 
 
-def normalise_observed(x: np.ndarray, mask: np.ndarray, method: str = "observed_zscore", eps: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def normalise_observed(
+    x: np.ndarray, mask: np.ndarray, method: str = "observed_zscore", eps: float = 0.05
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(z, mean, scale)`` with ``z = (x - mean) / scale`` from observed samples (mask 0); gap set to 0.
 
     ``method`` ``none`` returns ``x`` with the gap zeroed, mean 0 and scale 1 (the seed protocol's [0, 1] beats).
@@ -64,24 +66,37 @@ class GapFiller:
     def load(cls, name: str = "lstm_ae", models_dir: str | Path | None = None) -> GapFiller:
         return cls(OnnxModel.load(name, models_dir))
 
-    def predict(self, signal: np.ndarray, mask: np.ndarray | None = None, batch: int = 256) -> Recovery:
+    def predict(
+        self, signal: np.ndarray, mask: np.ndarray | None = None, batch: int = 256
+    ) -> Recovery:
         """Fill the gaps of ``signal`` ``[k, L]`` (or ``[L]``): samples where ``mask`` is true, or NaN when no mask."""
         x = np.asarray(signal, dtype=np.float32)
         one = x.ndim == 1
         if one:
             x = x[None, :]
         if x.ndim != 2 or x.shape[1] != self.length:
-            raise ModelError(f"{self.model.name}: segments must be [k, {self.length}] at {self.fs:g} Hz, got {np.shape(signal)}")
+            raise ModelError(
+                f"{self.model.name}: segments must be [k, {self.length}] at {self.fs:g} Hz, got {np.shape(signal)}"
+            )
         m = np.isnan(x) if mask is None else np.asarray(mask, dtype=bool).reshape(x.shape)
         if not np.isfinite(x[~m]).all():
-            raise ModelError(f"{self.model.name}: observed samples hold NaN or inf outside the mask")
+            raise ModelError(
+                f"{self.model.name}: observed samples hold NaN or inf outside the mask"
+            )
         frac = m.mean(axis=1)
         if (frac > self.max_gap_fraction + 1e-9).any() or (frac == 1).any():
-            raise ModelError(f"{self.model.name}: a segment is {frac.max():.0%} missing; at most {self.max_gap_fraction:.0%} can be recovered")
+            raise ModelError(
+                f"{self.model.name}: a segment is {frac.max():.0%} missing; at most {self.max_gap_fraction:.0%} can be recovered"
+            )
         x = np.where(m, 0.0, x).astype(np.float32)
         mf = m.astype(np.float32)
         z, mean, scale = normalise_observed(x, mf, self.method, self.eps)
-        outs = [self.model.run({"signal": z[s : s + batch], "mask": mf[s : s + batch]}, ["recovered"])["recovered"] for s in range(0, z.shape[0], batch)]
+        outs = [
+            self.model.run({"signal": z[s : s + batch], "mask": mf[s : s + batch]}, ["recovered"])[
+                "recovered"
+            ]
+            for s in range(0, z.shape[0], batch)
+        ]
         y = np.concatenate(outs) * scale + mean
         y = np.where(m, y, x).astype(np.float32)
         return Recovery(signal=y[0] if one else y, mask=m[0] if one else m)

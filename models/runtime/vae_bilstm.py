@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from models.runtime.cae12 import AnomalyPrediction, Cae12Model, anomaly_score, preprocess
 
-__all__ = ["AnomalyPrediction", "VaeBiLstmMhaModel", "VaeBiLstmModel", "anomaly_score", "preprocess"]
+__all__ = [
+    "AnomalyPrediction",
+    "VaeBiLstmMhaModel",
+    "VaeBiLstmModel",
+    "anomaly_score",
+    "preprocess",
+]
 
 
 class VaeBiLstmModel(Cae12Model):

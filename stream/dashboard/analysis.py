@@ -45,7 +45,15 @@ if TYPE_CHECKING:
 DASHBOARD_MODELS: tuple[str, ...] = ("cae12", "vae_bilstm", "vae_bilstm_mha")
 #: Reasons an upload is refused (the label values of ``ecg_dashboard_rejected_uploads_total``).
 REJECT_REASONS: tuple[str, ...] = (
-    "too_large", "format", "shape", "rate", "too_short", "nan", "unknown_lead", "corrupt_wfdb", "unknown_model",
+    "too_large",
+    "format",
+    "shape",
+    "rate",
+    "too_short",
+    "nan",
+    "unknown_lead",
+    "corrupt_wfdb",
+    "unknown_model",
 )
 #: Modified limb leads (MIT-BIH) read as the standard ones.
 _MODIFIED_LIMB = {"MLI": "I", "MLII": "II", "MLIII": "III"}
@@ -85,26 +93,38 @@ def _lead_index(names: list[str]) -> list[int]:
             raise UploadError("unknown_lead", str(exc)) from exc
         lead = _MODIFIED_LIMB.get(lead, lead)
         if lead not in TWELVE_LEADS:
-            raise UploadError("unknown_lead", f"lead {raw!r} is not one of the 12 standard leads {list(TWELVE_LEADS)}")
+            raise UploadError(
+                "unknown_lead",
+                f"lead {raw!r} is not one of the 12 standard leads {list(TWELVE_LEADS)}",
+            )
         if TWELVE_LEADS.index(lead) in out:
             raise UploadError("unknown_lead", f"lead {lead} appears twice in the upload")
         out.append(TWELVE_LEADS.index(lead))
     return out
 
 
-def _assemble(name: str, x: np.ndarray, fs: float, leads: list[str], min_fs: float, max_fs: float) -> Upload:
+def _assemble(
+    name: str, x: np.ndarray, fs: float, leads: list[str], min_fs: float, max_fs: float
+) -> Upload:
     if not (np.isfinite(fs) and min_fs <= fs <= max_fs):
         raise UploadError("rate", f"sampling rate {fs} Hz is outside [{min_fs:g}, {max_fs:g}] Hz")
     if x.shape[1] != len(leads):
-        raise UploadError("shape", f"the signal has {x.shape[1]} leads but {len(leads)} lead names were given")
+        raise UploadError(
+            "shape", f"the signal has {x.shape[1]} leads but {len(leads)} lead names were given"
+        )
     idx = _lead_index(leads)
     bad = ~np.isfinite(x)
     if bad.any():
         worst = leads[int(np.argmax(bad.sum(axis=0)))]
-        raise UploadError("nan", f"{int(bad.sum())} NaN or infinite samples (lead {worst} first); send complete leads "
-                                 "and leave a lead out entirely when it is missing")
+        raise UploadError(
+            "nan",
+            f"{int(bad.sum())} NaN or infinite samples (lead {worst} first); send complete leads "
+            "and leave a lead out entirely when it is missing",
+        )
     if x.shape[0] / fs < TWELVE_LEAD_WINDOW / TWELVE_LEAD_FS:
-        raise UploadError("too_short", f"{x.shape[0] / fs:.1f} s recorded; the 12-lead models read 10 s windows")
+        raise UploadError(
+            "too_short", f"{x.shape[0] / fs:.1f} s recorded; the 12-lead models read 10 s windows"
+        )
     signal = np.zeros((x.shape[0], 12), dtype=np.float32)
     signal[:, idx] = x
     present = np.zeros(12, dtype=bool)
@@ -112,15 +132,24 @@ def _assemble(name: str, x: np.ndarray, fs: float, leads: list[str], min_fs: flo
     return Upload(name, float(fs), signal, present)
 
 
-def load_npy(name: str, data: bytes, fs: float | None, leads: list[str] | None, min_fs: float = 50.0,
-             max_fs: float = 2000.0) -> Upload:
+def load_npy(
+    name: str,
+    data: bytes,
+    fs: float | None,
+    leads: list[str] | None,
+    min_fs: float = 50.0,
+    max_fs: float = 2000.0,
+) -> Upload:
     """An uploaded ``.npy`` array (mV) -> :class:`Upload`."""
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as exc:  # numpy raises ValueError/OSError/EOFError... on a bad file
         raise UploadError("format", f"{name} is not a readable .npy array: {exc}") from exc
     if not np.issubdtype(arr.dtype, np.number) or arr.ndim != 2:
-        raise UploadError("shape", f"{name}: expected a 2-D numeric array [n_samples, n_leads], got {arr.dtype} {arr.shape}")
+        raise UploadError(
+            "shape",
+            f"{name}: expected a 2-D numeric array [n_samples, n_leads], got {arr.dtype} {arr.shape}",
+        )
     names = list(leads) if leads else list(TWELVE_LEADS)
     if arr.shape[1] != len(names) and arr.shape[0] == len(names):
         arr = arr.T  # [n_leads, n_samples]
@@ -133,10 +162,14 @@ def load_wfdb(files: Mapping[str, bytes], min_fs: float = 50.0, max_fs: float = 
     """An uploaded WFDB record (one ``.hea`` and its signal files) -> :class:`Upload`."""
     headers = [n for n in files if n.lower().endswith(".hea")]
     if len(headers) != 1:
-        raise UploadError("format", f"a WFDB upload needs exactly one .hea header, got {len(headers)}")
+        raise UploadError(
+            "format", f"a WFDB upload needs exactly one .hea header, got {len(headers)}"
+        )
     for n in files:
         if not _SAFE_NAME.match(n):
-            raise UploadError("format", f"file name {n!r} is not allowed (letters, digits, '_', '.', '-')")
+            raise UploadError(
+                "format", f"file name {n!r} is not allowed (letters, digits, '_', '.', '-')"
+            )
     with tempfile.TemporaryDirectory(prefix="ecg-dashboard-") as tmp:
         for n, data in files.items():
             (Path(tmp) / n).write_bytes(data)
@@ -148,15 +181,22 @@ def load_wfdb(files: Mapping[str, bytes], min_fs: float = 50.0, max_fs: float = 
     return _assemble(rec.name, rec.signal, rec.fs, list(rec.leads), min_fs, max_fs)
 
 
-def load_upload(files: Mapping[str, bytes], fs: float | None = None, leads: list[str] | None = None,
-                min_fs: float = 50.0, max_fs: float = 2000.0) -> Upload:
+def load_upload(
+    files: Mapping[str, bytes],
+    fs: float | None = None,
+    leads: list[str] | None = None,
+    min_fs: float = 50.0,
+    max_fs: float = 2000.0,
+) -> Upload:
     """Uploaded files (name -> bytes) -> :class:`Upload`: one ``.npy``, or one WFDB record."""
     if not files:
         raise UploadError("format", "no file uploaded")
     npy = [n for n in files if n.lower().endswith(".npy")]
     if npy:
         if len(files) != 1:
-            raise UploadError("format", "upload one .npy file alone, or one WFDB record (.hea + .dat)")
+            raise UploadError(
+                "format", "upload one .npy file alone, or one WFDB record (.hea + .dat)"
+            )
         return load_npy(npy[0], files[npy[0]], fs, leads, min_fs, max_fs)
     return load_wfdb(files, min_fs, max_fs)
 
@@ -166,8 +206,12 @@ def _rounded(a: np.ndarray, digits: int = 4) -> list[Any]:
     return out
 
 
-def analyse(upload: Upload, model: Cae12Model, lead_recon: LeadReconModel | None = None,
-            max_windows: int = 12) -> dict[str, Any]:
+def analyse(
+    upload: Upload,
+    model: Cae12Model,
+    lead_recon: LeadReconModel | None = None,
+    max_windows: int = 12,
+) -> dict[str, Any]:
     """Score the upload's 10 s windows (at most ``max_windows``) with ``model``; the dashboard's JSON."""
     from models.runtime.cae12 import preprocess
 
@@ -175,8 +219,13 @@ def analyse(upload: Upload, model: Cae12Model, lead_recon: LeadReconModel | None
     rebuilt = [lead for lead, p in zip(TWELVE_LEADS, upload.present, strict=True) if not p]
     if rebuilt:
         if lead_recon is None:
-            raise UploadError("shape", f"leads {rebuilt} are missing and no lead_recon model is loaded to rebuild them")
-        windows = lead_recon.predict(windows, np.broadcast_to(upload.present.astype(np.float32), (len(windows), 12))).leads
+            raise UploadError(
+                "shape",
+                f"leads {rebuilt} are missing and no lead_recon model is loaded to rebuild them",
+            )
+        windows = lead_recon.predict(
+            windows, np.broadcast_to(upload.present.astype(np.float32), (len(windows), 12))
+        ).leads
     pred = model.predict(windows)
     err = (windows - pred.recon) ** 2  # point-wise squared error, mV^2
     out_windows = []
@@ -185,7 +234,9 @@ def analyse(upload: Upload, model: Cae12Model, lead_recon: LeadReconModel | None
             "start_s": i * TWELVE_LEAD_WINDOW / TWELVE_LEAD_FS,
             "score": float(pred.score[i]),
             "anomalous": bool(pred.is_anomaly[i]),
-            "lead_scores": dict(zip(TWELVE_LEADS, _rounded(pred.lead_relative_error[i]), strict=True)),
+            "lead_scores": dict(
+                zip(TWELVE_LEADS, _rounded(pred.lead_relative_error[i]), strict=True)
+            ),
             "original": _rounded(windows[i].T),
             "recon": _rounded(pred.recon[i].T),
             "error": _rounded(err[i].T, 5),
@@ -193,7 +244,9 @@ def analyse(upload: Upload, model: Cae12Model, lead_recon: LeadReconModel | None
             "time_attention": None,
         }
         if pred.lead_attention is not None:
-            w["lead_attention"] = dict(zip(TWELVE_LEADS, _rounded(pred.lead_attention[i], 5), strict=True))
+            w["lead_attention"] = dict(
+                zip(TWELVE_LEADS, _rounded(pred.lead_attention[i], 5), strict=True)
+            )
         if pred.time_attention is not None:
             w["time_attention"] = _rounded(pred.time_attention[i], 6)
         out_windows.append(w)

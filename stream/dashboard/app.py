@@ -54,10 +54,24 @@ class DashboardMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.analyses = Counter("ecg_dashboard_analyses_total", "Uploads analysed, by model", ["model"], registry=self.registry)
-        self.rejected = Counter("ecg_dashboard_rejected_uploads_total", "Uploads refused, by reason", ["reason"], registry=self.registry)
-        self.duration = Histogram("ecg_dashboard_analysis_duration_seconds", "Time to read, score and answer one upload",
-                                  buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=self.registry)
+        self.analyses = Counter(
+            "ecg_dashboard_analyses_total",
+            "Uploads analysed, by model",
+            ["model"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "ecg_dashboard_rejected_uploads_total",
+            "Uploads refused, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "ecg_dashboard_analysis_duration_seconds",
+            "Time to read, score and answer one upload",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
         for m in DASHBOARD_MODELS:
             self.analyses.labels(m)
         for r in REJECT_REASONS:
@@ -82,14 +96,32 @@ def create_dashboard(settings: Settings, models: tuple[str, ...] = DASHBOARD_MOD
     from models.runtime.lead_recon import LeadReconModel
     from models.runtime.vae_bilstm import VaeBiLstmMhaModel, VaeBiLstmModel
 
-    classes = {"cae12": Cae12Model, "vae_bilstm": VaeBiLstmModel, "vae_bilstm_mha": VaeBiLstmMhaModel}
-    loaded = {m: classes[m].load(m, settings.models_dir) for m in models if (settings.models_dir / f"{m}.onnx").is_file()}
+    classes = {
+        "cae12": Cae12Model,
+        "vae_bilstm": VaeBiLstmModel,
+        "vae_bilstm_mha": VaeBiLstmMhaModel,
+    }
+    loaded = {
+        m: classes[m].load(m, settings.models_dir)
+        for m in models
+        if (settings.models_dir / f"{m}.onnx").is_file()
+    }
     if not loaded:
-        raise ModelError(f"no 12-lead anomaly model in {settings.models_dir} (looked for {list(models)})")
-    lead_recon = LeadReconModel.load("lead_recon", settings.models_dir) if (settings.models_dir / "lead_recon.onnx").is_file() else None
+        raise ModelError(
+            f"no 12-lead anomaly model in {settings.models_dir} (looked for {list(models)})"
+        )
+    lead_recon = (
+        LeadReconModel.load("lead_recon", settings.models_dir)
+        if (settings.models_dir / "lead_recon.onnx").is_file()
+        else None
+    )
     metrics = DashboardMetrics()
     limit = settings.dashboard_max_upload_bytes
-    app = FastAPI(title="ecg-monitor dashboard", description="12-lead ECG anomaly analysis", docs_url="/api/docs")
+    app = FastAPI(
+        title="ecg-monitor dashboard",
+        description="12-lead ECG anomaly analysis",
+        docs_url="/api/docs",
+    )
     app.state.metrics = metrics
 
     def reject(status: int, reason: str, message: str) -> JSONResponse:
@@ -99,7 +131,9 @@ def create_dashboard(settings: Settings, models: tuple[str, ...] = DASHBOARD_MOD
 
     @app.exception_handler(RequestValidationError)
     async def malformed_form(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
         return reject(422, "format", f"malformed request: {problems}")
 
     @app.get("/", include_in_schema=False)
@@ -112,9 +146,13 @@ def create_dashboard(settings: Settings, models: tuple[str, ...] = DASHBOARD_MOD
 
     @app.get("/api/models")
     async def list_models() -> dict[str, Any]:
-        return {"models": [_model_info(m) for m in loaded.values()], "default": next(iter(loaded)),
-                "max_upload_bytes": limit, "max_windows": settings.dashboard_max_windows,
-                "lead_recon": lead_recon is not None}
+        return {
+            "models": [_model_info(m) for m in loaded.values()],
+            "default": next(iter(loaded)),
+            "max_upload_bytes": limit,
+            "max_windows": settings.dashboard_max_windows,
+            "lead_recon": lead_recon is not None,
+        }
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
@@ -124,16 +162,27 @@ def create_dashboard(settings: Settings, models: tuple[str, ...] = DASHBOARD_MOD
     async def refuse_large_uploads(request: Request, call_next: Any) -> Any:
         """Refuse by the declared length before anything is read (the handler re-checks what it reads)."""
         declared = request.headers.get("content-length")
-        if request.url.path == "/api/analyze" and declared and declared.isdigit() and int(declared) > limit:
-            return reject(413, "too_large", f"upload of {int(declared)} bytes is over the {limit}-byte limit")
+        if (
+            request.url.path == "/api/analyze"
+            and declared
+            and declared.isdigit()
+            and int(declared) > limit
+        ):
+            return reject(
+                413, "too_large", f"upload of {int(declared)} bytes is over the {limit}-byte limit"
+            )
         return await call_next(request)
 
     @app.post("/api/analyze")
     async def analyze(
-        files: Annotated[list[UploadFile], File(description="one .npy, or a WFDB .hea with its signal files")],
+        files: Annotated[
+            list[UploadFile], File(description="one .npy, or a WFDB .hea with its signal files")
+        ],
         model: Annotated[str, Form()] = "",
         fs: Annotated[float | None, Form(description="sampling rate of a .npy upload, Hz")] = None,
-        leads: Annotated[str, Form(description="lead names of a .npy upload, comma-separated")] = "",
+        leads: Annotated[
+            str, Form(description="lead names of a .npy upload, comma-separated")
+        ] = "",
     ) -> Any:
         t0 = time.perf_counter()
         name = model or next(iter(loaded))
@@ -148,7 +197,13 @@ def create_dashboard(settings: Settings, models: tuple[str, ...] = DASHBOARD_MOD
                 return reject(413, "too_large", f"upload is over the {limit}-byte limit")
             data[Path(f.filename or "upload").name] = content
         try:
-            upload = load_upload(data, fs, [s for s in leads.split(",") if s.strip()] or None, settings.min_fs, settings.max_fs)
+            upload = load_upload(
+                data,
+                fs,
+                [s for s in leads.split(",") if s.strip()] or None,
+                settings.min_fs,
+                settings.max_fs,
+            )
             result = analyse(upload, loaded[name], lead_recon, settings.dashboard_max_windows)
         except UploadError as exc:
             return reject(422, exc.reason, str(exc))
@@ -166,4 +221,9 @@ def serve_dashboard(settings: Settings, host: str | None = None, port: int | Non
     import uvicorn
 
     app = create_dashboard(settings)
-    uvicorn.run(app, host=host or settings.bind_host, port=settings.dashboard_port if port is None else port, log_level="warning")
+    uvicorn.run(
+        app,
+        host=host or settings.bind_host,
+        port=settings.dashboard_port if port is None else port,
+        log_level="warning",
+    )

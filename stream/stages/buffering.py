@@ -92,8 +92,6 @@ class SampleBuffer:
     def get(self, start: int, stop: int) -> np.ndarray:
         """A view of absolute samples ``[start, stop)``; raises ``IndexError`` when not held."""
         if not self.available(start, stop):
-            raise IndexError(
-                f"samples [{start}, {stop}) not in buffer [{self.start}, {self.end})"
-            )
+            raise IndexError(f"samples [{start}, {stop}) not in buffer [{self.start}, {self.end})")
         base = self.end - self._len
         return self._data[start - base : stop - base]

@@ -73,9 +73,13 @@ class DropoutDetector:
         self._mmax = int(self._m.max()) + 1
         n_leads = len(self.leads)
         self._tails = [np.zeros((self._mmax + 1, n_leads), dtype=bool) for _ in range(4)]
-        self._tail_any = [False] * 4  # whether a tail holds any True (all-False tails need no shifting)
+        self._tail_any = [
+            False
+        ] * 4  # whether a tail holds any True (all-False tails need no shifting)
         self._last = np.full(n_leads, np.nan)  # last raw sample of each lead
-        self._xtail = np.full((int(self._m[2]) - 1, n_leads), np.nan)  # raw samples for the range test
+        self._xtail = np.full(
+            (int(self._m[2]) - 1, n_leads), np.nan
+        )  # raw samples for the range test
         self._ref = np.full(n_leads, np.nan)  # baseline (mean of the last clean frame)
         self._open: list[tuple[int, int] | None] = [None] * n_leads  # (kind code, start index)
         self._last_end = np.zeros(n_leads, dtype=np.int64)  # end index of each lead's last segment

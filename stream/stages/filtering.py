@@ -13,7 +13,9 @@ DEFAULT_HIGHPASS_HZ = 0.5
 DEFAULT_LOWPASS_HZ = 40.0
 
 
-def design_bandpass(fs: float, highpass_hz: float = DEFAULT_HIGHPASS_HZ, lowpass_hz: float = DEFAULT_LOWPASS_HZ) -> np.ndarray:
+def design_bandpass(
+    fs: float, highpass_hz: float = DEFAULT_HIGHPASS_HZ, lowpass_hz: float = DEFAULT_LOWPASS_HZ
+) -> np.ndarray:
     """Second-order sections of a Butterworth band-pass (2nd-order high-pass, 4th-order low-pass)."""
     nyq = fs / 2.0
     hp = sps.butter(2, highpass_hz / nyq, btype="highpass", output="sos")
@@ -29,7 +31,13 @@ class CausalFilter:
     NaN input samples are filtered as zeros (the state stays finite) and come out as NaN.
     """
 
-    def __init__(self, fs: float, n_leads: int, highpass_hz: float = DEFAULT_HIGHPASS_HZ, lowpass_hz: float = DEFAULT_LOWPASS_HZ) -> None:
+    def __init__(
+        self,
+        fs: float,
+        n_leads: int,
+        highpass_hz: float = DEFAULT_HIGHPASS_HZ,
+        lowpass_hz: float = DEFAULT_LOWPASS_HZ,
+    ) -> None:
         self.fs = fs
         self.n_leads = n_leads
         self.sos = design_bandpass(fs, highpass_hz, lowpass_hz)
@@ -60,7 +68,12 @@ class CausalFilter:
         return y32[:, 0] if one_d else y32
 
 
-def filter_signal(x: np.ndarray, fs: float, highpass_hz: float = DEFAULT_HIGHPASS_HZ, lowpass_hz: float = DEFAULT_LOWPASS_HZ) -> np.ndarray:
+def filter_signal(
+    x: np.ndarray,
+    fs: float,
+    highpass_hz: float = DEFAULT_HIGHPASS_HZ,
+    lowpass_hz: float = DEFAULT_LOWPASS_HZ,
+) -> np.ndarray:
     """Causally filter a whole signal (1-D or [n, leads]) exactly as the stream does."""
     arr = np.asarray(x)
     n_leads = 1 if arr.ndim == 1 else arr.shape[1]

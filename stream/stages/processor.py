@@ -117,7 +117,9 @@ def pick_qrs_lead(leads: tuple[str, ...]) -> int:
 class StreamProcessor:
     """Stateful processing of one patient stream (see module docstring)."""
 
-    def __init__(self, stream_id: str, fs: float, leads: tuple[str, ...], config: StageConfig | None = None) -> None:
+    def __init__(
+        self, stream_id: str, fs: float, leads: tuple[str, ...], config: StageConfig | None = None
+    ) -> None:
         if fs <= 0:
             raise ValueError(f"fs must be positive, got {fs}")
         if not leads:
@@ -131,9 +133,13 @@ class StreamProcessor:
         self._qrs = QrsDetector(self.fs)
         cfg = self.config
         self._twelve = all(ld in self.leads for ld in TWELVE_LEADS)
-        self._windows_on = cfg.emit_beat_720 or cfg.emit_beat_400 or (cfg.emit_leads_10s and self._twelve)
+        self._windows_on = (
+            cfg.emit_beat_720 or cfg.emit_beat_400 or (cfg.emit_leads_10s and self._twelve)
+        )
         # the buffer holds the band-passed signal for model windows; without windows it only counts samples
-        self._max_hold = round(cfg.buffer_seconds * self.fs)  # longer gaps restart filter and detector
+        self._max_hold = round(
+            cfg.buffer_seconds * self.fs
+        )  # longer gaps restart filter and detector
         cap = self._max_hold if self._windows_on else 1
         self._buf = SampleBuffer(cap, len(self.leads))
         self._seq = SequenceTracker()
@@ -141,8 +147,12 @@ class StreamProcessor:
         self._drop: DropoutDetector | None = None
         self.t0: float | None = None
         self._peaks: list[int] = []
-        self._pending: list[_PendingBeat] = []  # beats waiting for enough samples after them to cut windows
-        self._rr: deque[float] = deque(maxlen=self.config.rr_history)  # RR intervals since the last gap
+        self._pending: list[
+            _PendingBeat
+        ] = []  # beats waiting for enough samples after them to cut windows
+        self._rr: deque[float] = deque(
+            maxlen=self.config.rr_history
+        )  # RR intervals since the last gap
         self._rr_last: int | None = None  # last peak since the last gap
         self._post_wait = round(self.config.post_rr_wait_s * self.fs)
         self._last_n = round(self.fs)
@@ -178,9 +188,14 @@ class StreamProcessor:
         if x.ndim == 1:
             x = x[:, None]
         if x.ndim != 2 or x.shape[1] != len(self.leads) or tuple(frame.leads) != self.leads:
-            raise FrameValidationError("lead_mismatch", f"frame has leads {frame.leads} / shape {x.shape}, stream {self.stream_id} has {self.leads}")
+            raise FrameValidationError(
+                "lead_mismatch",
+                f"frame has leads {frame.leads} / shape {x.shape}, stream {self.stream_id} has {self.leads}",
+            )
         if abs(float(frame.fs) - self.fs) > 1e-6:
-            raise FrameValidationError("fs_mismatch", f"frame fs {frame.fs}, stream {self.stream_id} runs at {self.fs}")
+            raise FrameValidationError(
+                "fs_mismatch", f"frame fs {frame.fs}, stream {self.stream_id} runs at {self.fs}"
+            )
         status = self._seq.observe(frame.seq)
         if status.duplicate:
             out.duplicate = True
@@ -189,7 +204,9 @@ class StreamProcessor:
         st = out.stage_seconds
         if self.t0 is None:
             self.t0 = float(frame.start_time)
-            self._drop = DropoutDetector(self.stream_id, self.fs, self.leads, self.t0, self.config.dropouts)
+            self._drop = DropoutDetector(
+                self.stream_id, self.fs, self.leads, self.t0, self.config.dropouts
+            )
         drop = self._drop
         assert drop is not None
         t = time.perf_counter()
@@ -212,7 +229,9 @@ class StreamProcessor:
             self._pending.clear()
             self._rr_last = None  # an RR interval across lost samples is not a rhythm
             # every lead was lost over the gap: let the rules see it (signal loss, no asystole)
-            out.alerts += self._rules.update(self.time_of(start + gap), [], False, self.time_of(start))
+            out.alerts += self._rules.update(
+                self.time_of(start + gap), [], False, self.time_of(start)
+            )
         self._last_n = x.shape[0]
         start = self._buf.end
         t1 = time.perf_counter()
@@ -280,7 +299,9 @@ class StreamProcessor:
             if pb.post_s is None and pb.pre_s is not None and p + self._post_wait > end:
                 break  # wait a little longer for the next beat: its post-RR is part of the rhythm score
             self._pending.pop(0)
-            if pb.post_s is None and pb.pre_s is not None:  # no next beat yet: a lower bound of the pause
+            if (
+                pb.post_s is None and pb.pre_s is not None
+            ):  # no next beat yet: a lower bound of the pause
                 pb.post_s = max(end - self._qrs.latency_samples - p, 0) / self.fs
             rr = RRContext(pb.pre_s, pb.post_s, pb.history)
             lead = self.leads[self.qrs_lead]
@@ -290,11 +311,39 @@ class StreamProcessor:
                     seg = self._buf.get(a, b)[:, self.qrs_lead]
                     missing = np.isnan(seg)
                     if not missing.any():
-                        data = seg if self.fs == CAE_FS else _fit(resample(seg, self.fs, CAE_FS), CAE_WINDOW)
-                        out.append(ModelWindow(self.stream_id, "beat_720", lead, self.time_of(a), CAE_FS, np.array(data, dtype=np.float32), rr))
+                        data = (
+                            seg
+                            if self.fs == CAE_FS
+                            else _fit(resample(seg, self.fs, CAE_FS), CAE_WINDOW)
+                        )
+                        out.append(
+                            ModelWindow(
+                                self.stream_id,
+                                "beat_720",
+                                lead,
+                                self.time_of(a),
+                                CAE_FS,
+                                np.array(data, dtype=np.float32),
+                                rr,
+                            )
+                        )
                     elif cfg.emit_damaged_windows and not missing.all():
-                        data = seg if self.fs == CAE_FS else _resample_with_gaps(seg, missing, self.fs, CAE_FS, CAE_WINDOW)
-                        out.append(ModelWindow(self.stream_id, "beat_720", lead, self.time_of(a), CAE_FS, np.array(data, dtype=np.float32), rr))
+                        data = (
+                            seg
+                            if self.fs == CAE_FS
+                            else _resample_with_gaps(seg, missing, self.fs, CAE_FS, CAE_WINDOW)
+                        )
+                        out.append(
+                            ModelWindow(
+                                self.stream_id,
+                                "beat_720",
+                                lead,
+                                self.time_of(a),
+                                CAE_FS,
+                                np.array(data, dtype=np.float32),
+                                rr,
+                            )
+                        )
             if cfg.emit_beat_400:
                 a, b = p - self._cyc_before, p + self._cyc_after
                 if self._buf.available(a, b):
@@ -302,7 +351,16 @@ class StreamProcessor:
                     if not np.isnan(seg).any():
                         # same resampling as segmentation.beat_cycles (training input)
                         data = sps.resample(seg, BEAT_LENGTH) if seg.size != BEAT_LENGTH else seg
-                        out.append(ModelWindow(self.stream_id, "beat_400", lead, self.time_of(a), BEAT_LENGTH / 0.7, np.array(data, dtype=np.float32)))
+                        out.append(
+                            ModelWindow(
+                                self.stream_id,
+                                "beat_400",
+                                lead,
+                                self.time_of(a),
+                                BEAT_LENGTH / 0.7,
+                                np.array(data, dtype=np.float32),
+                            )
+                        )
         if self._twelve and cfg.emit_leads_10s:
             while self._next10 <= end:
                 a, b = self._next10 - self._win10, self._next10
@@ -311,16 +369,43 @@ class StreamProcessor:
                     seg = self._buf.get(a, b)[:, self._twelve_idx]
                     bad = np.isnan(seg).any(axis=0)
                     if not bad.any():
-                        data = _fit(resample(seg, self.fs, TWELVE_LEAD_FS, axis=0), TWELVE_LEAD_WINDOW)
-                        out.append(ModelWindow(self.stream_id, "leads_10s", None, self.time_of(a), TWELVE_LEAD_FS, data))
+                        data = _fit(
+                            resample(seg, self.fs, TWELVE_LEAD_FS, axis=0), TWELVE_LEAD_WINDOW
+                        )
+                        out.append(
+                            ModelWindow(
+                                self.stream_id,
+                                "leads_10s",
+                                None,
+                                self.time_of(a),
+                                TWELVE_LEAD_FS,
+                                data,
+                            )
+                        )
                     elif cfg.emit_damaged_windows and not bad.all():
-                        data = _fit(resample(np.where(np.isnan(seg), 0.0, seg), self.fs, TWELVE_LEAD_FS, axis=0), TWELVE_LEAD_WINDOW)
+                        data = _fit(
+                            resample(
+                                np.where(np.isnan(seg), 0.0, seg), self.fs, TWELVE_LEAD_FS, axis=0
+                            ),
+                            TWELVE_LEAD_WINDOW,
+                        )
                         data[:, bad] = np.nan
-                        out.append(ModelWindow(self.stream_id, "leads_10s", None, self.time_of(a), TWELVE_LEAD_FS, data))
+                        out.append(
+                            ModelWindow(
+                                self.stream_id,
+                                "leads_10s",
+                                None,
+                                self.time_of(a),
+                                TWELVE_LEAD_FS,
+                                data,
+                            )
+                        )
         return out
 
 
-def _resample_with_gaps(seg: np.ndarray, missing: np.ndarray, fs: float, target_fs: float, n: int, guard_s: float = 0.01) -> np.ndarray:
+def _resample_with_gaps(
+    seg: np.ndarray, missing: np.ndarray, fs: float, target_fs: float, n: int, guard_s: float = 0.01
+) -> np.ndarray:
     """Resample a 1-D segment holding NaN to ``n`` samples at ``target_fs``: gaps zero-filled for the filter,
     then NaN again wherever an output sample lies within ``guard_s`` of a missing input sample."""
     y = _fit(resample(np.where(missing, 0.0, seg), fs, target_fs), n).astype(np.float32)

@@ -86,7 +86,12 @@ class QrsDetector:
         if locate_band_hz is None:
             self._lb, self._la, self._ldelay = None, None, self._delay
         else:
-            lsos = sps.butter(1, [locate_band_hz[0] / nyq, min(locate_band_hz[1], 0.45 * self.fs) / nyq], btype="bandpass", output="sos")
+            lsos = sps.butter(
+                1,
+                [locate_band_hz[0] / nyq, min(locate_band_hz[1], 0.45 * self.fs) / nyq],
+                btype="bandpass",
+                output="sos",
+            )
             self._lb, self._la = sps.sos2tf(lsos)
             _, lgd = sps.group_delay((self._lb, self._la), w=[10.0], fs=self.fs)
             self._ldelay = round(float(lgd[0]))
@@ -175,7 +180,9 @@ class QrsDetector:
         hb = self._bp
         hb[w0:w1] = bp
         # five-point derivative over the history (the rows before w0 hold the previous samples)
-        d = (2.0 * hb[w0:w1] + hb[w0 - 1 : w1 - 1] - hb[w0 - 3 : w1 - 3] - 2.0 * hb[w0 - 4 : w1 - 4]) * (self.fs / 8.0)
+        d = (
+            2.0 * hb[w0:w1] + hb[w0 - 1 : w1 - 1] - hb[w0 - 3 : w1 - 3] - 2.0 * hb[w0 - 4 : w1 - 4]
+        ) * (self.fs / 8.0)
         hs = self._slope
         np.abs(d, out=hs[w0:w1])
         sq = hs[w0 - self._w + 1 : w1]
@@ -308,7 +315,9 @@ class QrsDetector:
     def _searchback_until(self, now: int, out: list[int]) -> None:
         """Search back for a missed beat once 1.66 x mean RR has elapsed before ``now``."""
         while not self._sb_done and self._last_beat is not None and self._rr:
-            deadline = self._last_beat + int(self._sb * min(self._rr_sum / len(self._rr), self._max_rr))
+            deadline = self._last_beat + int(
+                self._sb * min(self._rr_sum / len(self._rr), self._max_rr)
+            )
             if deadline >= now:
                 return
             thr2 = max(0.5 * self._threshold(), self._sb_floor * self._spki)
@@ -316,11 +325,17 @@ class QrsDetector:
             for p in self._pending:
                 if p[0] > deadline:
                     break
-                if p[0] - self._last_beat >= self._refractory and p[1] > thr2 and (best is None or p[1] > best[1]):
+                if (
+                    p[0] - self._last_beat >= self._refractory
+                    and p[1] > thr2
+                    and (best is None or p[1] > best[1])
+                ):
                     best = p
             if best is None:
                 self._sb_done = True
-                self._pending = [p for p in self._pending if p[0] > deadline]  # never searched again
+                self._pending = [
+                    p for p in self._pending if p[0] > deadline
+                ]  # never searched again
                 return
             self._beat(best[0], best[1], best[2], out, searchback=True)
 

@@ -35,7 +35,11 @@ class RhythmParams:
     weight: float = 1.0
 
     def to_dict(self) -> dict[str, float | int]:
-        return {"history": int(self.history), "quantile": float(self.quantile), "weight": float(self.weight)}
+        return {
+            "history": int(self.history),
+            "quantile": float(self.quantile),
+            "weight": float(self.weight),
+        }
 
 
 def rr_pre_post(peak_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +84,9 @@ def record_rhythm_scores(peak_times: np.ndarray, history: int, quantile: float) 
     return rhythm_score(pre, post, reference_rr(pre, history, quantile))
 
 
-def grouped_rhythm_scores(peak_times: np.ndarray, groups: np.ndarray, history: int, quantile: float) -> np.ndarray:
+def grouped_rhythm_scores(
+    peak_times: np.ndarray, groups: np.ndarray, history: int, quantile: float
+) -> np.ndarray:
     """:func:`record_rhythm_scores` per group (record) of beats, in the input's order (times sorted per group)."""
     peak_times = np.asarray(peak_times, dtype=np.float64)
     out = np.zeros(peak_times.size)

@@ -62,14 +62,36 @@ class RuleEngine:
         """Kinds of the alerts currently raised."""
         return tuple(self._open)
 
-    def _raise(self, kind: str, severity: str, start: float, evidence: dict[str, Any]) -> AlertEvent:
+    def _raise(
+        self, kind: str, severity: str, start: float, evidence: dict[str, Any]
+    ) -> AlertEvent:
         self._open[kind] = _Episode(start, evidence)
-        return AlertEvent(alert_id(self.stream_id, kind, start), self.stream_id, kind, severity, "raised", start, None, evidence)
+        return AlertEvent(
+            alert_id(self.stream_id, kind, start),
+            self.stream_id,
+            kind,
+            severity,
+            "raised",
+            start,
+            None,
+            evidence,
+        )
 
-    def _resolve(self, kind: str, severity: str, end: float, evidence: dict[str, Any]) -> AlertEvent:
+    def _resolve(
+        self, kind: str, severity: str, end: float, evidence: dict[str, Any]
+    ) -> AlertEvent:
         ep = self._open.pop(kind)
         ev = {**ep.evidence, **evidence, "duration_s": round(end - ep.start, 3)}
-        return AlertEvent(alert_id(self.stream_id, kind, ep.start), self.stream_id, kind, severity, "resolved", ep.start, end, ev)
+        return AlertEvent(
+            alert_id(self.stream_id, kind, ep.start),
+            self.stream_id,
+            kind,
+            severity,
+            "resolved",
+            ep.start,
+            end,
+            ev,
+        )
 
     # --------------------------------------------------------------- update
     def update(
@@ -99,7 +121,11 @@ class RuleEngine:
             self._valid_since = now
         # asystole
         if "asystole" not in self._open and self._valid_since is not None:
-            ref = self._valid_since if self._last_beat is None else max(self._last_beat, self._valid_since)
+            ref = (
+                self._valid_since
+                if self._last_beat is None
+                else max(self._last_beat, self._valid_since)
+            )
             if now - ref >= c.asystole_s:
                 out.append(
                     self._raise(
@@ -115,7 +141,14 @@ class RuleEngine:
             if self._lost_since is None:
                 self._lost_since = all_leads_lost_since
             if "signal_loss" not in self._open and now - self._lost_since >= c.signal_loss_s:
-                out.append(self._raise("signal_loss", "warning", self._lost_since, {"lost_s": round(now - self._lost_since, 3)}))
+                out.append(
+                    self._raise(
+                        "signal_loss",
+                        "warning",
+                        self._lost_since,
+                        {"lost_s": round(now - self._lost_since, 3)},
+                    )
+                )
         else:
             self._lost_since = None
             if "signal_loss" in self._open:
@@ -145,7 +178,14 @@ class RuleEngine:
                 if since is None:
                     self._rate_since[kind] = since = b.time
                 if kind not in self._open and b.time - since >= c.sustain_s:
-                    out.append(self._raise(kind, "warning", since, {"hr_bpm": round(hr, 1), "sustained_s": round(b.time - since, 3)}))
+                    out.append(
+                        self._raise(
+                            kind,
+                            "warning",
+                            since,
+                            {"hr_bpm": round(hr, 1), "sustained_s": round(b.time - since, 3)},
+                        )
+                    )
             else:
                 self._rate_since[kind] = None
                 if kind in self._open:
@@ -156,11 +196,18 @@ class RuleEngine:
                     if ns is None:
                         self._normal_since[kind] = ns = b.time
                     if b.time - ns >= c.resolve_s:
-                        out.append(self._resolve(kind, "warning", ns, {"hr_bpm_at_resolution": round(hr, 1)}))
+                        out.append(
+                            self._resolve(
+                                kind, "warning", ns, {"hr_bpm_at_resolution": round(hr, 1)}
+                            )
+                        )
                         self._normal_since[kind] = None
         return out
 
     def flush(self, now: float) -> list[AlertEvent]:
         """End of stream: resolve every open episode at ``now``."""
         sev = {"asystole": "critical"}
-        return [self._resolve(kind, sev.get(kind, "warning"), now, {"closed_by": "end_of_stream"}) for kind in list(self._open)]
+        return [
+            self._resolve(kind, sev.get(kind, "warning"), now, {"closed_by": "end_of_stream"})
+            for kind in list(self._open)
+        ]

@@ -68,14 +68,20 @@ class ModelScore:
     anomalous: bool
     embedding: tuple[float, ...] | None = None
     recovered_by: str | None = None  # the model that filled missing input before scoring
-    recovered_fraction: float = 0.0  # share of the window's samples (beat) or leads (12-lead) it filled
+    recovered_fraction: float = (
+        0.0  # share of the window's samples (beat) or leads (12-lead) it filled
+    )
     lead_scores: tuple[float, ...] | None = None
     lead_attention: tuple[float, ...] | None = None
     attention_peak: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def per_lead(v: tuple[float, ...] | None) -> dict[str, float] | None:
-            return None if v is None else {lead: round(float(x), 5) for lead, x in zip(TWELVE_LEADS, v, strict=True)}
+            return (
+                None
+                if v is None
+                else {lead: round(float(x), 5) for lead, x in zip(TWELVE_LEADS, v, strict=True)}
+            )
 
         return {
             "stream_id": self.stream_id,
@@ -86,7 +92,9 @@ class ModelScore:
             "score": float(self.score),
             "threshold": None if self.threshold is None else float(self.threshold),
             "anomalous": bool(self.anomalous),
-            "embedding": None if self.embedding is None else [round(float(v), 5) for v in self.embedding],
+            "embedding": None
+            if self.embedding is None
+            else [round(float(v), 5) for v in self.embedding],
             "recovered_by": self.recovered_by,
             "recovered_fraction": round(float(self.recovered_fraction), 5),
             "lead_scores": per_lead(self.lead_scores),
@@ -120,8 +128,12 @@ class _Input:
 class WindowScorer:
     """Scores :class:`ModelWindow` batches with the ONNX models named in ``models``."""
 
-    def __init__(self, models: Sequence[str] = ("cae", "beat_vae", "cae12"), models_dir: str | Path | None = None,
-                 recover: bool = True) -> None:
+    def __init__(
+        self,
+        models: Sequence[str] = ("cae", "beat_vae", "cae12"),
+        models_dir: str | Path | None = None,
+        recover: bool = True,
+    ) -> None:
         # imported here so that a stream without models never loads onnxruntime
         from models.runtime.beat_vae import BeatVaeModel
         from models.runtime.beat_vae import normalise as beat_normalise
@@ -131,14 +143,22 @@ class WindowScorer:
 
         unknown = set(models) - set(KNOWN_MODELS)
         if unknown:
-            raise ModelError(f"unknown stream models {sorted(unknown)}; known: {list(KNOWN_MODELS)}")
+            raise ModelError(
+                f"unknown stream models {sorted(unknown)}; known: {list(KNOWN_MODELS)}"
+            )
         self.models = tuple(models)
         self._cae = CaeScorer.load("cae", models_dir) if "cae" in models else None
         self._vae = BeatVaeModel.load("beat_vae", models_dir) if "beat_vae" in models else None
         self._vae_threshold = self._vae.card.threshold if self._vae is not None else None
         self._beat_normalise = beat_normalise
-        twelve = {"cae12": Cae12Model, "vae_bilstm": VaeBiLstmModel, "vae_bilstm_mha": VaeBiLstmMhaModel}
-        self._twelve: dict[str, Cae12Model] = {m: cls.load(m, models_dir) for m, cls in twelve.items() if m in models}
+        twelve = {
+            "cae12": Cae12Model,
+            "vae_bilstm": VaeBiLstmModel,
+            "vae_bilstm_mha": VaeBiLstmMhaModel,
+        }
+        self._twelve: dict[str, Cae12Model] = {
+            m: cls.load(m, models_dir) for m, cls in twelve.items() if m in models
+        }
         self._filler: GapFiller | None = None
         self._lead_recon: LeadReconModel | None = None
         if recover and self._cae is not None:
@@ -185,17 +205,25 @@ class WindowScorer:
                     res.scores += self._score_group(model, kind, items)
                 except ModelError as exc:
                     res.skipped += [(r.window, f"model_error: {exc}") for r in items]
-                res.model_seconds[model] = res.model_seconds.get(model, 0.0) + time.perf_counter() - t0
+                res.model_seconds[model] = (
+                    res.model_seconds.get(model, 0.0) + time.perf_counter() - t0
+                )
         return res
 
-    def _recover(self, kind: str, group: list[ModelWindow]) -> tuple[list[_Input], list[tuple[ModelWindow, str]]]:
+    def _recover(
+        self, kind: str, group: list[ModelWindow]
+    ) -> tuple[list[_Input], list[tuple[ModelWindow, str]]]:
         """Fill what the recovery model of ``kind`` can; the rest are dropouts (or model errors)."""
         lost: list[tuple[ModelWindow, str]] = []
         if kind == "beat_720" and self._filler is not None:
             fit: list[ModelWindow] = []
-            for w in group:  # a gap within the filler's limit, and no inf among the observed samples
+            for (
+                w
+            ) in group:  # a gap within the filler's limit, and no inf among the observed samples
                 gap = np.isnan(w.data)
-                recoverable = gap.mean() <= self._filler.max_gap_fraction and np.isfinite(w.data[~gap]).all()
+                recoverable = (
+                    gap.mean() <= self._filler.max_gap_fraction and np.isfinite(w.data[~gap]).all()
+                )
                 if recoverable:
                     fit.append(w)
                 else:
@@ -206,48 +234,101 @@ class WindowScorer:
                 rec = self._filler.predict(np.stack([w.data for w in fit]).astype(np.float32))
             except ModelError as exc:
                 return [], lost + [(w, f"model_error: {exc}") for w in fit]
-            return [_Input(w, s, "lstm_ae", float(m.mean())) for w, s, m in zip(fit, rec.signal, rec.mask, strict=True)], lost
+            return [
+                _Input(w, s, "lstm_ae", float(m.mean()))
+                for w, s, m in zip(fit, rec.signal, rec.mask, strict=True)
+            ], lost
         if kind == "leads_10s" and self._lead_recon is not None:
-            present = [np.isfinite(w.data).all(axis=0) for w in group]  # [12] per window: complete leads
+            present = [
+                np.isfinite(w.data).all(axis=0) for w in group
+            ]  # [12] per window: complete leads
             pairs = [(w, p) for w, p in zip(group, present, strict=True) if p.any()]
             lost = [(w, "dropout") for w, p in zip(group, present, strict=True) if not p.any()]
             if not pairs:
                 return [], lost
             try:
-                pred = self._lead_recon.predict(np.stack([w.data for w, _ in pairs]), np.stack([p for _, p in pairs]))
+                pred = self._lead_recon.predict(
+                    np.stack([w.data for w, _ in pairs]), np.stack([p for _, p in pairs])
+                )
             except ModelError as exc:
                 return [], lost + [(w, f"model_error: {exc}") for w, _ in pairs]
-            return [_Input(w, x, "lead_recon", float(1.0 - p.mean())) for (w, p), x in zip(pairs, pred.leads, strict=True)], lost
+            return [
+                _Input(w, x, "lead_recon", float(1.0 - p.mean()))
+                for (w, p), x in zip(pairs, pred.leads, strict=True)
+            ], lost
         return [], [(w, "dropout") for w in group]
 
     def _score_group(self, model: str, kind: str, items: list[_Input]) -> list[ModelScore]:
         group = [r.window for r in items]
         data = np.stack([r.data for r in items]).astype(np.float32)
         scores = self._score_arrays(model, kind, group, data)
-        return [s if r.recovered_by is None else replace(s, recovered_by=r.recovered_by, recovered_fraction=r.recovered_fraction)
-                for s, r in zip(scores, items, strict=True)]
+        return [
+            s
+            if r.recovered_by is None
+            else replace(s, recovered_by=r.recovered_by, recovered_fraction=r.recovered_fraction)
+            for s, r in zip(scores, items, strict=True)
+        ]
 
-    def _score_arrays(self, model: str, kind: str, group: list[ModelWindow], data: np.ndarray) -> list[ModelScore]:
+    def _score_arrays(
+        self, model: str, kind: str, group: list[ModelWindow], data: np.ndarray
+    ) -> list[ModelScore]:
         if kind == "beat_720" and self._cae is not None:
             rp = self._cae.rhythm
-            rhythm = None if rp is None else np.array([w.rr.score(rp.history, rp.quantile) if w.rr is not None else 0.0 for w in group])
+            rhythm = (
+                None
+                if rp is None
+                else np.array(
+                    [
+                        w.rr.score(rp.history, rp.quantile) if w.rr is not None else 0.0
+                        for w in group
+                    ]
+                )
+            )
             p = self._cae.predict(data, rhythm)
-            return [ModelScore(w.stream_id, "cae", kind, w.lead, w.start, float(s), p.threshold, bool(a))
-                    for w, s, a in zip(group, p.scores, p.anomalous, strict=True)]
+            return [
+                ModelScore(
+                    w.stream_id, "cae", kind, w.lead, w.start, float(s), p.threshold, bool(a)
+                )
+                for w, s, a in zip(group, p.scores, p.anomalous, strict=True)
+            ]
         if kind == "beat_400" and self._vae is not None:
             enc = self._vae.predict(self._beat_normalise(data))
             th = self._vae_threshold
-            return [ModelScore(w.stream_id, "beat_vae", kind, w.lead, w.start, float(e), th,
-                               bool(th is not None and e > th), tuple(float(v) for v in mu))
-                    for w, e, mu in zip(group, enc.mse, enc.mu, strict=True)]
+            return [
+                ModelScore(
+                    w.stream_id,
+                    "beat_vae",
+                    kind,
+                    w.lead,
+                    w.start,
+                    float(e),
+                    th,
+                    bool(th is not None and e > th),
+                    tuple(float(v) for v in mu),
+                )
+                for w, e, mu in zip(group, enc.mse, enc.mu, strict=True)
+            ]
         if kind == "leads_10s" and model in self._twelve:
             net = self._twelve[model]
             q = net.predict(data)
             th12 = net.threshold_value
             la, ta = q.lead_attention, q.time_attention
-            return [ModelScore(w.stream_id, model, kind, None, w.start, float(q.score[i]), th12, bool(q.is_anomaly[i]),
-                               lead_scores=tuple(float(v) for v in q.lead_relative_error[i]),
-                               lead_attention=None if la is None else tuple(float(v) for v in la[i]),
-                               attention_peak=None if ta is None else float(w.start + int(np.argmax(ta[i])) / w.fs))
-                    for i, w in enumerate(group)]
+            return [
+                ModelScore(
+                    w.stream_id,
+                    model,
+                    kind,
+                    None,
+                    w.start,
+                    float(q.score[i]),
+                    th12,
+                    bool(q.is_anomaly[i]),
+                    lead_scores=tuple(float(v) for v in q.lead_relative_error[i]),
+                    lead_attention=None if la is None else tuple(float(v) for v in la[i]),
+                    attention_peak=None
+                    if ta is None
+                    else float(w.start + int(np.argmax(ta[i])) / w.fs),
+                )
+                for i, w in enumerate(group)
+            ]
         return []

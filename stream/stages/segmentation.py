@@ -27,7 +27,9 @@ def resample(x: np.ndarray, fs: float, target_fs: float, axis: int = 0) -> np.nd
     if abs(fs - target_fs) < 1e-9:
         return np.asarray(x, dtype=np.float32)
     ratio = Fraction(target_fs / fs).limit_denominator(1000)
-    y = sps.resample_poly(np.asarray(x, dtype=np.float64), ratio.numerator, ratio.denominator, axis=axis)
+    y = sps.resample_poly(
+        np.asarray(x, dtype=np.float64), ratio.numerator, ratio.denominator, axis=axis
+    )
     return y.astype(np.float32)
 
 

@@ -36,18 +36,32 @@ def settings(broker: LocalBroker, data_dir: Path, tmp_path: Path) -> Settings:
     directory that does not exist yet (as on a fresh clone)."""
     uid = uuid.uuid4().hex[:8]
     topics = TopicNames(**{name: f"it.{uid}.{name}" for name in TopicNames.model_fields})
-    s = Settings(kafka_bootstrap=broker.bootstrap, data_dir=data_dir, consumer_group=f"it-{uid}", topics=topics,
-                 partitions=4, cache_dir=tmp_path / "fresh" / "cache")
+    s = Settings(
+        kafka_bootstrap=broker.bootstrap,
+        data_dir=data_dir,
+        consumer_group=f"it-{uid}",
+        topics=topics,
+        partitions=4,
+        cache_dir=tmp_path / "fresh" / "cache",
+    )
     ensure_topics_sync(s)
     return s
 
 
 def settings_env(s: Settings) -> dict[str, str]:
     """Environment that makes a child process build the same Settings."""
-    env = {**os.environ, "ECG_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "ECG_DATA_DIR": str(s.data_dir),
-           "ECG_CONSUMER_GROUP": s.consumer_group, "ECG_PARTITIONS": str(s.partitions),
-           "ECG_BIND_HOST": s.bind_host, "ECG_MAX_FRAME_BYTES": str(s.max_frame_bytes),
-           "ECG_MIN_FS": str(s.min_fs), "ECG_MAX_FS": str(s.max_fs), "ECG_CACHE_DIR": str(s.cache_dir)}
+    env = {
+        **os.environ,
+        "ECG_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+        "ECG_DATA_DIR": str(s.data_dir),
+        "ECG_CONSUMER_GROUP": s.consumer_group,
+        "ECG_PARTITIONS": str(s.partitions),
+        "ECG_BIND_HOST": s.bind_host,
+        "ECG_MAX_FRAME_BYTES": str(s.max_frame_bytes),
+        "ECG_MIN_FS": str(s.min_fs),
+        "ECG_MAX_FS": str(s.max_fs),
+        "ECG_CACHE_DIR": str(s.cache_dir),
+    }
     for name in TopicNames.model_fields:
         env[f"ECG_TOPIC_{name.upper()}"] = getattr(s.topics, name)
     return env
@@ -76,7 +90,9 @@ class WorkerFactory:
         """Start ``ecg-monitor worker`` and wait for its /metrics endpoint."""
         port = free_port()
         log = self.tmp / f"worker-{len(self.started)}.log"
-        proc = spawn_cli(["worker", "--embedded", "--metrics-port", str(port)], settings_env(self.settings), log)
+        proc = spawn_cli(
+            ["worker", "--embedded", "--metrics-port", str(port)], settings_env(self.settings), log
+        )
         w = Worker(proc, port, log)
         self.started.append(w)
         try:
@@ -96,14 +112,22 @@ def workers(settings: Settings, tmp_path: Path) -> Iterator[WorkerFactory]:
             terminate(w.proc, timeout_s=15)
 
 
-def consume(settings: Settings, topic: str, *, until: Callable[[list[bytes]], bool] | None = None,
-            timeout_s: float = 60.0, idle_s: float = 2.0) -> list[bytes]:
+def consume(
+    settings: Settings,
+    topic: str,
+    *,
+    until: Callable[[list[bytes]], bool] | None = None,
+    timeout_s: float = 60.0,
+    idle_s: float = 2.0,
+) -> list[bytes]:
     """Values of ``topic`` from the beginning: until ``until(values)`` holds (or timeout), or, without
     ``until``, until nothing new arrived for ``idle_s``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     async def run() -> list[bytes]:
-        consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False, fetch_max_wait_ms=50)
+        consumer = AIOKafkaConsumer(
+            **client_kwargs(settings), enable_auto_commit=False, fetch_max_wait_ms=50
+        )
         await consumer.start()
         values: list[bytes] = []
         try:

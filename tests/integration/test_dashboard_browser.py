@@ -20,7 +20,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium and chromedriver (Debian: chromium chromium-driver; .ci/run installs them)"),
+    pytest.mark.skipif(
+        not (CHROMIUM and CHROMEDRIVER),
+        reason="needs chromium and chromedriver (Debian: chromium chromium-driver; .ci/run installs them)",
+    ),
 ]
 PTBXL = Path("ptbxl") / "records100" / "01000" / "01002_lr"
 
@@ -32,7 +35,11 @@ def server() -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_dashboard(Settings()), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(
+        uvicorn.Config(
+            create_dashboard(Settings()), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -51,7 +58,13 @@ def browser() -> Iterator[object]:
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,2200"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,2200",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)
     driver.set_script_timeout(30)
@@ -74,7 +87,9 @@ def test_upload_shows_verdict_attention_and_leads(server, browser, data_dir, tmp
     _wait(d, lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "#model option")) == 3)
     Select(d.find_element(By.ID, "model")).select_by_value("vae_bilstm_mha")
     base = data_dir / PTBXL
-    files = sorted(str(p.resolve()) for p in base.parent.glob(base.name + "*"))  # .hea and its signal files
+    files = sorted(
+        str(p.resolve()) for p in base.parent.glob(base.name + "*")
+    )  # .hea and its signal files
     d.find_element(By.ID, "files").send_keys("\n".join(files))
     d.find_element(By.ID, "analyze").click()
     _wait(d, lambda drv: drv.find_element(By.ID, "result").is_displayed())
@@ -86,7 +101,20 @@ def test_upload_shows_verdict_attention_and_leads(server, browser, data_dir, tmp
     verdict = d.find_element(By.ID, "verdict").text
     assert verdict == ("ANOMALOUS" if score > threshold else "normal")
     rows = d.find_elements(By.CSS_SELECTOR, ".lead-row")
-    assert [r.get_attribute("data-lead") for r in rows] == ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+    assert [r.get_attribute("data-lead") for r in rows] == [
+        "I",
+        "II",
+        "III",
+        "aVR",
+        "aVL",
+        "aVF",
+        "V1",
+        "V2",
+        "V3",
+        "V4",
+        "V5",
+        "V6",
+    ]
     cells = d.find_elements(By.CSS_SELECTOR, "#attention .att-cell")
     weights = [float(c.text.split()[-1]) for c in cells]
     assert len(cells) == 12 and sum(weights) == pytest.approx(1.0, abs=0.01)
@@ -96,13 +124,18 @@ def test_upload_shows_verdict_attention_and_leads(server, browser, data_dir, tmp
         "return [...document.querySelectorAll('.lead-row canvas')].map(c => {"
         " const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let black = 0, red = 0;"
         " for (let i = 0; i < px.length; i += 4) { if (px[i + 3] > 200 && px[i] < 60 && px[i + 1] < 60) black++;"
-        " if (px[i + 3] > 200 && px[i] > 180 && px[i + 1] < 90) red++; } return [black, red]; });")
+        " if (px[i + 3] > 200 && px[i] > 180 && px[i + 1] < 90) red++; } return [black, red]; });"
+    )
     assert len(inked) == 12 and all(b > 100 and r > 100 for b, r in inked)
 
     # the threshold control re-decides on the same score
     box = d.find_element(By.ID, "threshold")
     for value, expected in ((score + 1.0, "normal"), (score - 1.0, "ANOMALOUS")):
-        d.execute_script("arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'));", box, str(value))
+        d.execute_script(
+            "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'));",
+            box,
+            str(value),
+        )
         assert d.find_element(By.ID, "verdict").text == expected
     # leads can be hidden
     d.find_element(By.CSS_SELECTOR, "#lead-filter input[value='V1']").click()

@@ -29,21 +29,39 @@ def _binary(name: str) -> str:
     return path
 
 
-@pytest.mark.parametrize(("what", "path"), [("config", "prometheus.yml"), ("rules", "alert-rules.yml")])
+@pytest.mark.parametrize(
+    ("what", "path"), [("config", "prometheus.yml"), ("rules", "alert-rules.yml")]
+)
 def test_promtool_accepts_deploy_files(what: str, path: str) -> None:
-    res = subprocess.run([_binary("promtool"), "check", what, str(DEPLOY / path)], capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run(
+        [_binary("promtool"), "check", what, str(DEPLOY / path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "SUCCESS" in res.stdout + res.stderr
 
 
-def test_prometheus_scrapes_worker_metrics(settings: Settings, workers: WorkerFactory, data_dir: Path,
-                                           tmp_path: Path) -> None:
+def test_prometheus_scrapes_worker_metrics(
+    settings: Settings, workers: WorkerFactory, data_dir: Path, tmp_path: Path
+) -> None:
     worker = workers.start()
     rec = read_record(data_dir / "mitdb" / "100", 0, 360 * 5)
-    frames = [(b"prom-1", encode_frame(stream_id="prom-1", seq=s, fs=rec.fs, leads=rec.leads,
-                                       start_time=1_767_225_600.0 + s, samples=rec.signal[s * 360:(s + 1) * 360]))
-              for s in range(5)]
+    frames = [
+        (
+            b"prom-1",
+            encode_frame(
+                stream_id="prom-1",
+                seq=s,
+                fs=rec.fs,
+                leads=rec.leads,
+                start_time=1_767_225_600.0 + s,
+                samples=rec.signal[s * 360 : (s + 1) * 360],
+            ),
+        )
+        for s in range(5)
+    ]
     produce(settings, settings.topics.telemetry, [*frames, (b"prom-1", b"not json")])
 
     port = free_port()
@@ -51,11 +69,18 @@ def test_prometheus_scrapes_worker_metrics(settings: Settings, workers: WorkerFa
     config.write_text(
         "global:\n  scrape_interval: 1s\n"
         f"scrape_configs:\n  - job_name: ecg-monitor-worker\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{worker.port}']\n")
+        f"      - targets: ['127.0.0.1:{worker.port}']\n"
+    )
     proc = subprocess.Popen(
-        [_binary("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("wb"))
+        [
+            _binary("prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "prometheus.log").open("wb"),
+    )
     try:
         wait_for_port("127.0.0.1", port, timeout_s=30)
 
@@ -69,8 +94,11 @@ def test_prometheus_scrapes_worker_metrics(settings: Settings, workers: WorkerFa
             result = body.get("data", {}).get("result", [])
             return float(result[0]["value"][1]) if result else None
 
-        received = wait_until(lambda: (v := query('ecg_frames_received_total{job="ecg-monitor-worker"}')) == 6 and v,
-                              timeout_s=45, every_s=0.5)
+        received = wait_until(
+            lambda: (v := query('ecg_frames_received_total{job="ecg-monitor-worker"}')) == 6 and v,
+            timeout_s=45,
+            every_s=0.5,
+        )
         assert received == 6, (tmp_path / "prometheus.log").read_text()[-2000:]
         assert query('up{job="ecg-monitor-worker"}') == 1.0
         assert query('ecg_frames_rejected_total{reason="bad_json"}') == 1.0

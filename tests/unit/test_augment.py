@@ -19,7 +19,9 @@ def _dipolar_records(n: int = 6, t: int = 300, seed: int = 0) -> tuple[np.ndarra
     rng = np.random.default_rng(seed)
     lead_dirs = rng.normal(size=(8, 3))
     tt = np.linspace(0.0, 10.0, t)
-    vcg = np.stack([np.sin(2 * np.pi * f * tt + p) for f, p in rng.uniform(0.5, 3.0, size=(3, 2))], axis=-1)
+    vcg = np.stack(
+        [np.sin(2 * np.pi * f * tt + p) for f, p in rng.uniform(0.5, 3.0, size=(3, 2))], axis=-1
+    )
     vcg = vcg[None] * rng.uniform(0.5, 2.0, size=(n, 1, 3))
     x = np.zeros((n, t, 12))
     x[..., INDEPENDENT] = vcg @ lead_dirs.T
@@ -30,7 +32,9 @@ def test_rotations_are_proper_and_bounded() -> None:
     rots = random_rotations(500, 25.0, np.random.default_rng(1))
     assert np.allclose(rots @ rots.transpose(0, 2, 1), np.eye(3), atol=1e-12)
     assert np.allclose(np.linalg.det(rots), 1.0)
-    angles = np.degrees(np.arccos(np.clip((np.trace(rots, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0)))
+    angles = np.degrees(
+        np.arccos(np.clip((np.trace(rots, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0))
+    )
     assert angles.max() <= 25.0 + 1e-9 and angles.max() > 20.0
 
 
@@ -54,5 +58,7 @@ def test_zero_angle_is_the_identity_and_the_residual_is_kept() -> None:
     noise = np.random.default_rng(4).normal(scale=0.05, size=x.shape)
     noisy = with_limb_leads(x + noise)  # a non-dipolar residual
     back = fit_back_projection(noisy)
-    same = rotate_heart_axis(noisy, random_rotations(x.shape[0], 0.0, np.random.default_rng(5)), back)
+    same = rotate_heart_axis(
+        noisy, random_rotations(x.shape[0], 0.0, np.random.default_rng(5)), back
+    )
     assert np.allclose(same, noisy, atol=1e-5)

@@ -32,9 +32,16 @@ def test_mmd_separates_shifted_distributions():
 def test_train_export_evaluate_tiny(data_dir, tmp_path: Path):
     ctx = TaskContext(
         model="beat_vae",
-        config=load_config("beat_vae", overrides=["data.limit=3", "train.epochs=2", "mmd.permutations=20", "mmd.n=100"]),
-        data_dir=data_dir, cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs",
-        artifacts_dir=tmp_path / "artifacts", progress=False, extra={"source": "onnx"},
+        config=load_config(
+            "beat_vae",
+            overrides=["data.limit=3", "train.epochs=2", "mmd.permutations=20", "mmd.n=100"],
+        ),
+        data_dir=data_dir,
+        cache_dir=tmp_path / "cache",
+        runs_dir=tmp_path / "runs",
+        artifacts_dir=tmp_path / "artifacts",
+        progress=False,
+        extra={"source": "onnx"},
     )
     spec = get_spec("beat_vae")
     spec.train(ctx)
@@ -44,7 +51,9 @@ def test_train_export_evaluate_tiny(data_dir, tmp_path: Path):
     assert 0 < res["p_value"]["prior"] <= 1 and res["protocol"]["kernel"].startswith("Gaussian")
 
 
-@pytest.mark.skipif(not (DEFAULT_ARTIFACTS_DIR / "beat_vae.onnx").is_file(), reason="beat_vae not exported yet")
+@pytest.mark.skipif(
+    not (DEFAULT_ARTIFACTS_DIR / "beat_vae.onnx").is_file(), reason="beat_vae not exported yet"
+)
 def test_committed_artifact_matches_card_and_runs_on_real_beats(data_dir):
     model = BeatVaeModel.load()
     assert (DEFAULT_ARTIFACTS_DIR / "beat_vae.onnx").stat().st_size < 3_000_000

@@ -20,12 +20,19 @@ PTBXL = Path("ptbxl") / "records100" / "01000" / "01002_lr"
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    return TestClient(create_dashboard(Settings(dashboard_max_upload_bytes=2_000_000, dashboard_max_windows=3)))
+    return TestClient(
+        create_dashboard(Settings(dashboard_max_upload_bytes=2_000_000, dashboard_max_windows=3))
+    )
 
 
 def _wfdb_files(data_dir: Path, rel: Path) -> list[tuple[str, tuple[str, bytes, str]]]:
-    base = data_dir / rel  # the header and every signal file it names (this PTB-XL copy: <name>_1.dat, _2.dat)
-    return [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in sorted(base.parent.glob(base.name + "*"))]
+    base = (
+        data_dir / rel
+    )  # the header and every signal file it names (this PTB-XL copy: <name>_1.dat, _2.dat)
+    return [
+        ("files", (p.name, p.read_bytes(), "application/octet-stream"))
+        for p in sorted(base.parent.glob(base.name + "*"))
+    ]
 
 
 def _npy(a: np.ndarray) -> bytes:
@@ -51,27 +58,46 @@ def test_models_are_offered_with_their_thresholds(client):
 
 def test_wfdb_upload_is_scored_with_attention(client, data_dir):
     before = _metric(client, 'ecg_dashboard_analyses_total{model="vae_bilstm_mha"}')
-    r = client.post("/api/analyze", files=_wfdb_files(data_dir, PTBXL), data={"model": "vae_bilstm_mha"})
+    r = client.post(
+        "/api/analyze", files=_wfdb_files(data_dir, PTBXL), data={"model": "vae_bilstm_mha"}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["model"] == "vae_bilstm_mha" and body["leads"] == list(TWELVE_LEADS) and body["rebuilt_leads"] == []
+    assert (
+        body["model"] == "vae_bilstm_mha"
+        and body["leads"] == list(TWELVE_LEADS)
+        and body["rebuilt_leads"] == []
+    )
     assert len(body["windows"]) == 1 and body["windows_total"] == 1  # a PTB-XL record is 10 s
     w = body["windows"][0]
-    assert np.array(w["original"]).shape == np.array(w["recon"]).shape == np.array(w["error"]).shape == (12, 1000)
+    assert (
+        np.array(w["original"]).shape
+        == np.array(w["recon"]).shape
+        == np.array(w["error"]).shape
+        == (12, 1000)
+    )
     assert w["anomalous"] == (w["score"] > body["threshold"])
-    assert sum(w["lead_attention"].values()) == pytest.approx(1.0, abs=1e-3) and len(w["time_attention"]) == 1000
+    assert (
+        sum(w["lead_attention"].values()) == pytest.approx(1.0, abs=1e-3)
+        and len(w["time_attention"]) == 1000
+    )
     err = (np.array(w["original"]) - np.array(w["recon"])) ** 2
     np.testing.assert_allclose(np.array(w["error"]), err, atol=2e-3)  # from the unrounded signals
     # the original is the record filtered exactly as the stream filters it
     rec = read_record(data_dir / PTBXL)
-    np.testing.assert_allclose(np.array(w["original"]), filter_signal(rec.signal, rec.fs)[:1000].T, atol=1e-4)
+    np.testing.assert_allclose(
+        np.array(w["original"]), filter_signal(rec.signal, rec.fs)[:1000].T, atol=1e-4
+    )
     assert _metric(client, 'ecg_dashboard_analyses_total{model="vae_bilstm_mha"}') == before + 1
 
 
 def test_npy_with_some_leads_gets_the_rest_rebuilt(client, data_dir):
     rec = read_record(data_dir / "mitdb" / "100", sampto=360 * 25)  # MLII and V5, 360 Hz, 25 s
-    r = client.post("/api/analyze", files={"files": ("100.npy", _npy(rec.signal), "application/octet-stream")},
-                    data={"model": "cae12", "fs": "360", "leads": ",".join(rec.leads)})
+    r = client.post(
+        "/api/analyze",
+        files={"files": ("100.npy", _npy(rec.signal), "application/octet-stream")},
+        data={"model": "cae12", "fs": "360", "leads": ",".join(rec.leads)},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body["rebuilt_leads"]) == set(TWELVE_LEADS) - {"II", "V5"}
@@ -79,30 +105,115 @@ def test_npy_with_some_leads_gets_the_rest_rebuilt(client, data_dir):
     assert body["windows"][0]["lead_attention"] is None
 
 
-@pytest.mark.parametrize(("upload", "form", "status", "reason"), [
-    ({"files": ("x.npy", b"not an array", "application/octet-stream")}, {"fs": "100"}, 422, "format"),
-    ({"files": ("x.npy", _npy(np.full((1000, 12), np.nan, np.float32)), "application/octet-stream")}, {"fs": "100"}, 422, "nan"),
-    ({"files": ("x.npy", _npy(np.zeros((500, 12), np.float32)), "application/octet-stream")}, {"fs": "100"}, 422, "too_short"),
-    ({"files": ("x.npy", _npy(np.zeros((2000, 12), np.float32)), "application/octet-stream")}, {"fs": "5"}, 422, "rate"),
-    ({"files": ("x.npy", _npy(np.zeros((2000, 3, 4), np.float32)), "application/octet-stream")}, {"fs": "100"}, 422, "shape"),
-    ({"files": ("x.npy", _npy(np.zeros((2000, 2), np.float32)), "application/octet-stream")}, {"fs": "100", "leads": "II,Z9"}, 422, "unknown_lead"),
-    ({"files": ("x.npy", _npy(np.zeros((2000, 12), np.float32)), "application/octet-stream")}, {"fs": "100", "model": "gpt"}, 422, "unknown_model"),
-    ({"files": ("x.npy", _npy(np.zeros((400_000, 12), np.float32)), "application/octet-stream")}, {"fs": "100"}, 413, "too_large"),
-    ({"files": ("r.hea", b"r 12 100 1000\nr.dat 16 1000 16 0 0 0 0 I\n", "text/plain")}, {}, 422, "corrupt_wfdb"),
-    ({}, {"fs": "100"}, 422, "format"),
-])
-def test_bad_uploads_are_refused_with_their_reason_and_counted(client, upload, form, status, reason):
+@pytest.mark.parametrize(
+    ("upload", "form", "status", "reason"),
+    [
+        (
+            {"files": ("x.npy", b"not an array", "application/octet-stream")},
+            {"fs": "100"},
+            422,
+            "format",
+        ),
+        (
+            {
+                "files": (
+                    "x.npy",
+                    _npy(np.full((1000, 12), np.nan, np.float32)),
+                    "application/octet-stream",
+                )
+            },
+            {"fs": "100"},
+            422,
+            "nan",
+        ),
+        (
+            {"files": ("x.npy", _npy(np.zeros((500, 12), np.float32)), "application/octet-stream")},
+            {"fs": "100"},
+            422,
+            "too_short",
+        ),
+        (
+            {
+                "files": (
+                    "x.npy",
+                    _npy(np.zeros((2000, 12), np.float32)),
+                    "application/octet-stream",
+                )
+            },
+            {"fs": "5"},
+            422,
+            "rate",
+        ),
+        (
+            {
+                "files": (
+                    "x.npy",
+                    _npy(np.zeros((2000, 3, 4), np.float32)),
+                    "application/octet-stream",
+                )
+            },
+            {"fs": "100"},
+            422,
+            "shape",
+        ),
+        (
+            {"files": ("x.npy", _npy(np.zeros((2000, 2), np.float32)), "application/octet-stream")},
+            {"fs": "100", "leads": "II,Z9"},
+            422,
+            "unknown_lead",
+        ),
+        (
+            {
+                "files": (
+                    "x.npy",
+                    _npy(np.zeros((2000, 12), np.float32)),
+                    "application/octet-stream",
+                )
+            },
+            {"fs": "100", "model": "gpt"},
+            422,
+            "unknown_model",
+        ),
+        (
+            {
+                "files": (
+                    "x.npy",
+                    _npy(np.zeros((400_000, 12), np.float32)),
+                    "application/octet-stream",
+                )
+            },
+            {"fs": "100"},
+            413,
+            "too_large",
+        ),
+        (
+            {"files": ("r.hea", b"r 12 100 1000\nr.dat 16 1000 16 0 0 0 0 I\n", "text/plain")},
+            {},
+            422,
+            "corrupt_wfdb",
+        ),
+        ({}, {"fs": "100"}, 422, "format"),
+    ],
+)
+def test_bad_uploads_are_refused_with_their_reason_and_counted(
+    client, upload, form, status, reason
+):
     before = _metric(client, f'ecg_dashboard_rejected_uploads_total{{reason="{reason}"}}')
     r = client.post("/api/analyze", files=upload or None, data=form)
     assert r.status_code == status, r.text
     assert r.json()["reason"] == reason and r.json()["error"]
-    assert _metric(client, f'ecg_dashboard_rejected_uploads_total{{reason="{reason}"}}') == before + 1
+    assert (
+        _metric(client, f'ecg_dashboard_rejected_uploads_total{{reason="{reason}"}}') == before + 1
+    )
     assert client.get("/healthz").json() == {"status": "ok"}  # the server keeps serving
 
 
 def test_corrupt_dat_file_is_a_clear_error(data_dir):
     base = data_dir / PTBXL
-    files = {p.name: p.read_bytes()[:100] if p.suffix == ".dat" else p.read_bytes() for p in base.parent.glob(base.name + "*")}
+    files = {
+        p.name: p.read_bytes()[:100] if p.suffix == ".dat" else p.read_bytes()
+        for p in base.parent.glob(base.name + "*")
+    }
     with pytest.raises(UploadError) as exc:
         load_upload(files)
     assert exc.value.reason == "corrupt_wfdb" and "01002_lr" in str(exc.value)

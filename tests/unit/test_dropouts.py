@@ -30,7 +30,13 @@ def _faulted(rec):
 def test_each_kind_found_on_its_lead_with_accurate_bounds(rec):
     faults, x = _faulted(rec)
     segs = detect_dropouts(x, rec.fs, rec.leads)
-    expected = {"flatline": "flatline", "zero": "flatline", "nan": "nan", "lead_off": "lead_off", "saturation": "saturation"}
+    expected = {
+        "flatline": "flatline",
+        "zero": "flatline",
+        "nan": "nan",
+        "lead_off": "lead_off",
+        "saturation": "saturation",
+    }
     for f in faults:
         hits = [s for s in segs if s.lead == f.lead and s.start < f.end_s and s.end > f.start_s]
         assert [s.kind for s in hits] == [expected[f.kind]], (f, hits)
@@ -60,7 +66,11 @@ def test_runs_across_frame_boundaries_and_gaps():
     assert [(s.lead, s.kind, s.start, s.end) for s in out] == [("II", "nan", 50.95, 51.3)]
     gap = det.process(x[500:600], 500)  # samples 200..499 lost
     miss = [s for s in gap if s.kind == "missing_frames"]
-    assert sorted(s.lead for s in miss) == ["II", "V1"] and miss[0].start == 52.0 and miss[0].end == 55.0
+    assert (
+        sorted(s.lead for s in miss) == ["II", "V1"]
+        and miss[0].start == 52.0
+        and miss[0].end == 55.0
+    )
     assert det.flush() == []
 
 

@@ -27,7 +27,19 @@ def test_match_beats_is_one_to_one_within_tolerance():
 def test_evaluate_qrs_on_two_records(data_dir):
     res = evaluate_qrs(data_dir, records=["114", "119"], peers=True)
     json.dumps(res)  # JSON-able
-    for key in ("sensitivity", "ppv", "sensitivity_50ms", "ppv_50ms", "samples_per_s", "seconds", "per_record", "xqrs", "gqrs", "neurokit2", "neurokit2_pantompkins"):
+    for key in (
+        "sensitivity",
+        "ppv",
+        "sensitivity_50ms",
+        "ppv_50ms",
+        "samples_per_s",
+        "seconds",
+        "per_record",
+        "xqrs",
+        "gqrs",
+        "neurokit2",
+        "neurokit2_pantompkins",
+    ):
         assert key in res, key
     assert res["units"] == "percent"
     assert res["sensitivity"] > 99.0 and res["ppv"] > 99.0
@@ -39,10 +51,24 @@ def test_evaluate_qrs_on_two_records(data_dir):
 
 
 def test_evaluate_dropouts_small_run(data_dir):
-    res = evaluate_dropouts(data_dir, records=["100", "213"], minutes=2.0, clean_records=["101"], clean_minutes=3.0, seed=1)
+    res = evaluate_dropouts(
+        data_dir,
+        records=["100", "213"],
+        minutes=2.0,
+        clean_records=["101"],
+        clean_minutes=3.0,
+        seed=1,
+    )
     json.dumps(res)
     assert res["events"] >= 10 and res["recall"] >= 99.0
-    assert set(res["recall_by_kind"]) == {"flatline", "zero", "nan", "lead_off", "saturation", "lost_frames"}
+    assert set(res["recall_by_kind"]) == {
+        "flatline",
+        "zero",
+        "nan",
+        "lead_off",
+        "saturation",
+        "lost_frames",
+    }
     assert res["false_per_hour"] == 0.0 and res["clean_hours"] == 0.05
 
 

@@ -42,17 +42,28 @@ def test_inject_sample_faults(rec):
     assert np.all(x[1800:2160, 1] == 0.0)
     assert np.isnan(x[2880:2952]).all() and not np.isnan(x[2952:3000]).any()
     off = x[4320:5040, 0]
-    assert abs(float(off.mean()) - float(rec.signal[3960:4320, 0].mean())) == pytest.approx(3.5, abs=0.05)
+    assert abs(float(off.mean()) - float(rec.signal[3960:4320, 0].mean())) == pytest.approx(
+        3.5, abs=0.05
+    )
     assert float(np.ptp(off)) < 0.05  # no ECG on the detached lead
     assert np.all(np.abs(x[7200:7308, 1]) >= RAIL_MV)
-    np.testing.assert_array_equal(x[10_800:11_000], rec.signal[10_800:11_000])  # lost frames: not applied
+    np.testing.assert_array_equal(
+        x[10_800:11_000], rec.signal[10_800:11_000]
+    )  # lost frames: not applied
     np.testing.assert_array_equal(x[:700], rec.signal[:700])  # untouched elsewhere
 
 
 def test_nstdb_noise_at_requested_snr(rec, data_dir):
     noise = load_nstdb_noise(data_dir)
     assert set(noise) == {"bw", "ma"} and noise["ma"].shape[1] == 2
-    x = inject(rec.signal, rec.fs, rec.leads, [FaultSpec("noise_ma", "MLII", 10.0, 10.0, snr_db=6.0)], noise=noise, rng=np.random.default_rng(1))
+    x = inject(
+        rec.signal,
+        rec.fs,
+        rec.leads,
+        [FaultSpec("noise_ma", "MLII", 10.0, 10.0, snr_db=6.0)],
+        noise=noise,
+        rng=np.random.default_rng(1),
+    )
     seg = slice(3600, 7200)
     added = x[seg, 0].astype(np.float64) - rec.signal[seg, 0]
     snr = 10 * np.log10(np.var(rec.signal[seg, 0]) / np.var(added))
@@ -77,7 +88,13 @@ def test_lost_frames_ground_truth_is_frame_aligned():
     faults = [FaultSpec("lost_frames", None, 10.5, 1.0), FaultSpec("nan", "V1", 20.0, 0.5)]
     assert frames_to_drop(faults, 36_000, 360.0, 360) == {10, 11}
     truth = ground_truth("s", faults, 1000.0, 360.0, 360, 36_000)
-    assert truth[0].to_dict() == {"stream_id": "s", "lead": None, "start": 1010.0, "end": 1012.0, "kind": "lost_frames"}
+    assert truth[0].to_dict() == {
+        "stream_id": "s",
+        "lead": None,
+        "start": 1010.0,
+        "end": 1012.0,
+        "kind": "lost_frames",
+    }
     assert (truth[1].start, truth[1].end, truth[1].lead) == (1020.0, 1020.5, "V1")
     assert set(DROPOUT_FAULT_KINDS) < set(FAULT_KINDS)
 

@@ -20,7 +20,7 @@ def test_filter_removes_baseline_offset():
     t = np.arange(int(20 * fs)) / fs
     x = 5.0 + 0.1 * np.sin(2 * np.pi * 10 * t)
     y = filter_signal(x, fs)
-    assert abs(float(np.mean(y[-int(5 * fs):]))) < 0.01
+    assert abs(float(np.mean(y[-int(5 * fs) :]))) < 0.01
 
 
 def test_beat_windows_are_720_centred_on_annotated_beats(data_dir):
@@ -29,7 +29,9 @@ def test_beat_windows_are_720_centred_on_annotated_beats(data_dir):
     peaks = ann.sample[ann.sample < 72_000]
     w, kept = beat_windows(rec.lead("MLII"), peaks, rec.fs)
     assert w.shape == (kept.size, 720) and kept.size >= peaks.size - 2
-    np.testing.assert_array_equal(w[0], rec.lead("MLII")[peaks[kept[0]] - 360 : peaks[kept[0]] + 360])
+    np.testing.assert_array_equal(
+        w[0], rec.lead("MLII")[peaks[kept[0]] - 360 : peaks[kept[0]] + 360]
+    )
 
 
 def test_beat_windows_resample_when_rate_differs(data_dir):

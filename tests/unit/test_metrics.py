@@ -37,14 +37,30 @@ def record(data_dir: Path):
     return read_record(data_dir / "mitdb" / "100", 0, 360 * 40)
 
 
-def _frames(record, stream: str = "p1", n: int = 30, flat: tuple[int, int] | None = None, sent_at: float | None = None):
+def _frames(
+    record,
+    stream: str = "p1",
+    n: int = 30,
+    flat: tuple[int, int] | None = None,
+    sent_at: float | None = None,
+):
     out = []
     for seq in range(n):
-        x = record.signal[seq * 360:(seq + 1) * 360].copy()
+        x = record.signal[seq * 360 : (seq + 1) * 360].copy()
         if flat and flat[0] <= seq < flat[1]:
             x[:] = x[0]
-        out.append(encode_frame(stream_id=stream, seq=seq, fs=record.fs, leads=record.leads, start_time=T0 + seq,
-                                samples=x, record="mitdb/100", sent_at=sent_at if sent_at is not None else T0 + seq + 1))
+        out.append(
+            encode_frame(
+                stream_id=stream,
+                seq=seq,
+                fs=record.fs,
+                leads=record.leads,
+                start_time=T0 + seq,
+                samples=x,
+                record="mitdb/100",
+                sent_at=sent_at if sent_at is not None else T0 + seq + 1,
+            )
+        )
     return out
 
 
@@ -63,7 +79,9 @@ def test_pipeline_counts_frames_samples_beats_and_latency(record) -> None:
     assert _value(m, "ecg_samples_processed_total") == 30 * 360
     assert _value(m, "ecg_beats_detected_total") == n_beats
     assert _value(m, "ecg_end_to_end_latency_seconds_count", point="processed") == 30
-    assert _value(m, "ecg_end_to_end_latency_seconds_sum", point="processed") == pytest.approx(30 * 0.2)
+    assert _value(m, "ecg_end_to_end_latency_seconds_sum", point="processed") == pytest.approx(
+        30 * 0.2
+    )
     # frame age counts from each frame's start time, so it is never shorter than the sent_at latency
     assert _value(m, "ecg_frame_age_seconds_count", point="processed") == 30
     assert _value(m, "ecg_frame_age_seconds_sum", point="processed") >= 30 * 0.2
@@ -82,7 +100,9 @@ def test_flatline_raises_one_deduplicated_alert(record) -> None:
     raised = [a for a in alerts if a.status == "raised"]
     assert raised and raised[0].kind in ("asystole", "signal_loss")
     assert T0 + 10 <= raised[0].start_ts <= T0 + 16
-    assert sum(_value(m, "ecg_alerts_total", kind=a.kind, severity=a.severity) for a in raised) == len(raised)
+    assert sum(
+        _value(m, "ecg_alerts_total", kind=a.kind, severity=a.severity) for a in raised
+    ) == len(raised)
     assert len({(a.id, a.status) for a in alerts}) == len(alerts)
     assert sum(1 for o in outs if o.topic == pipe.topics.dropouts) >= 1
     assert _value(m, "ecg_end_to_end_latency_seconds_count", point="alert") == len(alerts)
@@ -94,12 +114,16 @@ def test_redelivery_duplicates_and_backwards_sequences(record) -> None:
     frames = _frames(record, n=5)
     for off in range(3):
         pipe.handle(b"p1", frames[off], "t", 0, off)
-    assert pipe.handle(b"p1", frames[1], "t", 0, 1) == []          # redelivered offset (rebalance)
-    assert pipe.handle(b"p1", frames[2], "t", 0, 3) == []          # same seq again at a new offset (retry)
+    assert pipe.handle(b"p1", frames[1], "t", 0, 1) == []  # redelivered offset (rebalance)
+    assert pipe.handle(b"p1", frames[2], "t", 0, 3) == []  # same seq again at a new offset (retry)
     assert _value(m, "ecg_frames_duplicate_total") == 2
-    (dead,) = pipe.handle(b"p1", frames[0], "t", 0, 4)            # going backwards
+    (dead,) = pipe.handle(b"p1", frames[0], "t", 0, 4)  # going backwards
     msg = DeadLetterMessage.from_bytes(dead.value)
-    assert dead.topic == pipe.topics.dead_letter and msg.reason == "sequence_backwards" and msg.offset == 4
+    assert (
+        dead.topic == pipe.topics.dead_letter
+        and msg.reason == "sequence_backwards"
+        and msg.offset == 4
+    )
     assert _value(m, "ecg_frames_rejected_total", reason="sequence_backwards") == 1
     assert pipe.positions == {("t", 0): 5}
     # a gap is counted as missing frames
@@ -114,8 +138,16 @@ def test_device_restart_with_later_start_time_is_a_new_session(record) -> None:
         pipe.handle(b"p1", value, "t", 0, off)
     # the device power-cycles: seq restarts at 0, but its frames start after the last one received
     x = record.signal[:360]
-    restarted = encode_frame(stream_id="p1", seq=0, fs=record.fs, leads=record.leads, start_time=T0 + 20,
-                             samples=x, record="mitdb/100", sent_at=T0 + 21)
+    restarted = encode_frame(
+        stream_id="p1",
+        seq=0,
+        fs=record.fs,
+        leads=record.leads,
+        start_time=T0 + 20,
+        samples=x,
+        record="mitdb/100",
+        sent_at=T0 + 21,
+    )
     outs = pipe.handle(b"p1", restarted, "t", 0, 10)
     assert all(o.topic != pipe.topics.dead_letter for o in outs)
     receipts = [BeatBatchMessage.from_bytes(o.value) for o in outs if o.topic == pipe.topics.beats]
@@ -131,7 +163,13 @@ def test_bad_frame_is_dead_lettered_with_reason_and_source(record) -> None:
     bad["fs"] = 1.0
     (dead,) = pipe.handle(b"p9", json.dumps(bad).encode(), "telemetry", 3, 17)
     msg = DeadLetterMessage.from_bytes(dead.value)
-    assert (msg.reason, msg.topic, msg.partition, msg.offset, msg.key) == ("sampling_rate", "telemetry", 3, 17, "p9")
+    assert (msg.reason, msg.topic, msg.partition, msg.offset, msg.key) == (
+        "sampling_rate",
+        "telemetry",
+        3,
+        17,
+        "p9",
+    )
     assert _value(m, "ecg_frames_rejected_total", reason="sampling_rate") == 1
 
 
@@ -161,15 +199,26 @@ def test_metrics_endpoint_names_units_and_labels(record) -> None:
     finally:
         server.stop()
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    for name in ("ecg_frames_received", "ecg_frames_rejected", "ecg_samples_processed", "ecg_beats_detected",
-                 "ecg_dropouts", "ecg_alerts"):
+    for name in (
+        "ecg_frames_received",
+        "ecg_frames_rejected",
+        "ecg_samples_processed",
+        "ecg_beats_detected",
+        "ecg_dropouts",
+        "ecg_alerts",
+    ):
         assert families[name].type == "counter", name  # exported as <name>_total
     assert families["ecg_end_to_end_latency_seconds"].type == "histogram"
     assert families["ecg_stage_duration_seconds"].type == "histogram"
     assert families["ecg_consumer_lag_messages"].type == "gauge"
     assert "ecg_active_streams" in families and "process_cpu_seconds" in families
-    buckets = sorted({float(s.labels["le"]) for s in families["ecg_end_to_end_latency_seconds"].samples
-                      if s.name.endswith("_bucket") and s.labels["le"] != "+Inf"})
+    buckets = sorted(
+        {
+            float(s.labels["le"])
+            for s in families["ecg_end_to_end_latency_seconds"].samples
+            if s.name.endswith("_bucket") and s.labels["le"] != "+Inf"
+        }
+    )
     assert buckets == list(LATENCY_BUCKETS) and buckets[0] == 0.01 and buckets[-1] == 30.0
     # no stream / patient ids in any label
     for fam in families.values():
@@ -194,7 +243,11 @@ def test_onnx_scores_are_published_per_frame(record) -> None:
     models = {sc.model for s in scores for sc in s.scores}
     assert models == {"cae", "beat_vae"}
     n = sum(len(s.scores) for s in scores)
-    assert _value(m, "ecg_model_scores_total", model="cae") + _value(m, "ecg_model_scores_total", model="beat_vae") == n
+    assert (
+        _value(m, "ecg_model_scores_total", model="cae")
+        + _value(m, "ecg_model_scores_total", model="beat_vae")
+        == n
+    )
     assert _value(m, "ecg_stage_duration_seconds_count", stage="model_cae") >= 1
 
 
@@ -209,11 +262,24 @@ def test_recovered_windows_are_counted_and_marked_in_the_scores(record) -> None:
         x = record.signal[seq * 360 : (seq + 1) * 360].copy()
         if seq == 6:
             x[100:190] = np.nan  # 0.25 s of missing samples on both leads
-        value = encode_frame(stream_id="p1", seq=seq, fs=record.fs, leads=record.leads, start_time=T0 + seq,
-                             samples=x, record="mitdb/100", sent_at=T0 + seq + 1)
+        value = encode_frame(
+            stream_id="p1",
+            seq=seq,
+            fs=record.fs,
+            leads=record.leads,
+            start_time=T0 + seq,
+            samples=x,
+            record="mitdb/100",
+            sent_at=T0 + seq + 1,
+        )
         outs += pipe.handle(b"p1", value, "t", 0, seq)
     outs += pipe.flush_scores()
-    scores = [sc for o in outs if o.topic == pipe.topics.scores for sc in ScoresMessage.from_bytes(o.value).scores]
+    scores = [
+        sc
+        for o in outs
+        if o.topic == pipe.topics.scores
+        for sc in ScoresMessage.from_bytes(o.value).scores
+    ]
     recovered = [sc for sc in scores if sc.recovered_by == "lstm_ae"]
     assert recovered and all(0 < sc.recovered_fraction <= 0.4 for sc in recovered)
     assert _value(m, "ecg_model_windows_recovered_total", model="lstm_ae") == len(recovered)

@@ -35,7 +35,10 @@ def rec100(data_dir):
 
 
 def test_beats_match_the_whole_record_detector_and_annotations(rec100, data_dir):
-    out = run(StreamProcessor("p1", rec100.fs, rec100.leads), frames(rec100.signal, rec100.fs, rec100.leads))
+    out = run(
+        StreamProcessor("p1", rec100.fs, rec100.leads),
+        frames(rec100.signal, rec100.fs, rec100.leads),
+    )
     peaks = np.array([b.sample for b in out.beats])
     np.testing.assert_array_equal(peaks, detect_qrs(rec100.lead("MLII"), rec100.fs))
     ann = read_annotations(data_dir / "mitdb" / "100").beats().sample
@@ -48,14 +51,19 @@ def test_beats_match_the_whole_record_detector_and_annotations(rec100, data_dir)
 
 
 def test_windows_are_model_shaped_and_centred(rec100):
-    out = run(StreamProcessor("p1", rec100.fs, rec100.leads), frames(rec100.signal, rec100.fs, rec100.leads))
+    out = run(
+        StreamProcessor("p1", rec100.fs, rec100.leads),
+        frames(rec100.signal, rec100.fs, rec100.leads),
+    )
     w720 = [w for w in out.windows if w.kind == "beat_720"]
     w400 = [w for w in out.windows if w.kind == "beat_400"]
     assert len(w720) >= len(out.beats) - 3 and len(w400) >= len(out.beats) - 3
     assert all(w.data.shape == (720,) and w.lead == "MLII" and w.fs == 360.0 for w in w720)
     assert all(w.data.shape == (400,) for w in w400)
     # the R peak sits at the centre of the filtered window
-    assert np.median([np.argmax(np.abs(w.data[340:380])) + 340 for w in w720]) == pytest.approx(360, abs=6)
+    assert np.median([np.argmax(np.abs(w.data[340:380])) + 340 for w in w720]) == pytest.approx(
+        360, abs=6
+    )
     assert not any(w.kind == "leads_10s" for w in out.windows)  # 2-lead stream
 
 
@@ -109,8 +117,14 @@ def test_stage_timings_are_reported(rec100):
 
 @pytest.mark.parametrize("frame_s", [0.25, 2.0])
 def test_frame_length_does_not_change_beats(rec100, frame_s):
-    ref = run(StreamProcessor("p1", rec100.fs, rec100.leads), frames(rec100.signal, rec100.fs, rec100.leads))
-    got = run(StreamProcessor("p1", rec100.fs, rec100.leads), frames(rec100.signal, rec100.fs, rec100.leads, frame_s=frame_s))
+    ref = run(
+        StreamProcessor("p1", rec100.fs, rec100.leads),
+        frames(rec100.signal, rec100.fs, rec100.leads),
+    )
+    got = run(
+        StreamProcessor("p1", rec100.fs, rec100.leads),
+        frames(rec100.signal, rec100.fs, rec100.leads, frame_s=frame_s),
+    )
     assert [b.sample for b in got.beats] == [b.sample for b in ref.beats]
     assert [b.hr_bpm for b in got.beats] == [b.hr_bpm for b in ref.beats]
 
@@ -125,7 +139,9 @@ def test_frames_that_do_not_fit_the_stream_are_rejected(rec100):
     with pytest.raises(FrameValidationError) as exc:
         sp.process(Frame("p1", 0, 250.0, rec100.leads, T0, rec100.signal[:360]))
     assert exc.value.reason == "fs_mismatch"
-    assert sp.process(Frame("p1", 0, 360.0, rec100.leads, T0, rec100.signal[:360])).samples == 360  # state untouched
+    assert (
+        sp.process(Frame("p1", 0, 360.0, rec100.leads, T0, rec100.signal[:360])).samples == 360
+    )  # state untouched
 
 
 def test_without_model_windows_beats_dropouts_and_alerts_are_unchanged(rec100):
@@ -133,9 +149,15 @@ def test_without_model_windows_beats_dropouts_and_alerts_are_unchanged(rec100):
 
     sig = rec100.signal.copy()
     sig[360 * 30 : 360 * 31, 1] = np.nan
-    on = run(StreamProcessor("p1", rec100.fs, rec100.leads), frames(sig, rec100.fs, rec100.leads, skip={50, 51}))
+    on = run(
+        StreamProcessor("p1", rec100.fs, rec100.leads),
+        frames(sig, rec100.fs, rec100.leads, skip={50, 51}),
+    )
     cfg = StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=False)
-    off = run(StreamProcessor("p1", rec100.fs, rec100.leads, cfg), frames(sig, rec100.fs, rec100.leads, skip={50, 51}))
+    off = run(
+        StreamProcessor("p1", rec100.fs, rec100.leads, cfg),
+        frames(sig, rec100.fs, rec100.leads, skip={50, 51}),
+    )
     assert not off.windows and on.windows
     assert [b.to_dict() for b in off.beats] == [b.to_dict() for b in on.beats]
     assert [d.to_dict() for d in off.dropouts] == [d.to_dict() for d in on.dropouts]
@@ -152,7 +174,9 @@ def test_a_gap_in_a_250_hz_stream_gives_beat_windows_with_nan_at_360_hz(rec100):
 
     fs = 250.0
     ratio = Fraction(250, 360)
-    sig = sps.resample_poly(rec100.signal[: 360 * 20].astype(np.float64), ratio.numerator, ratio.denominator, axis=0).astype(np.float32)
+    sig = sps.resample_poly(
+        rec100.signal[: 360 * 20].astype(np.float64), ratio.numerator, ratio.denominator, axis=0
+    ).astype(np.float32)
     sig[250 * 10 : 250 * 10 + 50] = np.nan  # 0.2 s missing on both leads
     cfg = StageConfig(emit_beat_400=False, emit_leads_10s=False)
     out = run(StreamProcessor("p1", fs, rec100.leads, cfg), frames(sig, fs, rec100.leads))

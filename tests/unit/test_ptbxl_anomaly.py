@@ -27,15 +27,22 @@ pytestmark = pytest.mark.train
 
 def _ctx(model: str, data_dir: Path, tmp: Path, overrides: list[str]) -> TaskContext:
     return TaskContext(
-        model=model, config=load_config(model, overrides=overrides), data_dir=data_dir,
-        cache_dir=tmp / "cache", runs_dir=tmp / "runs", artifacts_dir=tmp / "artifacts",
-        progress=False, extra={"source": "onnx"},
+        model=model,
+        config=load_config(model, overrides=overrides),
+        data_dir=data_dir,
+        cache_dir=tmp / "cache",
+        runs_dir=tmp / "runs",
+        artifacts_dir=tmp / "artifacts",
+        progress=False,
+        extra={"source": "onnx"},
     )
 
 
 def test_superclasses_from_scp_statements(data_dir):
     df = load_metadata(data_dir)
-    assert df.loc[1, "superclasses"] == ("NORM",)  # {'NORM': 100, 'LVOLT': 0, 'SR': 0}; LVOLT/SR not diagnostic
+    assert df.loc[1, "superclasses"] == (
+        "NORM",
+    )  # {'NORM': 100, 'LVOLT': 0, 'SR': 0}; LVOLT/SR not diagnostic
     assert set(df["strat_fold"]) == set(range(1, 11))
     allowed = {"NORM", "MI", "STTC", "CD", "HYP"}
     assert all(set(s) <= allowed for s in df["superclasses"])
@@ -84,7 +91,12 @@ def test_train_export_evaluate_tiny(model, data_dir, tmp_path):
     card = json.loads(onnx_path.with_name(f"{model}.card.json").read_text())
     assert card["parity"]["max_abs_diff"] <= card["parity"]["tolerance"]
     res = spec.evaluate(ctx)
-    assert 0.0 <= res["auroc"] <= 1.0 and set(res["auroc_by_superclass"]) <= {"MI", "STTC", "CD", "HYP"}
+    assert 0.0 <= res["auroc"] <= 1.0 and set(res["auroc_by_superclass"]) <= {
+        "MI",
+        "STTC",
+        "CD",
+        "HYP",
+    }
     wrapper = Cae12Model.load(model, ctx.artifacts_dir)
     pred = wrapper.predict(load_ptbxl(data_dir, tmp_path, limit=1, progress=False).x[:2])
     assert pred.recon.shape == (2, 1000, 12) and pred.score.shape == (2,)
@@ -93,7 +105,11 @@ def test_train_export_evaluate_tiny(model, data_dir, tmp_path):
         np.testing.assert_allclose(pred.lead_attention.sum(axis=1), 1.0, atol=1e-4)
 
 
-COMMITTED = [m for m in ("cae12", "vae_bilstm", "vae_bilstm_mha") if (DEFAULT_ARTIFACTS_DIR / f"{m}.onnx").is_file()]
+COMMITTED = [
+    m
+    for m in ("cae12", "vae_bilstm", "vae_bilstm_mha")
+    if (DEFAULT_ARTIFACTS_DIR / f"{m}.onnx").is_file()
+]
 
 
 @pytest.mark.parametrize("model", COMMITTED)

@@ -60,7 +60,9 @@ def test_nan_and_gaps_do_not_break_detection(rec119):
     peaks += [det.process(x[s : s + 360], s) for s in range(360 * 45, x.size, 360)]
     p = np.concatenate(peaks)
     assert np.all(np.diff(p) > 0.2 * rec119.fs)
-    assert np.sum(p > 360 * 47) >= 0.9 * np.sum(detect_qrs(rec119.lead("MLII"), rec119.fs) > 360 * 47)
+    assert np.sum(p > 360 * 47) >= 0.9 * np.sum(
+        detect_qrs(rec119.lead("MLII"), rec119.fs) > 360 * 47
+    )
 
 
 def test_other_sampling_rate_ludb(data_dir):

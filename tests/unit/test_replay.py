@@ -46,17 +46,24 @@ def settings(data_dir: Path) -> Settings:
 
 @pytest.mark.parametrize(
     ("spec", "fs", "n_leads"),
-    [("mitdb/100", 360.0, 2),                        # format 212
-     ("ludb/data/1", 500.0, 12),                     # format 16, 12 leads
-     ("ptbxl/records100/00000/00001_lr", 100.0, 12),  # format 16
-     ("ptbxl/records100/01000/01002_lr", 100.0, 12)],  # FLAC, format 516
+    [
+        ("mitdb/100", 360.0, 2),  # format 212
+        ("ludb/data/1", 500.0, 12),  # format 16, 12 leads
+        ("ptbxl/records100/00000/00001_lr", 100.0, 12),  # format 16
+        ("ptbxl/records100/01000/01002_lr", 100.0, 12),
+    ],  # FLAC, format 516
 )
-def test_replays_each_database_format(settings: Settings, spec: str, fs: float, n_leads: int) -> None:
+def test_replays_each_database_format(
+    settings: Settings, spec: str, fs: float, n_leads: int
+) -> None:
     plans = plan_streams(resolve_sources([spec], settings.data_dir), 1)
     _, producer = _run(settings, plans, speed=0, max_frames=3)
     frames = [decode_frame(v) for _, v in producer.on(settings.topics.telemetry)]
     assert [f.seq for f in frames] == [0, 1, 2]
-    assert all(f.fs == fs and len(f.leads) == n_leads and f.samples.shape == (int(fs), n_leads) for f in frames)
+    assert all(
+        f.fs == fs and len(f.leads) == n_leads and f.samples.shape == (int(fs), n_leads)
+        for f in frames
+    )
     assert frames[1].start_time - frames[0].start_time == pytest.approx(1.0)
     assert all(f.record == spec and f.sent_at is not None for f in frames)
 
@@ -81,19 +88,33 @@ def test_database_directory_and_many_patients_with_offsets(settings: Settings) -
 
 
 def test_faults_are_injected_withheld_and_published_as_ground_truth(settings: Settings) -> None:
-    faults = [FaultSpec("flatline", None, 2.0, 2.0), FaultSpec("lost_frames", None, 5.0, 2.0),
-              FaultSpec("noise_ma", "MLII", 8.0, 1.0, snr_db=6.0)]
-    plans = plan_streams(resolve_sources(["mitdb/100"], settings.data_dir), 1, faults=lambda i, s, leads: faults)
+    faults = [
+        FaultSpec("flatline", None, 2.0, 2.0),
+        FaultSpec("lost_frames", None, 5.0, 2.0),
+        FaultSpec("noise_ma", "MLII", 8.0, 1.0, snr_db=6.0),
+    ]
+    plans = plan_streams(
+        resolve_sources(["mitdb/100"], settings.data_dir), 1, faults=lambda i, s, leads: faults
+    )
     replay, producer = _run(settings, plans, speed=0, max_frames=10)
-    frames = {f.seq: f for f in (decode_frame(v) for _, v in producer.on(settings.topics.telemetry))}
+    frames = {
+        f.seq: f for f in (decode_frame(v) for _, v in producer.on(settings.topics.telemetry))
+    }
     assert sorted(frames) == [0, 1, 2, 3, 4, 7, 8, 9]  # frames 5 and 6 withheld
-    assert np.ptp(frames[2].samples, axis=0).max() == 0.0 and np.ptp(frames[3].samples, axis=0).max() == 0.0
+    assert (
+        np.ptp(frames[2].samples, axis=0).max() == 0.0
+        and np.ptp(frames[3].samples, axis=0).max() == 0.0
+    )
     assert np.ptp(frames[1].samples, axis=0).min() > 0.1
     truth = [FaultTruthMessage.from_bytes(v) for _, v in producer.on(settings.topics.ground_truth)]
     assert [t.kind for t in truth] == ["flatline", "lost_frames", "noise_ma"]
     t0 = frames[0].start_time
-    assert truth[0].start_ts == pytest.approx(t0 + 2.0) and truth[0].end_ts == pytest.approx(t0 + 4.0)
-    assert truth[1].start_ts == pytest.approx(t0 + 5.0) and truth[1].end_ts == pytest.approx(t0 + 7.0)
+    assert truth[0].start_ts == pytest.approx(t0 + 2.0) and truth[0].end_ts == pytest.approx(
+        t0 + 4.0
+    )
+    assert truth[1].start_ts == pytest.approx(t0 + 5.0) and truth[1].end_ts == pytest.approx(
+        t0 + 7.0
+    )
     assert truth[2].snr_db == 6.0 and truth[2].lead == "MLII"
     assert replay.metrics.frames_dropped._value.get() == 2
 
@@ -111,8 +132,12 @@ def test_pacing_loop_and_stop(settings: Settings) -> None:
     from simulators.replay import _Stream
 
     s = _Stream(plans[1], None, np.zeros((10, 1)), None, set(), 360, t0=100.25)  # type: ignore[arg-type]
-    assert replay._due(s, 0, wall0=1000.0, t_start=100.0, frame_s=1.0) == pytest.approx(1000.0 + 1.25 / 2)
-    assert replay._due(s, 3, wall0=1000.0, t_start=100.0, frame_s=1.0) == pytest.approx(1000.0 + 4.25 / 2)
+    assert replay._due(s, 0, wall0=1000.0, t_start=100.0, frame_s=1.0) == pytest.approx(
+        1000.0 + 1.25 / 2
+    )
+    assert replay._due(s, 3, wall0=1000.0, t_start=100.0, frame_s=1.0) == pytest.approx(
+        1000.0 + 4.25 / 2
+    )
     # looping past the end of a short record keeps seq and time increasing
     short = Settings(data_dir=settings.data_dir, frame_seconds=5.0)
     ludb = plan_streams(resolve_sources(["ludb/data/1"], settings.data_dir), 1)

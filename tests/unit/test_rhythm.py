@@ -35,7 +35,9 @@ def test_regular_rhythm_scores_zero_and_a_premature_beat_with_a_pause_scores_hig
     t[20] -= 0.3  # premature by 0.3 s, followed by a compensatory pause
     s = record_rhythm_scores(t, 16, 0.9)
     assert s[20] == pytest.approx(np.log(0.8 / 0.5) + np.log(1.1 / 0.5))
-    assert np.allclose(s[:20], 0, atol=1e-9) and s[21] == pytest.approx(0, abs=1e-9)  # on time or late: no prematurity; the next beat's pre is long
+    assert np.allclose(s[:20], 0, atol=1e-9) and s[21] == pytest.approx(
+        0, abs=1e-9
+    )  # on time or late: no prematurity; the next beat's pre is long
     pre, post = rr_pre_post(t)
     assert pre[20] == pytest.approx(0.5) and post[20] == pytest.approx(1.1)
     assert rhythm_score(np.array([np.nan]), np.array([1.0]), np.array([1.0]))[0] == 0.0
@@ -46,9 +48,13 @@ def test_rr_context_gives_the_offline_score():
     pre, post = rr_pre_post(t)
     offline = record_rhythm_scores(t, 64, 0.75)
     k = 150
-    ctx = RRContext(pre[k], post[k], tuple(pre[1:k]))  # pre[0] repeats pre[1]: a stream never sees it
+    ctx = RRContext(
+        pre[k], post[k], tuple(pre[1:k])
+    )  # pre[0] repeats pre[1]: a stream never sees it
     ref_off = reference_rr(pre, 64, 0.75)[k]
-    assert ctx.score(64, 0.75) == pytest.approx(float(rhythm_score(pre[k : k + 1], post[k : k + 1], np.array([ref_off]))[0]))
+    assert ctx.score(64, 0.75) == pytest.approx(
+        float(rhythm_score(pre[k : k + 1], post[k : k + 1], np.array([ref_off]))[0])
+    )
     assert ctx.score(64, 0.75) == pytest.approx(offline[k])
     assert RRContext(None, None, ()).score(64, 0.75) == 0.0
 
@@ -59,7 +65,9 @@ def test_stream_windows_carry_the_beats_rr_context(data_dir):
     w720 = [w for w in out.windows if w.kind == "beat_720"]
     assert len(w720) >= len(out.beats) - 3 and all(w.rr is not None for w in w720)
     peaks = np.array([b.sample for b in out.beats])
-    centre = np.array([round((w.start - out.beats[0].time) * 360.0) + 360 + out.beats[0].sample for w in w720])
+    centre = np.array(
+        [round((w.start - out.beats[0].time) * 360.0) + 360 + out.beats[0].sample for w in w720]
+    )
     idx = np.searchsorted(peaks, centre)
     assert np.all(peaks[idx] == centre)
     for w, i in zip(w720[1:-1], idx[1:-1], strict=True):

@@ -101,5 +101,10 @@ def test_alert_ids_are_deterministic_and_events_serialise():
     a2 = eng2.update(0.0, []) + eng2.update(5.0, [])
     assert a1 and a1[0].id == a2[0].id == alert_id("s", "asystole", 0.0)
     d = a1[0].to_dict()
-    assert d["kind"] == "asystole" and d["severity"] == "critical" and d["status"] == "raised" and d["end"] is None
+    assert (
+        d["kind"] == "asystole"
+        and d["severity"] == "critical"
+        and d["status"] == "raised"
+        and d["end"] is None
+    )
     assert alert_id("s", "asystole", 0.0) != alert_id("t", "asystole", 0.0)

@@ -32,7 +32,17 @@ def test_artifact_sha256_matches_card_and_is_small(name):
     assert onnx.stat().st_size < 3 * 1024 * 1024
     assert card["parity"]["max_abs_diff"] <= 1e-4
     assert card["opset"] >= 17
-    for key in ("inputs", "outputs", "sampling_rate_hz", "normalisation", "training_data", "split", "metrics", "parameters", "command"):
+    for key in (
+        "inputs",
+        "outputs",
+        "sampling_rate_hz",
+        "normalisation",
+        "training_data",
+        "split",
+        "metrics",
+        "parameters",
+        "command",
+    ):
         assert key in card, key
 
 
@@ -84,7 +94,9 @@ def test_cae_rhythm_term_catches_premature_supraventricular_beats(data_dir):
     scorer = CaeScorer.load()
     from sklearn.metrics import roc_auc_score
 
-    w, sym, rh = _windows(data_dir, "209", scorer.rhythm)  # DS1 record with frequent atrial premature beats
+    w, sym, rh = _windows(
+        data_dir, "209", scorer.rhythm
+    )  # DS1 record with frequent atrial premature beats
     pred = scorer.predict(w, rh)
     s, n = np.isin(sym, ["A", "a", "J", "S"]), sym == "N"
     assert s.sum() > 20
@@ -125,7 +137,9 @@ def test_gap_filler_recovers_real_gaps_better_than_linear(data_dir):
     assert np.array_equal(out.mask, mask)
     np.testing.assert_array_equal(out.signal[~mask], segs[~mask])  # observed samples untouched
     model = gap_metrics(segs, out.signal, mask.astype(np.float32))
-    lin = gap_metrics(segs, linear_fill(np.where(mask, 0, segs), mask.astype(np.float32)), mask.astype(np.float32))
+    lin = gap_metrics(
+        segs, linear_fill(np.where(mask, 0, segs), mask.astype(np.float32)), mask.astype(np.float32)
+    )
     assert model["rmse"] < lin["rmse"]
 
 

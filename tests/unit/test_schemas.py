@@ -27,7 +27,9 @@ T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 def _frame(**over: object) -> dict:
     x = np.linspace(-1, 1, 720, dtype=np.float32).reshape(360, 2)
-    msg = json.loads(encode_frame(stream_id="p1", seq=3, fs=360, leads=("MLII", "V1"), start_time=T0, samples=x))
+    msg = json.loads(
+        encode_frame(stream_id="p1", seq=3, fs=360, leads=("MLII", "V1"), start_time=T0, samples=x)
+    )
     msg.update(over)
     return msg
 
@@ -39,13 +41,28 @@ def _bytes(msg: dict) -> bytes:
 @pytest.mark.parametrize("encoding", ["i16le", "f32le"])
 def test_round_trip_real_record(data_dir, encoding: str) -> None:
     rec = read_record(data_dir / "mitdb" / "100", 0, 360)
-    data = encode_frame(stream_id="bed-7", seq=0, fs=rec.fs, leads=rec.leads, start_time=T0,
-                        samples=rec.signal, record="mitdb/100", encoding=encoding, sent_at=T0 + 1)
+    data = encode_frame(
+        stream_id="bed-7",
+        seq=0,
+        fs=rec.fs,
+        leads=rec.leads,
+        start_time=T0,
+        samples=rec.signal,
+        record="mitdb/100",
+        encoding=encoding,
+        sent_at=T0 + 1,
+    )
     frame = decode_frame(data)
-    assert frame.stream_id == "bed-7" and frame.leads == rec.leads == ("MLII", "V5") and frame.fs == 360.0
+    assert (
+        frame.stream_id == "bed-7"
+        and frame.leads == rec.leads == ("MLII", "V5")
+        and frame.fs == 360.0
+    )
     assert frame.samples.shape == (360, 2) and frame.samples.dtype == np.float32
     # MIT-BIH has 5 uV resolution: int16 at 1 uV per unit is lossless
-    np.testing.assert_allclose(frame.samples, rec.signal, atol=1e-6 if encoding == "f32le" else 5e-4)
+    np.testing.assert_allclose(
+        frame.samples, rec.signal, atol=1e-6 if encoding == "f32le" else 5e-4
+    )
     assert frame.start_time == T0 and frame.end_time == T0 + 1.0 and frame.sent_at == T0 + 1
     if encoding == "i16le":
         assert len(data) < 2200  # compact: ~1.9 KB per second of 2-lead 360 Hz signal
@@ -54,7 +71,9 @@ def test_round_trip_real_record(data_dir, encoding: str) -> None:
 def test_nan_samples_survive_int16() -> None:
     x = np.ones((100, 1), dtype=np.float32)
     x[10:20] = np.nan
-    frame = decode_frame(encode_frame(stream_id="s", seq=0, fs=100, leads=("II",), start_time=T0, samples=x))
+    frame = decode_frame(
+        encode_frame(stream_id="s", seq=0, fs=100, leads=("II",), start_time=T0, samples=x)
+    )
     assert np.isnan(frame.samples[10:20]).all() and np.isfinite(frame.samples[:10]).all()
 
 
@@ -83,8 +102,21 @@ def test_start_time_is_tz_aware_utc() -> None:
         (_bytes(_frame(fs=50_000.0)), "sampling_rate"),
         (_bytes(_frame(seq=-1)), "bad_value"),
         (_bytes(_frame(stream_id="")), "bad_value"),
-        (_bytes(_frame(samples=base64.b64encode(np.full(720, -32768, "<i2").tobytes()).decode())), "nan_only"),
-        (_bytes(_frame(encoding="f32le", samples=base64.b64encode(np.full(720, np.nan, "<f4").tobytes()).decode())), "nan_only"),
+        (
+            _bytes(
+                _frame(samples=base64.b64encode(np.full(720, -32768, "<i2").tobytes()).decode())
+            ),
+            "nan_only",
+        ),
+        (
+            _bytes(
+                _frame(
+                    encoding="f32le",
+                    samples=base64.b64encode(np.full(720, np.nan, "<f4").tobytes()).decode(),
+                )
+            ),
+            "nan_only",
+        ),
     ],
 )
 def test_bad_frames_are_rejected_with_reason(data: bytes, reason: str) -> None:
@@ -113,12 +145,30 @@ def test_alert_and_dead_letter_messages_round_trip() -> None:
         status: str = "raised"
         start: float = T0
         end: float | None = None
-        evidence: dict = field(default_factory=lambda: {"flat_s": np.float32(4.5), "leads": ("MLII",)})
+        evidence: dict = field(
+            default_factory=lambda: {"flat_s": np.float32(4.5), "leads": ("MLII",)}
+        )
 
     alert = AlertMessage.from_event(Ev(), record="mitdb/100")
     back = AlertMessage.from_bytes(alert.to_bytes())
-    assert back == alert and back.start == "2026-01-01T00:00:00+00:00" and back.evidence["flat_s"] == 4.5
-    dl = DeadLetterMessage.build(reason="bad_json", detail="x", payload=b"\x00\x01", key=b"p1", topic="t",
-                                 partition=2, offset=7, now=T0)
+    assert (
+        back == alert
+        and back.start == "2026-01-01T00:00:00+00:00"
+        and back.evidence["flat_s"] == 4.5
+    )
+    dl = DeadLetterMessage.build(
+        reason="bad_json",
+        detail="x",
+        payload=b"\x00\x01",
+        key=b"p1",
+        topic="t",
+        partition=2,
+        offset=7,
+        now=T0,
+    )
     back_dl = DeadLetterMessage.from_bytes(dl.to_bytes())
-    assert base64.b64decode(back_dl.payload_b64) == b"\x00\x01" and back_dl.offset == 7 and back_dl.key == "p1"
+    assert (
+        base64.b64decode(back_dl.payload_b64) == b"\x00\x01"
+        and back_dl.offset == 7
+        and back_dl.key == "p1"
+    )

@@ -18,7 +18,9 @@ def _run(rec, seconds: int, cfg: StageConfig) -> list[ModelWindow]:
     windows: list[ModelWindow] = []
     for seq in range(seconds):
         chunk = rec.signal[seq * n : (seq + 1) * n]
-        windows += proc.process(Frame("s1", seq, rec.fs, rec.leads, 1_700_000_000.0 + seq, chunk)).windows
+        windows += proc.process(
+            Frame("s1", seq, rec.fs, rec.leads, 1_700_000_000.0 + seq, chunk)
+        ).windows
     return windows
 
 
@@ -29,7 +31,9 @@ def scorer() -> WindowScorer:
 
 def test_mitdb_beats_get_cae_and_beat_vae_scores(data_dir, scorer):
     rec = read_record(data_dir / "mitdb" / "100", sampto=360 * 40)
-    windows = _run(rec, 40, StageConfig(emit_beat_720=True, emit_beat_400=True, emit_leads_10s=False))
+    windows = _run(
+        rec, 40, StageConfig(emit_beat_720=True, emit_beat_400=True, emit_leads_10s=False)
+    )
     res = scorer.score(windows)
     cae = [s for s in res.scores if s.model == "cae"]
     vae = [s for s in res.scores if s.model == "beat_vae"]
@@ -43,27 +47,50 @@ def test_mitdb_beats_get_cae_and_beat_vae_scores(data_dir, scorer):
 
 def test_ptbxl_window_gets_cae12_score(data_dir, scorer):
     rec = read_record(data_dir / "ptbxl" / "records100" / "01000" / "01002_lr")
-    windows = _run(rec, 10, StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=True))
+    windows = _run(
+        rec, 10, StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=True)
+    )
     res = scorer.score(windows)
-    assert [s.model for s in res.scores] == ["cae12"] * len([w for w in windows if w.kind == "leads_10s"])
+    assert [s.model for s in res.scores] == ["cae12"] * len(
+        [w for w in windows if w.kind == "leads_10s"]
+    )
     assert all(s.threshold is not None for s in res.scores)
-    assert all(s.lead_scores is not None and len(s.lead_scores) == 12 and s.lead_attention is None for s in res.scores)
+    assert all(
+        s.lead_scores is not None and len(s.lead_scores) == 12 and s.lead_attention is None
+        for s in res.scores
+    )
 
 
 def test_every_12_lead_model_scores_and_the_attention_model_says_where(data_dir):
     rec = read_record(data_dir / "ptbxl" / "records100" / "01000" / "01002_lr")
-    windows = [w for w in _run(rec, 10, StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=True)) if w.kind == "leads_10s"]
+    windows = [
+        w
+        for w in _run(
+            rec, 10, StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=True)
+        )
+        if w.kind == "leads_10s"
+    ]
     assert windows
     res = WindowScorer(("cae12", "vae_bilstm", "vae_bilstm_mha")).score(windows)
-    assert sorted(s.model for s in res.scores) == sorted(["cae12", "vae_bilstm", "vae_bilstm_mha"] * len(windows))
+    assert sorted(s.model for s in res.scores) == sorted(
+        ["cae12", "vae_bilstm", "vae_bilstm_mha"] * len(windows)
+    )
     assert set(res.model_seconds) == {"cae12", "vae_bilstm", "vae_bilstm_mha"}
     for s in res.scores:
-        assert np.isfinite(s.score) and s.threshold is not None and s.anomalous == (s.score > s.threshold)
+        assert (
+            np.isfinite(s.score)
+            and s.threshold is not None
+            and s.anomalous == (s.score > s.threshold)
+        )
         out = s.to_dict()
-        assert list(out["lead_scores"]) == list(rec.leads) and all(v >= 0 for v in out["lead_scores"].values())
+        assert list(out["lead_scores"]) == list(rec.leads) and all(
+            v >= 0 for v in out["lead_scores"].values()
+        )
         if s.model == "vae_bilstm_mha":
             assert s.attention_peak is not None and s.lead_attention is not None
-            assert sum(s.lead_attention) == pytest.approx(1.0, abs=1e-3) and min(s.lead_attention) >= 0
+            assert (
+                sum(s.lead_attention) == pytest.approx(1.0, abs=1e-3) and min(s.lead_attention) >= 0
+            )
             assert s.time <= s.attention_peak < s.time + 10.0
         else:
             assert out["lead_attention"] is None and out["attention_peak"] is None
@@ -74,13 +101,21 @@ def test_every_12_lead_model_scores_and_the_attention_model_says_where(data_dir)
 def test_nan_window_is_skipped_with_reason_without_recovery():
     data = np.zeros(720, dtype=np.float32)
     data[100:200] = np.nan
-    res = WindowScorer(("cae",), recover=False).score([ModelWindow("s1", "beat_720", "MLII", 0.0, 360.0, data)])
+    res = WindowScorer(("cae",), recover=False).score(
+        [ModelWindow("s1", "beat_720", "MLII", 0.0, 360.0, data)]
+    )
     assert res.scores == [] and res.skipped[0][1] == "dropout" and res.recovered == {}
 
 
 def test_beat_window_gap_is_filled_by_the_lstm_ae_then_scored(data_dir, scorer):
     rec = read_record(data_dir / "mitdb" / "100", sampto=360 * 20)
-    windows = [w for w in _run(rec, 20, StageConfig(emit_beat_720=True, emit_beat_400=False, emit_leads_10s=False)) if w.kind == "beat_720"]
+    windows = [
+        w
+        for w in _run(
+            rec, 20, StageConfig(emit_beat_720=True, emit_beat_400=False, emit_leads_10s=False)
+        )
+        if w.kind == "beat_720"
+    ]
     clean = scorer.score(windows[:6])
     damaged = []
     for w in windows[:6]:
@@ -94,7 +129,10 @@ def test_beat_window_gap_is_filled_by_the_lstm_ae_then_scored(data_dir, scorer):
     assert res.recovered == {"lstm_ae": 6}
     assert [r for _, r in res.skipped] == ["dropout"]
     assert len(res.scores) == 6 and all(np.isfinite(s.score) for s in res.scores)
-    assert all(s.recovered_by == "lstm_ae" and s.recovered_fraction == pytest.approx(108 / 720) for s in res.scores)
+    assert all(
+        s.recovered_by == "lstm_ae" and s.recovered_fraction == pytest.approx(108 / 720)
+        for s in res.scores
+    )
     assert all(s.recovered_by is None and s.recovered_fraction == 0.0 for s in clean.scores)
     # a recovered normal beat scores like the intact one (record 100: normal beats)
     assert [s.anomalous for s in res.scores] == [s.anomalous for s in clean.scores]
@@ -103,15 +141,25 @@ def test_beat_window_gap_is_filled_by_the_lstm_ae_then_scored(data_dir, scorer):
 
 def test_missing_leads_are_rebuilt_by_lead_recon_then_scored(data_dir, scorer):
     rec = read_record(data_dir / "ptbxl" / "records100" / "01000" / "01002_lr")
-    windows = [w for w in _run(rec, 10, StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=True)) if w.kind == "leads_10s"]
+    windows = [
+        w
+        for w in _run(
+            rec, 10, StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=True)
+        )
+        if w.kind == "leads_10s"
+    ]
     assert windows
     w = windows[0]
     lead_off = w.data.copy()
     lead_off[:, 6:9] = np.nan  # V1-V3 off
     lead_off[500:520, 9] = np.nan  # and a short gap in V4: the whole lead is rebuilt
     all_off = np.full_like(w.data, np.nan)
-    res = scorer.score([ModelWindow(w.stream_id, w.kind, None, w.start, w.fs, lead_off),
-                        ModelWindow(w.stream_id, w.kind, None, w.start, w.fs, all_off)])
+    res = scorer.score(
+        [
+            ModelWindow(w.stream_id, w.kind, None, w.start, w.fs, lead_off),
+            ModelWindow(w.stream_id, w.kind, None, w.start, w.fs, all_off),
+        ]
+    )
     assert res.recovered == {"lead_recon": 1}
     assert [r for _, r in res.skipped] == ["dropout"]
     (score,) = res.scores
@@ -132,9 +180,15 @@ def test_processor_cuts_damaged_windows_and_the_scorer_recovers_them(data_dir, s
     rec = read_record(data_dir / "mitdb" / "100", sampto=360 * 20)
     sig = rec.signal.copy()
     sig[360 * 10 : 360 * 10 + 90, :] = np.nan  # a 0.25 s gap on both leads
-    windows = _run(Record(rec.name, rec.fs, rec.leads, sig, rec.units), 20, StageConfig(emit_beat_400=False, emit_leads_10s=False))
+    windows = _run(
+        Record(rec.name, rec.fs, rec.leads, sig, rec.units),
+        20,
+        StageConfig(emit_beat_400=False, emit_leads_10s=False),
+    )
     damaged = [w for w in windows if np.isnan(w.data).any()]
-    assert damaged and all(w.kind == "beat_720" and np.isnan(w.data).mean() <= 90 / 720 for w in damaged)
+    assert damaged and all(
+        w.kind == "beat_720" and np.isnan(w.data).mean() <= 90 / 720 for w in damaged
+    )
     res = scorer.score(windows)
     assert res.recovered["lstm_ae"] == len(damaged) and not res.skipped
     assert sum(s.recovered_by == "lstm_ae" for s in res.scores) == len(damaged)
@@ -142,9 +196,19 @@ def test_processor_cuts_damaged_windows_and_the_scorer_recovers_them(data_dir, s
     ptb = read_record(data_dir / "ptbxl" / "records100" / "01000" / "01002_lr")
     sig12 = ptb.signal.copy()
     sig12[:, ptb.leads.index("V2")] = np.nan  # lead-off for the whole record
-    windows = _run(Record(ptb.name, ptb.fs, ptb.leads, sig12, ptb.units), 10, StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=True))
+    windows = _run(
+        Record(ptb.name, ptb.fs, ptb.leads, sig12, ptb.units),
+        10,
+        StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=True),
+    )
     twelve = [w for w in windows if w.kind == "leads_10s"]
-    assert twelve and all(np.isnan(w.data[:, 7]).all() and np.isfinite(np.delete(w.data, 7, axis=1)).all() for w in twelve)
+    assert twelve and all(
+        np.isnan(w.data[:, 7]).all() and np.isfinite(np.delete(w.data, 7, axis=1)).all()
+        for w in twelve
+    )
     res = scorer.score(twelve)
     assert res.recovered == {"lead_recon": len(twelve)}
-    assert all(s.recovered_by == "lead_recon" and s.recovered_fraction == pytest.approx(1 / 12) for s in res.scores)
+    assert all(
+        s.recovered_by == "lead_recon" and s.recovered_fraction == pytest.approx(1 / 12)
+        for s in res.scores
+    )

@@ -113,7 +113,17 @@ def test_fit_can_select_the_checkpoint_by_a_validation_metric(tmp_path):
         return next(metrics)
 
     cfg = FitConfig.from_dict({"epochs": 5, "lr": 0.05, "patience": 10, "lr_plateau_factor": 1.0})
-    res = fit(model, data, data, loss_fn, cfg, tmp_path, torch.device("cpu"), progress=False, select_fn=select_fn)
+    res = fit(
+        model,
+        data,
+        data,
+        loss_fn,
+        cfg,
+        tmp_path,
+        torch.device("cpu"),
+        progress=False,
+        select_fn=select_fn,
+    )
     assert res.best_epoch == 2 and res.best_val_metric == 0.9
     assert res.history["val_metric"] == [0.1, 0.9, 0.3, 0.2, 0.5]
     assert torch.equal(model.weight, snapshots[2])  # the chosen epoch's weights are loaded back
@@ -129,7 +139,9 @@ def test_threshold_can_target_a_published_operating_point():
     rep = binary_report(y, s, choose_threshold(y, s, "targets", targets))
     assert all(rep[k] > v for k, v in targets.items())
     # unreachable targets fall back to the F1 rule
-    assert choose_threshold(y, s, "targets", {"sensitivity": 0.99, "specificity": 0.99}) == choose_threshold(y, s, "f1")
+    assert choose_threshold(
+        y, s, "targets", {"sensitivity": 0.99, "specificity": 0.99}
+    ) == choose_threshold(y, s, "f1")
 
 
 def test_fit_with_ema_validates_and_keeps_the_averaged_weights(tmp_path):
@@ -152,10 +164,22 @@ def test_fit_with_ema_validates_and_keeps_the_averaged_weights(tmp_path):
     for decay in (0.0, 0.9):
         model = torch.nn.Linear(4, 1)
         model.load_state_dict(start.state_dict())
-        cfg = FitConfig.from_dict({"epochs": 3, "lr": 0.05, "patience": 10, "lr_plateau_factor": 1.0, "ema_decay": decay})
+        cfg = FitConfig.from_dict(
+            {"epochs": 3, "lr": 0.05, "patience": 10, "lr_plateau_factor": 1.0, "ema_decay": decay}
+        )
         seen.clear()
         (tmp_path / str(decay)).mkdir()
-        res = fit(model, data, data, loss_fn, cfg, tmp_path / str(decay), torch.device("cpu"), progress=False, select_fn=select_fn)
+        res = fit(
+            model,
+            data,
+            data,
+            loss_fn,
+            cfg,
+            tmp_path / str(decay),
+            torch.device("cpu"),
+            progress=False,
+            select_fn=select_fn,
+        )
         runs[decay] = (model.weight.detach().clone(), [w.clone() for w in seen], res)
     raw, ema = runs[0.0], runs[0.9]
     assert not torch.allclose(raw[1][-1], ema[1][-1])  # the averaged weights lag the raw ones

@@ -51,14 +51,27 @@ def test_cae_train_export_evaluate(data_dir, tmp_path):
     ctx = _ctx("cae", data_dir, tmp_path, _CAE_TINY)
     spec = get_spec("cae")
     run_dir = spec.train(ctx)
-    for f in ("config.json", "metrics.json", "inter_patient/checkpoint.pt", "inter_patient/history.json", "inter_patient/loss_curve.png", "inter_patient/roc.png"):
+    for f in (
+        "config.json",
+        "metrics.json",
+        "inter_patient/checkpoint.pt",
+        "inter_patient/history.json",
+        "inter_patient/loss_curve.png",
+        "inter_patient/roc.png",
+    ):
         assert (run_dir / f).is_file(), f
     metrics = json.loads((run_dir / "inter_patient" / "metrics.json").read_text())
     assert set(metrics["split"]["records"]["test"]) == {"100", "103"}
     assert 0.0 <= metrics["test"]["roc_auc"] <= 1.0
     rh = metrics["rhythm"]  # reference rule and weight chosen without the test records
-    assert rh["history"] in ctx.config["rhythm_grid"]["history"] and rh["weight"] in ctx.config["rhythm_grid"]["weight"]
-    assert "train + validation" in rh["chosen_on"]["history, quantile"] and "validation" in rh["chosen_on"]["weight"]
+    assert (
+        rh["history"] in ctx.config["rhythm_grid"]["history"]
+        and rh["weight"] in ctx.config["rhythm_grid"]["weight"]
+    )
+    assert (
+        "train + validation" in rh["chosen_on"]["history, quantile"]
+        and "validation" in rh["chosen_on"]["weight"]
+    )
 
     # re-calibration of the same networks (no epochs) reproduces the run's choices and figures
     ctx2 = _ctx("cae", data_dir, tmp_path, [*_CAE_TINY, f"init_from={run_dir}", "train.epochs=0"])
@@ -75,7 +88,9 @@ def test_cae_train_export_evaluate(data_dir, tmp_path):
     assert card["threshold"]["chosen_on"] == "validation"
 
     ev = spec.evaluate(ctx)  # from the exported ONNX via the runtime wrapper
-    assert ev["inter_patient"]["roc_auc"] == pytest.approx(card["metrics"]["test"]["roc_auc"], abs=1e-9)
+    assert ev["inter_patient"]["roc_auc"] == pytest.approx(
+        card["metrics"]["test"]["roc_auc"], abs=1e-9
+    )
     assert set(ev["inter_patient"]["recall_by_class"]) == {"N", "S", "V", "F", "Q"}
     assert "error" in ev["pooled"]  # no pooled artifact exported in this tiny run
 
@@ -116,7 +131,9 @@ def test_lstm_ae_train_export_evaluate(data_dir, tmp_path):
     assert (run_dir / "stream" / "recovery_examples.png").is_file()
     # select_on: the seed checkpoint follows the validation RMSE on the evaluation mask, which is reported
     hist = json.loads((run_dir / "seed" / "history.json").read_text())
-    assert len(hist["history"]["val_metric"]) == 2 and hist["best_val_metric"] == max(hist["history"]["val_metric"])
+    assert len(hist["history"]["val_metric"]) == 2 and hist["best_val_metric"] == max(
+        hist["history"]["val_metric"]
+    )
     val = json.loads((run_dir / "seed" / "metrics.json").read_text())["validation_evaluation_mask"]
     assert -hist["best_val_metric"] == pytest.approx(val["model"], rel=1e-5)
     assert val["rmse_ratio_to_linear"] == pytest.approx(val["model"] / val["linear"])
@@ -130,6 +147,13 @@ def test_lstm_ae_train_export_evaluate(data_dir, tmp_path):
     ev = spec.evaluate(ctx)
     for proto in ("seed", "seed_pooled", "stream"):
         figs = ev[proto]
-        assert {"zero_fill", "linear", "cubic_spline", "model", "seed_lstm_ae", "rmse_ratio_to_linear"} <= set(figs)
+        assert {
+            "zero_fill",
+            "linear",
+            "cubic_spline",
+            "model",
+            "seed_lstm_ae",
+            "rmse_ratio_to_linear",
+        } <= set(figs)
         assert np.isfinite(figs["model"]["rmse"])
     assert "goals" in ev

@@ -26,7 +26,11 @@ PREP_VERSION = 1
 def content_hash(files: Iterable[str | Path], params: Mapping[str, Any]) -> str:
     """sha256 (first 16 hex) over the bytes of ``files`` (sorted by path) and the JSON of ``params``."""
     h = hashlib.sha256()
-    h.update(json.dumps({"params": params, "prep_version": PREP_VERSION}, sort_keys=True, default=str).encode())
+    h.update(
+        json.dumps(
+            {"params": params, "prep_version": PREP_VERSION}, sort_keys=True, default=str
+        ).encode()
+    )
     for f in sorted(Path(p) for p in files):
         if not f.is_file():
             raise DataError(f"dataset input missing: {f}")
@@ -65,7 +69,9 @@ def cached_arrays(
     return arrays
 
 
-def wfdb_files(db_dir: str | Path, records: Iterable[str], extensions: Iterable[str] = ("hea", "dat", "atr")) -> list[Path]:
+def wfdb_files(
+    db_dir: str | Path, records: Iterable[str], extensions: Iterable[str] = ("hea", "dat", "atr")
+) -> list[Path]:
     """The files of ``records`` under ``db_dir`` with ``extensions`` that exist (inputs of the hash)."""
     out = []
     for r in records:

@@ -70,7 +70,11 @@ def patient_split(ids: Sequence[int], seed: int = SPLIT_SEED) -> dict[str, list[
     n_tr = round(SPLIT_FRACTIONS[0] * len(ids))
     n_va = round(SPLIT_FRACTIONS[1] * len(ids))
     pick = [ids[i] for i in perm]
-    return {"train": sorted(pick[:n_tr]), "validation": sorted(pick[n_tr : n_tr + n_va]), "test": sorted(pick[n_tr + n_va :])}
+    return {
+        "train": sorted(pick[:n_tr]),
+        "validation": sorted(pick[n_tr : n_tr + n_va]),
+        "test": sorted(pick[n_tr + n_va :]),
+    }
 
 
 def record_beats(
@@ -89,7 +93,9 @@ def record_beats(
     for lead in leads:
         ann = read_annotations(path, LEAD_EXT[lead])
         peaks = ann.sample[ann.symbol == "N"]
-        cycles, _ = beat_cycles(sig[:, rec.leads.index(lead)], peaks, rec.fs, length, before_s, after_s)
+        cycles, _ = beat_cycles(
+            sig[:, rec.leads.index(lead)], peaks, rec.fs, length, before_s, after_s
+        )
         out.append(cycles)
         lead_idx.append(np.full(len(cycles), TWELVE_LEADS.index(lead), dtype=np.int64))
     return np.concatenate(out), np.concatenate(lead_idx)
@@ -112,10 +118,14 @@ def load_ludb_beats(
         rec.append(np.full(len(b), i, dtype=np.int64))
     if not beats:
         raise DataError("no LUDB records selected")
-    return LudbBeats(np.concatenate(beats).astype(np.float32), np.concatenate(rec), np.concatenate(lead))
+    return LudbBeats(
+        np.concatenate(beats).astype(np.float32), np.concatenate(rec), np.concatenate(lead)
+    )
 
 
 def zscore_beats(beats: np.ndarray, eps: float = 1e-3) -> np.ndarray:
     """Per-beat z-score: each beat minus its mean, divided by its standard deviation (+ ``eps`` mV)."""
     b = np.asarray(beats, dtype=np.float32)
-    return ((b - b.mean(axis=-1, keepdims=True)) / (b.std(axis=-1, keepdims=True) + eps)).astype(np.float32)
+    return ((b - b.mean(axis=-1, keepdims=True)) / (b.std(axis=-1, keepdims=True) + eps)).astype(
+        np.float32
+    )

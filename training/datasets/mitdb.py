@@ -37,7 +37,9 @@ class BeatSet:
         return int(self.windows.shape[0])
 
     def subset(self, idx: np.ndarray) -> BeatSet:
-        return BeatSet(self.windows[idx], self.aami[idx], self.symbol[idx], self.record[idx], self.sample[idx])
+        return BeatSet(
+            self.windows[idx], self.aami[idx], self.symbol[idx], self.record[idx], self.sample[idx]
+        )
 
     def of_records(self, records: Sequence[str]) -> BeatSet:
         return self.subset(np.flatnonzero(np.isin(self.record, list(records))))
@@ -57,8 +59,12 @@ def record_lead(data_dir: Path, record: str) -> tuple[np.ndarray, float, str]:
     return filter_signal(x, rec.fs), rec.fs, lead
 
 
-def _build(data_dir: Path, records: Sequence[str], target_fs: float, width: int, progress: bool) -> dict[str, np.ndarray]:
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("windows", "aami", "symbol", "record", "sample")}
+def _build(
+    data_dir: Path, records: Sequence[str], target_fs: float, width: int, progress: bool
+) -> dict[str, np.ndarray]:
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("windows", "aami", "symbol", "record", "sample")
+    }
     for r in tqdm(records, desc="mitdb beat windows", disable=not progress, unit="record"):
         x, fs, _ = record_lead(data_dir, r)
         ann = read_annotations(Path(data_dir) / "mitdb" / r).beats()
@@ -87,7 +93,14 @@ def load_beats(
     missing = sorted(set(records) - set(available))
     if missing:
         raise DataError(f"MIT-BIH records missing under {data_dir / 'mitdb'}: {missing}")
-    params = {"kind": "mitdb_beats", "records": sorted(records), "target_fs": target_fs, "width": width, "lead": PREFERRED_LEAD, "filter": "stream.causal_bandpass_0.5_40"}
+    params = {
+        "kind": "mitdb_beats",
+        "records": sorted(records),
+        "target_fs": target_fs,
+        "width": width,
+        "lead": PREFERRED_LEAD,
+        "filter": "stream.causal_bandpass_0.5_40",
+    }
     arrays = cached_arrays(
         "mitdb-beats",
         wfdb_files(data_dir / "mitdb", records),
@@ -95,10 +108,18 @@ def load_beats(
         lambda: _build(data_dir, sorted(records), target_fs, width, progress),
         cache_dir,
     )
-    return BeatSet(arrays["windows"].astype(np.float32), arrays["aami"], arrays["symbol"], arrays["record"], arrays["sample"])
+    return BeatSet(
+        arrays["windows"].astype(np.float32),
+        arrays["aami"],
+        arrays["symbol"],
+        arrays["record"],
+        arrays["sample"],
+    )
 
 
-def load_resampled_lead(data_dir: str | Path, record: str, target_fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_resampled_lead(
+    data_dir: str | Path, record: str, target_fs: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Filtered lead of ``record`` resampled to ``target_fs`` with its beat samples and AAMI classes at that rate."""
     x, fs, _ = record_lead(Path(data_dir), record)
     ann = read_annotations(Path(data_dir) / "mitdb" / record).beats()
@@ -108,7 +129,9 @@ def load_resampled_lead(data_dir: str | Path, record: str, target_fs: float) -> 
     return y, peaks, aami
 
 
-def _seed_beats_build(data_dir: Path, records: Sequence[str], fs: float, length: int, progress: bool) -> dict[str, np.ndarray]:
+def _seed_beats_build(
+    data_dir: Path, records: Sequence[str], fs: float, length: int, progress: bool
+) -> dict[str, np.ndarray]:
     segs, recs, classes = [], [], []
     win = round(10.0 * fs)
     half = length // 2
@@ -120,7 +143,9 @@ def _seed_beats_build(data_dir: Path, records: Sequence[str], fs: float, length:
                 continue
             seg = y[w0 : w0 + win]
             lo, hi = float(seg.min()), float(seg.max())
-            seg = (seg - lo) / max(hi - lo, 1e-6)  # Kaggle: amplitude normalised to [0, 1] per 10 s window
+            seg = (seg - lo) / max(
+                hi - lo, 1e-6
+            )  # Kaggle: amplitude normalised to [0, 1] per 10 s window
             period = float(np.median(np.diff(peaks[sel])))  # nominal heartbeat period T
             # beat_windows centres windows on its peaks: shifting by half starts each segment at the R peak
             w, kept = beat_windows(seg, peaks[sel] - w0 + half, fs, target_fs=fs, width=length)
@@ -129,7 +154,11 @@ def _seed_beats_build(data_dir: Path, records: Sequence[str], fs: float, length:
             segs.append(w.astype(np.float32))
             recs.append(np.full(len(kept), r, dtype="U8"))
             classes.append(aami[sel][kept])
-    return {"segments": np.concatenate(segs), "record": np.concatenate(recs), "aami": np.concatenate(classes)}
+    return {
+        "segments": np.concatenate(segs),
+        "record": np.concatenate(recs),
+        "aami": np.concatenate(classes),
+    }
 
 
 def load_seed_beats(
@@ -147,11 +176,31 @@ def load_seed_beats(
     187 samples (beats whose 187 samples overrun the window are dropped).
     """
     data_dir = Path(data_dir)
-    params = {"kind": "mitdb_seed_beats_kaggle", "records": sorted(records), "fs": fs, "length": length, "filter": "stream.causal_bandpass_0.5_40"}
-    return cached_arrays("mitdb-seedbeats", wfdb_files(data_dir / "mitdb", records), params, lambda: _seed_beats_build(data_dir, sorted(records), fs, length, progress), cache_dir)
+    params = {
+        "kind": "mitdb_seed_beats_kaggle",
+        "records": sorted(records),
+        "fs": fs,
+        "length": length,
+        "filter": "stream.causal_bandpass_0.5_40",
+    }
+    return cached_arrays(
+        "mitdb-seedbeats",
+        wfdb_files(data_dir / "mitdb", records),
+        params,
+        lambda: _seed_beats_build(data_dir, sorted(records), fs, length, progress),
+        cache_dir,
+    )
 
 
-def _segments_build(data_dir: Path, records: Sequence[str], fs: float, width: int, per_record: int, seed: int, progress: bool) -> dict[str, np.ndarray]:
+def _segments_build(
+    data_dir: Path,
+    records: Sequence[str],
+    fs: float,
+    width: int,
+    per_record: int,
+    seed: int,
+    progress: bool,
+) -> dict[str, np.ndarray]:
     segs, recs = [], []
     for r in tqdm(records, desc="mitdb 2 s segments", disable=not progress, unit="record"):
         x, src_fs, _ = record_lead(data_dir, r)
@@ -177,5 +226,19 @@ def load_segments(
 ) -> dict[str, np.ndarray]:
     """Filtered single-lead segments (mV) of ``width`` samples at ``fs`` at seeded random positions of each record."""
     data_dir = Path(data_dir)
-    params = {"kind": "mitdb_segments", "records": sorted(records), "fs": fs, "width": width, "per_record": per_record, "seed": seed, "filter": "stream.causal_bandpass_0.5_40"}
-    return cached_arrays("mitdb-segments", wfdb_files(data_dir / "mitdb", records), params, lambda: _segments_build(data_dir, sorted(records), fs, width, per_record, seed, progress), cache_dir)
+    params = {
+        "kind": "mitdb_segments",
+        "records": sorted(records),
+        "fs": fs,
+        "width": width,
+        "per_record": per_record,
+        "seed": seed,
+        "filter": "stream.causal_bandpass_0.5_40",
+    }
+    return cached_arrays(
+        "mitdb-segments",
+        wfdb_files(data_dir / "mitdb", records),
+        params,
+        lambda: _segments_build(data_dir, sorted(records), fs, width, per_record, seed, progress),
+        cache_dir,
+    )

@@ -32,9 +32,14 @@ def plot_12lead_reconstruction(
         if time_attention is not None:
             lo, hi = float(np.min(x[:, j])), float(np.max(x[:, j]))
             ax.imshow(
-                time_attention[None, :], aspect="auto", cmap="Oranges", alpha=0.6,
-                extent=(t[0], t[-1], lo - 0.1, hi + 0.1), origin="lower",
-                vmin=float(time_attention.min()), vmax=float(time_attention.max()),
+                time_attention[None, :],
+                aspect="auto",
+                cmap="Oranges",
+                alpha=0.6,
+                extent=(t[0], t[-1], lo - 0.1, hi + 0.1),
+                origin="lower",
+                vmin=float(time_attention.min()),
+                vmax=float(time_attention.max()),
             )
         ax.plot(t, x[:, j], "k", lw=0.8, label="original")
         ax.plot(t, recon[:, j], "r", lw=0.8, alpha=0.8, label="reconstruction")
@@ -65,7 +70,9 @@ def plot_lead_reconstruction(
 ) -> Path:
     """Reconstructed leads (red) against the recorded ones (black), one panel per target lead."""
     t = np.arange(x.shape[0]) / fs
-    fig, axes = plt.subplots(len(targets), 1, figsize=(10, 1.8 * len(targets)), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(targets), 1, figsize=(10, 1.8 * len(targets)), sharex=True, squeeze=False
+    )
     for ax, j in zip(axes[:, 0], targets, strict=True):
         r = float(np.corrcoef(x[:, j], recon[:, j])[0, 1]) if np.std(x[:, j]) > 0 else float("nan")
         ax.plot(t, x[:, j], "k", lw=0.8, label="recorded")

@@ -54,8 +54,11 @@ def build_model(name: str, mcfg: dict[str, Any]) -> Any:
     if name == "cae12":
         from models.cae12 import CAE12
 
-        return CAE12(channels=tuple(mcfg.get("channels", (32, 64, 64))), bottleneck=int(mcfg.get("bottleneck", 8)),
-                     record_norm=mcfg.get("norm", "global") == "record")
+        return CAE12(
+            channels=tuple(mcfg.get("channels", (32, 64, 64))),
+            bottleneck=int(mcfg.get("bottleneck", 8)),
+            record_norm=mcfg.get("norm", "global") == "record",
+        )
     from models.vae_bilstm import VAEBiLSTM
 
     return VAEBiLSTM(
@@ -159,7 +162,9 @@ def choose_scoring(
     base: dict[str, Any] = {"lead_reference": ref.tolist(), "beta": beta}
     if "kl" in train_out:
         base["kl_reference"] = float(np.median(train_out["kl"]))
-    candidates = cfg.get("scoring", {}).get("candidates", ["mean", "lead_weighted_mean", "lead_max", "top3"])
+    candidates = cfg.get("scoring", {}).get(
+        "candidates", ["mean", "lead_weighted_mean", "lead_max", "top3"]
+    )
     if name == "cae12":
         candidates = [c for c in candidates if not c.startswith("elbo")]
     keep, y = binary_targets(val)
@@ -202,10 +207,21 @@ def make_train(name: str) -> Any:
         crop = int(tcfg.get("crop", 0))
         collate = None
         if 0 < crop < tr.x.shape[1]:
-            def collate(items: list[Any]) -> Any:  # random crops (augmentation); the nets are length-agnostic
+
+            def collate(
+                items: list[Any],
+            ) -> Any:  # random crops (augmentation); the nets are length-agnostic
                 start = int(torch.randint(0, tr.x.shape[1] - crop + 1, (1,), generator=gen))
                 return torch.stack(items)[:, start : start + crop]
-        train_loader: DataLoader[torch.Tensor] = DataLoader(xtr, batch_size=bs, shuffle=True, generator=gen, drop_last=len(tr) > bs, collate_fn=collate)  # type: ignore[arg-type]  # a Tensor is a map-style dataset
+
+        train_loader: DataLoader[torch.Tensor] = DataLoader(
+            xtr,  # type: ignore[arg-type]  # a Tensor is a map-style dataset
+            batch_size=bs,
+            shuffle=True,
+            generator=gen,
+            drop_last=len(tr) > bs,
+            collate_fn=collate,
+        )
         val_loader: DataLoader[torch.Tensor] = DataLoader(xva, batch_size=128)  # type: ignore[arg-type]
         beta = float(tcfg.get("beta", 1.0))
 
@@ -221,29 +237,59 @@ def make_train(name: str) -> Any:
                 return (rec + beta * kl).mean()
 
         select_fn = None
-        if tcfg.get("select_on") == "val_auroc":  # checkpoint = best fold-9 AUROC of the scoring rules
+        if (
+            tcfg.get("select_on") == "val_auroc"
+        ):  # checkpoint = best fold-9 AUROC of the scoring rules
             ref_n = min(len(tr), int(tcfg.get("select_reference_records", 300)))
-            ref_x = tr.x[np.random.default_rng(int(tcfg.get("seed", 0))).choice(len(tr), ref_n, replace=False)]
+            ref_x = tr.x[
+                np.random.default_rng(int(tcfg.get("seed", 0))).choice(
+                    len(tr), ref_n, replace=False
+                )
+            ]
 
             def select_fn(m: Any) -> float:
-                sc = choose_scoring(name, cfg, _torch_outputs(m, ref_x), va_all, _torch_outputs(m, va_all.x))
+                sc = choose_scoring(
+                    name, cfg, _torch_outputs(m, ref_x), va_all, _torch_outputs(m, va_all.x)
+                )
                 return max(sc["validation_auroc_by_method"].values())
 
-        result = fit(model, train_loader, val_loader, loss_fn, FitConfig.from_dict(tcfg), run_dir, device, ctx.progress, desc=name, select_fn=select_fn)
+        result = fit(
+            model,
+            train_loader,
+            val_loader,
+            loss_fn,
+            FitConfig.from_dict(tcfg),
+            run_dir,
+            device,
+            ctx.progress,
+            desc=name,
+            select_fn=select_fn,
+        )
         model = model.cpu().eval()
         train_out = _torch_outputs(model, tr.x)
         val_out = _torch_outputs(model, va_all.x)
         scoring = choose_scoring(name, cfg, train_out, va_all, val_out)
         from models.runtime.cae12 import anomaly_score
 
-        val_metrics = metrics(va_all, anomaly_score(val_out["lead_error"], val_out.get("kl"), scoring), scoring["threshold"])
+        val_metrics = metrics(
+            va_all,
+            anomaly_score(val_out["lead_error"], val_out.get("kl"), scoring),
+            scoring["threshold"],
+        )
         write_json(run_dir / "scoring.json", scoring)
         write_json(
             run_dir / "metrics.json",
-            {"validation": val_metrics, "fit": result.to_dict(), "n_train_norm": len(tr), "n_val_norm": len(va)},
+            {
+                "validation": val_metrics,
+                "fit": result.to_dict(),
+                "n_train_norm": len(tr),
+                "n_val_norm": len(va),
+            },
         )
         if ctx.progress:
-            print(f"{name}: validation AUROC {val_metrics['auroc']:.4f} with scoring {scoring['method']}")
+            print(
+                f"{name}: validation AUROC {val_metrics['auroc']:.4f} with scoring {scoring['method']}"
+            )
         return run_dir
 
     return train
@@ -257,7 +303,9 @@ def _load_run(name: str, ctx: TaskContext) -> tuple[Any, Path, dict[str, Any]]:
     run_dir = ctx.run_dir or latest_run_dir(ctx.runs_dir, name)
     cfg = json.loads((run_dir / "config.json").read_text())
     model = build_model(name, cfg.get("model", {}))
-    model.load_state_dict(torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True))
+    model.load_state_dict(
+        torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    )
     return model.eval(), run_dir, cfg
 
 
@@ -280,8 +328,24 @@ def make_export(name: str) -> Any:
             {
                 "task": "12-lead ECG anomaly detection (NORM vs not-NORM), unsupervised",
                 "input": {
-                    "name": "ecg", "shape": ["batch", 1000, 12], "fs_hz": 100.0, "units": "mV",
-                    "leads": ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"],
+                    "name": "ecg",
+                    "shape": ["batch", 1000, 12],
+                    "fs_hz": 100.0,
+                    "units": "mV",
+                    "leads": [
+                        "I",
+                        "II",
+                        "III",
+                        "aVR",
+                        "aVL",
+                        "aVF",
+                        "V1",
+                        "V2",
+                        "V3",
+                        "V4",
+                        "V5",
+                        "V6",
+                    ],
                     "preprocessing": "stream.stages.filtering.filter_signal (causal 0.5-40 Hz) then "
                     "stream.stages.segmentation.lead_windows(target_fs=100, width=1000); "
                     "models.runtime.cae12.preprocess does both",
@@ -326,12 +390,18 @@ def make_export(name: str) -> Any:
     return export
 
 
-def _scores_from_onnx(name: str, ctx: TaskContext, x: np.ndarray) -> tuple[np.ndarray, float, dict[str, Any]]:
+def _scores_from_onnx(
+    name: str, ctx: TaskContext, x: np.ndarray
+) -> tuple[np.ndarray, float, dict[str, Any]]:
     from models.runtime.cae12 import Cae12Model
 
     model = Cae12Model.load(name, ctx.artifacts_dir)
     pred = model.predict(x)
-    return pred.score, model.threshold_value, {"source": "onnx", "onnx": str(model.onnx_path), "onnx_sha256": model.card.onnx_sha256}
+    return (
+        pred.score,
+        model.threshold_value,
+        {"source": "onnx", "onnx": str(model.onnx_path), "onnx_sha256": model.card.onnx_sha256},
+    )
 
 
 def make_evaluate(name: str) -> Any:
@@ -364,10 +434,21 @@ def make_prepare(name: str) -> Any:
         from training.datasets.ptbxl import cache_path
 
         data = _data(ctx)
-        out: dict[str, Any] = {"records": len(data), "cache": str(cache_path(ctx.data_dir, ctx.cache_dir))}
-        for label, folds in (("train", TRAIN_FOLDS), ("validation", VAL_FOLDS), ("test", TEST_FOLDS)):
+        out: dict[str, Any] = {
+            "records": len(data),
+            "cache": str(cache_path(ctx.data_dir, ctx.cache_dir)),
+        }
+        for label, folds in (
+            ("train", TRAIN_FOLDS),
+            ("validation", VAL_FOLDS),
+            ("test", TEST_FOLDS),
+        ):
             d = data.folds(folds)
-            out[label] = {"records": len(d), "norm": int(d.normal.sum()), "patients": int(np.unique(d.patient_id).size)}
+            out[label] = {
+                "records": len(d),
+                "norm": int(d.normal.sum()),
+                "patients": int(np.unique(d.patient_id).size),
+            }
         return out
 
     return prepare
@@ -400,14 +481,21 @@ def make_report(name: str) -> Any:
             )
             path = out_dir / f"{name}_reconstruction_{label}.png"
             plot_12lead_reconstruction(
-                test.x[i], pred.recon[0], path, title,
+                test.x[i],
+                pred.recon[0],
+                path,
+                title,
                 lead_relative_error=pred.lead_relative_error[0],
                 lead_attention=None if pred.lead_attention is None else pred.lead_attention[0],
                 time_attention=None if pred.time_attention is None else pred.time_attention[0],
             )
             figures.append(str(path))
-        return {"model": name, "figures": figures, "card": str(model.onnx_path.with_name(f"{name}.card.json")),
-                "validation_metrics": model.card.get("validation_metrics")}
+        return {
+            "model": name,
+            "figures": figures,
+            "card": str(model.onnx_path.with_name(f"{name}.card.json")),
+            "validation_metrics": model.card.get("validation_metrics"),
+        }
 
     return report
 

@@ -71,19 +71,52 @@ def train(ctx: TaskContext) -> Path:
     beta = float(tcfg.get("beta", 1e-3))
     bs = int(tcfg.get("batch_size", 128))
     gen = torch.Generator().manual_seed(int(tcfg.get("seed", 0)))
-    train_loader: DataLoader[torch.Tensor] = DataLoader(torch.from_numpy(xtr), batch_size=bs, shuffle=True, generator=gen, drop_last=len(xtr) > bs)  # type: ignore[arg-type]  # a Tensor is a map-style dataset
+    train_loader: DataLoader[torch.Tensor] = DataLoader(
+        torch.from_numpy(xtr),  # type: ignore[arg-type]  # a Tensor is a map-style dataset
+        batch_size=bs,
+        shuffle=True,
+        generator=gen,
+        drop_last=len(xtr) > bs,
+    )
     val_loader: DataLoader[torch.Tensor] = DataLoader(torch.from_numpy(xva), batch_size=1024)  # type: ignore[arg-type]
 
     def loss_fn(m: Any, batch: Any) -> Any:
         rec, kl = m.loss_terms(batch)
         return (rec + beta * kl).mean()
 
-    result = fit(model, train_loader, val_loader, loss_fn, FitConfig.from_dict(tcfg), run_dir, select_device(ctx.device), ctx.progress, desc=NAME)
+    result = fit(
+        model,
+        train_loader,
+        val_loader,
+        loss_fn,
+        FitConfig.from_dict(tcfg),
+        run_dir,
+        select_device(ctx.device),
+        ctx.progress,
+        desc=NAME,
+    )
     model = model.cpu().eval()
-    val = mmd_report(lambda b: _torch_recon(model, b), lambda z: _torch_decode(model, z), xva, cfg["mmd"])
-    write_json(run_dir / "metrics.json", {"validation": val, "fit": result.to_dict(), "n_train_beats": len(xtr), "n_val_beats": len(xva)})
+    val = mmd_report(
+        lambda b: _torch_recon(model, b), lambda z: _torch_decode(model, z), xva, cfg["mmd"]
+    )
+    write_json(
+        run_dir / "metrics.json",
+        {
+            "validation": val,
+            "fit": result.to_dict(),
+            "n_train_beats": len(xtr),
+            "n_val_beats": len(xva),
+        },
+    )
     if ctx.progress:
-        print(json.dumps({k: val[k] for k in ("mmd_reconstruction", "mmd_prior", "mmd_real_vs_real", "recon_mse")}))
+        print(
+            json.dumps(
+                {
+                    k: val[k]
+                    for k in ("mmd_reconstruction", "mmd_prior", "mmd_real_vs_real", "recon_mse")
+                }
+            )
+        )
     return run_dir
 
 
@@ -102,7 +135,9 @@ def _torch_decode(model: Any, z: np.ndarray) -> np.ndarray:
         return model.decoder(torch.from_numpy(z)).numpy()
 
 
-def mmd_report(recon: Any, decode: Any, real: np.ndarray, mcfg: dict[str, Any], permutations: int | None = None) -> dict[str, Any]:
+def mmd_report(
+    recon: Any, decode: Any, real: np.ndarray, mcfg: dict[str, Any], permutations: int | None = None
+) -> dict[str, Any]:
     """MMD figures under the module's protocol; ``recon(beats)`` and ``decode(z)`` are the model."""
     from training.mmd import median_bandwidth, mmd_test
 
@@ -113,7 +148,11 @@ def mmd_report(recon: Any, decode: Any, real: np.ndarray, mcfg: dict[str, Any], 
     a, b = real[idx[: n // 2]], real[idx[n // 2 :]]
     sigma = median_bandwidth(np.concatenate([a, b]))
     ra = recon(a)
-    z = np.random.default_rng(int(mcfg.get("seed", 0)) + 1).standard_normal((n // 2, 25)).astype(np.float32)
+    z = (
+        np.random.default_rng(int(mcfg.get("seed", 0)) + 1)
+        .standard_normal((n // 2, 25))
+        .astype(np.float32)
+    )
     gen = decode(z)
     m_rec, p_rec = mmd_test(ra, b, sigma, perms, seed=2)
     m_pri, p_pri = mmd_test(gen, b, sigma, perms, seed=3)
@@ -158,7 +197,9 @@ def evaluate(ctx: TaskContext) -> dict[str, Any]:
     mcfg = ctx.config["mmd"]
     if ctx.extra.get("source", "onnx") == "checkpoint":
         model, run_dir = _load_run(ctx)
-        res = mmd_report(lambda b: _torch_recon(model, b), lambda z: _torch_decode(model, z), xte, mcfg)
+        res = mmd_report(
+            lambda b: _torch_recon(model, b), lambda z: _torch_decode(model, z), xte, mcfg
+        )
         res.update({"source": "checkpoint", "run_dir": str(run_dir)})
     else:
         from models.runtime.beat_vae import BeatVaeModel
@@ -167,7 +208,13 @@ def evaluate(ctx: TaskContext) -> dict[str, Any]:
         res = mmd_report(lambda b: onnx_model.predict(b).recon, onnx_model.decode, xte, mcfg)
         res.update({"source": "onnx", "onnx_sha256": onnx_model.card.onnx_sha256})
     res["protocol"] = protocol(mcfg, sp["test"], len(xte))
-    res.update({"model": NAME, "reference": {"Kuznetsov et al. 2021 MMD": 3.83e-3}, "goal_met": res["mmd_reconstruction"] <= 3.83e-3})
+    res.update(
+        {
+            "model": NAME,
+            "reference": {"Kuznetsov et al. 2021 MMD": 3.83e-3},
+            "goal_met": res["mmd_reconstruction"] <= 3.83e-3,
+        }
+    )
     return res
 
 
@@ -179,7 +226,9 @@ def _load_run(ctx: TaskContext) -> tuple[Any, Path]:
     run_dir = ctx.run_dir or latest_run_dir(ctx.runs_dir, NAME)
     cfg = json.loads((run_dir / "config.json").read_text())
     model = build_model(cfg["model"])
-    model.load_state_dict(torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True))
+    model.load_state_dict(
+        torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    )
     return model.eval(), run_dir
 
 
@@ -194,12 +243,23 @@ def export(ctx: TaskContext) -> Path:
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
     path = Path(ctx.artifacts_dir) / f"{NAME}.onnx"
     export_with_card(
-        model, path, {"beat": xva[:256], "z": z}, ["recon", "mu", "logvar", "decoded"],
+        model,
+        path,
+        {"beat": xva[:256], "z": z},
+        ["recon", "mu", "logvar", "decoded"],
         {
             "task": "single-lead cardiac-cycle VAE (LUDB), 25-dim latent",
-            "input": {"beat": "[B,400] one cycle, 0.25 s before to 0.45 s after the R peak resampled to 400 "
-                      "samples, filtered (stream filter_signal), z-scored per beat", "z": "[B2,25] latent codes to decode"},
-            "outputs_doc": {"recon": "[B,400] decoder(mu)", "mu": "[B,25]", "logvar": "[B,25]", "decoded": "[B2,400] decoder(z)"},
+            "input": {
+                "beat": "[B,400] one cycle, 0.25 s before to 0.45 s after the R peak resampled to 400 "
+                "samples, filtered (stream filter_signal), z-scored per beat",
+                "z": "[B2,25] latent codes to decode",
+            },
+            "outputs_doc": {
+                "recon": "[B,400] decoder(mu)",
+                "mu": "[B,25]",
+                "logvar": "[B,25]",
+                "decoded": "[B2,400] decoder(z)",
+            },
             "normalisation": "per-beat z-score (b - mean(b)) / (std(b) + 1e-3 mV), outside the graph "
             "(models.runtime.beat_vae.normalise)",
             "training_data": {"dataset": "LUDB 1.0.1 (200 records, 12 leads)", "split": sp},
@@ -209,8 +269,14 @@ def export(ctx: TaskContext) -> Path:
             "run_dir": str(run_dir),
             "command": ctx.command,
         },
-        dynamic_axes={"beat": {0: "batch"}, "z": {0: "n_latent"}, "recon": {0: "batch"}, "mu": {0: "batch"},
-                      "logvar": {0: "batch"}, "decoded": {0: "n_latent"}},
+        dynamic_axes={
+            "beat": {0: "batch"},
+            "z": {0: "n_latent"},
+            "recon": {0: "batch"},
+            "mu": {0: "batch"},
+            "logvar": {0: "batch"},
+            "decoded": {0: "n_latent"},
+        },
     )
     return path
 
@@ -244,7 +310,15 @@ def report(ctx: TaskContext) -> dict[str, Any]:
     pca = PCA(n_components=2).fit(real)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharex=True, sharey=True)
     pr = pca.transform(real)
-    for ax, (label, arr, color) in zip(axes, (("real held-out", real, "k"), ("reconstructed", recon, "tab:red"), ("prior samples", prior, "tab:blue")), strict=True):
+    for ax, (label, arr, color) in zip(
+        axes,
+        (
+            ("real held-out", real, "k"),
+            ("reconstructed", recon, "tab:red"),
+            ("prior samples", prior, "tab:blue"),
+        ),
+        strict=True,
+    ):
         ax.scatter(pr[:, 0], pr[:, 1], s=4, c="lightgrey", label="real held-out")
         p = pca.transform(arr)
         ax.scatter(p[:, 0], p[:, 1], s=4, c=color, alpha=0.6, label=label)
@@ -271,7 +345,9 @@ def report(ctx: TaskContext) -> dict[str, Any]:
             ax.plot(xte[j], "k:", lw=0.8)
         ax.set_title(f"t={float(steps[k, 0]):.2f}", fontsize=8)
         ax.set_xticks([])
-    fig.suptitle(f"latent interpolation: LUDB {int(rec[i])}/{TWELVE_LEADS[int(lead[i])]} -> {int(rec[j])}/{TWELVE_LEADS[int(lead[j])]} (dotted: real beats)")
+    fig.suptitle(
+        f"latent interpolation: LUDB {int(rec[i])}/{TWELVE_LEADS[int(lead[i])]} -> {int(rec[j])}/{TWELVE_LEADS[int(lead[j])]} (dotted: real beats)"
+    )
     fig.tight_layout()
     interp_path = out_dir / "beat_vae_interpolation.png"
     fig.savefig(interp_path, dpi=90)
@@ -287,7 +363,11 @@ def report(ctx: TaskContext) -> dict[str, Any]:
     ex_path = out_dir / "beat_vae_reconstructions.png"
     fig.savefig(ex_path, dpi=90)
     plt.close(fig)
-    return {"model": NAME, "figures": [str(pca_path), str(interp_path), str(ex_path)], "pca_explained_variance": pca.explained_variance_ratio_.tolist()}
+    return {
+        "model": NAME,
+        "figures": [str(pca_path), str(interp_path), str(ex_path)],
+        "pca_explained_variance": pca.explained_variance_ratio_.tolist(),
+    }
 
 
 SPEC = ModelSpec(

@@ -60,20 +60,42 @@ def split_params(cfg: dict[str, Any], protocol: str) -> dict[str, Any]:
     }
 
 
-def protocol_splits(ctx: TaskContext, params: dict[str, Any]) -> tuple[dict[str, BeatSet], dict[str, Any]]:
+def protocol_splits(
+    ctx: TaskContext, params: dict[str, Any]
+) -> tuple[dict[str, BeatSet], dict[str, Any]]:
     """Train/val/test beat sets of a protocol and a description of the split."""
-    beats = load_beats(ctx.data_dir, ctx.cache_dir, params.get("records"), params["target_fs"], params["width"], progress=ctx.progress)
+    beats = load_beats(
+        ctx.data_dir,
+        ctx.cache_dir,
+        params.get("records"),
+        params["target_fs"],
+        params["width"],
+        progress=ctx.progress,
+    )
     protocol = params["protocol"]
     if protocol == "inter_patient":
-        split = mitdb_inter_patient(params["n_val_records"], params["seed"], available=np.unique(beats.record).tolist())
+        split = mitdb_inter_patient(
+            params["n_val_records"], params["seed"], available=np.unique(beats.record).tolist()
+        )
         parts = {k: beats.of_records(v) for k, v in split.items()}
-        desc: dict[str, Any] = {"kind": "inter-patient (de Chazal DS1 -> DS2, paced and record 201 excluded)", "records": split}
+        desc: dict[str, Any] = {
+            "kind": "inter-patient (de Chazal DS1 -> DS2, paced and record 201 excluded)",
+            "records": split,
+        }
     elif protocol == "pooled":
         fr = params["pooled_fractions"]
         perm = np.random.default_rng(params["seed"]).permutation(len(beats))
         n_tr, n_va = int(fr[0] * len(beats)), int(fr[1] * len(beats))
-        parts = {"train": beats.subset(np.sort(perm[:n_tr])), "val": beats.subset(np.sort(perm[n_tr : n_tr + n_va])), "test": beats.subset(np.sort(perm[n_tr + n_va :]))}
-        desc = {"kind": "pooled random window split (seed protocol; not patient-wise)", "fractions": fr, "records": sorted(np.unique(beats.record).tolist())}
+        parts = {
+            "train": beats.subset(np.sort(perm[:n_tr])),
+            "val": beats.subset(np.sort(perm[n_tr : n_tr + n_va])),
+            "test": beats.subset(np.sort(perm[n_tr + n_va :])),
+        }
+        desc = {
+            "kind": "pooled random window split (seed protocol; not patient-wise)",
+            "fractions": fr,
+            "records": sorted(np.unique(beats.record).tolist()),
+        }
     else:
         raise ConfigError(f"unknown CAE protocol {protocol!r}; use {PROTOCOLS}")
     desc["windows"] = {k: {c: int((v.aami == c).sum()) for c in "NSVFQ"} for k, v in parts.items()}
@@ -92,7 +114,12 @@ def build_model(cfg: dict[str, Any]) -> Any:
     from models.cae import ConvAutoencoder, center_weights
 
     m, d = cfg["model"], cfg["data"]
-    w = center_weights(int(d["width"]), float(d["target_fs"]), float(m["center_seconds"]), float(m["center_weight"]))
+    w = center_weights(
+        int(d["width"]),
+        float(d["target_fs"]),
+        float(m["center_seconds"]),
+        float(m["center_weight"]),
+    )
     return ConvAutoencoder(
         int(d["width"]),
         tuple(m["channels"]),
@@ -128,7 +155,13 @@ def beat_rhythm(bs: BeatSet, history: int, quantile: float, fs: float = 360.0) -
     return grouped_rhythm_scores(bs.sample / fs, bs.record, history, quantile)
 
 
-def choose_rhythm(cfg: dict[str, Any], ref_beats: BeatSet, val: BeatSet, val_morph: np.ndarray, rhythm_source: BeatSet) -> dict[str, Any]:
+def choose_rhythm(
+    cfg: dict[str, Any],
+    ref_beats: BeatSet,
+    val: BeatSet,
+    val_morph: np.ndarray,
+    rhythm_source: BeatSet,
+) -> dict[str, Any]:
     """Choose the rhythm reference rule on ``ref_beats`` (train + validation) and its weight on ``val``.
 
     Rhythm scores are computed on ``rhythm_source`` (every beat of the protocol's records, so a beat's
@@ -137,7 +170,10 @@ def choose_rhythm(cfg: dict[str, Any], ref_beats: BeatSet, val: BeatSet, val_mor
     from sklearn.metrics import roc_auc_score
 
     grid = cfg["rhythm_grid"]
-    key = {(r, int(t)): i for i, (r, t) in enumerate(zip(rhythm_source.record, rhythm_source.sample, strict=True))}
+    key = {
+        (r, int(t)): i
+        for i, (r, t) in enumerate(zip(rhythm_source.record, rhythm_source.sample, strict=True))
+    }
 
     def lookup(rh: np.ndarray, bs: BeatSet) -> np.ndarray:
         return rh[[key[(r, int(t))] for r, t in zip(bs.record, bs.sample, strict=True)]]
@@ -160,7 +196,10 @@ def choose_rhythm(cfg: dict[str, Any], ref_beats: BeatSet, val: BeatSet, val_mor
         "history": rule["history"],
         "quantile": rule["quantile"],
         "weight": best["weight"],
-        "chosen_on": {"history, quantile": f"rhythm-only ROC-AUC {rule['roc_auc']:.4f} on the train + validation beats", "weight": f"ROC-AUC {best['roc_auc']:.4f} of the decision score on the validation split"},
+        "chosen_on": {
+            "history, quantile": f"rhythm-only ROC-AUC {rule['roc_auc']:.4f} on the train + validation beats",
+            "weight": f"ROC-AUC {best['roc_auc']:.4f} of the decision score on the validation split",
+        },
         "validation_roc_auc_morphology_only": float(roc_auc_score(val.abnormal, lm)),
     }
 
@@ -175,7 +214,10 @@ def rhythm_for(bs: BeatSet, rhythm: dict[str, Any], all_beats: BeatSet) -> np.nd
 
 def _decision(morph: np.ndarray, rhythm_scores: np.ndarray, rhythm: dict[str, Any]) -> np.ndarray:
     """log(morphology) + weight * rhythm (what :meth:`models.runtime.cae.CaeScorer.decision_scores` computes)."""
-    return np.log(np.maximum(np.asarray(morph, dtype=np.float64), 1e-12)) + float(rhythm["weight"]) * rhythm_scores
+    return (
+        np.log(np.maximum(np.asarray(morph, dtype=np.float64), 1e-12))
+        + float(rhythm["weight"]) * rhythm_scores
+    )
 
 
 def _scorer_scores(scorer: Any, bs: BeatSet, all_beats: BeatSet) -> np.ndarray:
@@ -201,14 +243,20 @@ def prepare(ctx: TaskContext) -> dict[str, Any]:
 
 def threshold_method(cfg: dict[str, Any], protocol: str) -> str:
     """The threshold rule of a protocol: ``threshold.by_protocol[protocol]``, else ``threshold.method``."""
-    return str((cfg["threshold"].get("by_protocol") or {}).get(protocol, cfg["threshold"]["method"]))
+    return str(
+        (cfg["threshold"].get("by_protocol") or {}).get(protocol, cfg["threshold"]["method"])
+    )
 
 
-def _report_figures(parts: dict[str, BeatSet], val_scores: np.ndarray, test_scores: np.ndarray, method: str) -> dict[str, Any]:
+def _report_figures(
+    parts: dict[str, BeatSet], val_scores: np.ndarray, test_scores: np.ndarray, method: str
+) -> dict[str, Any]:
     from training.metrics import binary_report, choose_threshold
 
     targets = {k: float(SEED_FIGURES[k]) for k in ("accuracy", "sensitivity", "specificity", "f1")}  # type: ignore[arg-type]
-    th = choose_threshold(parts["val"].abnormal, val_scores, method, targets if method == "targets" else None)
+    th = choose_threshold(
+        parts["val"].abnormal, val_scores, method, targets if method == "targets" else None
+    )
     how = (
         "the validation operating point exceeding the seed's accuracy, sensitivity, specificity and F1 by the largest common margin (maximum F1 when none does)"
         if method == "targets"
@@ -221,22 +269,44 @@ def _report_figures(parts: dict[str, BeatSet], val_scores: np.ndarray, test_scor
     }
 
 
-def _plots(out_dir: Path, parts: dict[str, BeatSet], val_scores: np.ndarray, test_scores: np.ndarray, th: float, recon: np.ndarray | None, x: np.ndarray | None, title: str) -> None:
+def _plots(
+    out_dir: Path,
+    parts: dict[str, BeatSet],
+    val_scores: np.ndarray,
+    test_scores: np.ndarray,
+    th: float,
+    recon: np.ndarray | None,
+    x: np.ndarray | None,
+    title: str,
+) -> None:
     from sklearn.metrics import roc_curve
 
     from training.plots import plot_roc, plot_score_hist, plot_signals
 
     curves = {}
-    for name, bs, sc in (("validation", parts["val"], val_scores), ("test", parts["test"], test_scores)):
+    for name, bs, sc in (
+        ("validation", parts["val"], val_scores),
+        ("test", parts["test"], test_scores),
+    ):
         fpr, tpr, _ = roc_curve(bs.abnormal, sc)
         from sklearn.metrics import roc_auc_score
 
         curves[name] = (fpr, tpr, float(roc_auc_score(bs.abnormal, sc)))
     plot_roc(curves, out_dir / "roc.png", f"CAE {title}")
-    plot_score_hist({c: test_scores[parts["test"].aami == c] for c in "NSVFQ"}, th, out_dir / "scores_test.png", f"CAE {title}: test scores by AAMI class")
+    plot_score_hist(
+        {c: test_scores[parts["test"].aami == c] for c in "NSVFQ"},
+        th,
+        out_dir / "scores_test.png",
+        f"CAE {title}: test scores by AAMI class",
+    )
     if recon is not None and x is not None:
         rows = [{"input (normalised)": x[i], "reconstruction": recon[i]} for i in range(x.shape[0])]
-        plot_signals(rows, out_dir / "reconstructions.png", 360.0, title=f"CAE {title}: test windows (N, S, V, F)")
+        plot_signals(
+            rows,
+            out_dir / "reconstructions.png",
+            360.0,
+            title=f"CAE {title}: test windows (N, S, V, F)",
+        )
 
 
 def train(ctx: TaskContext) -> Path:
@@ -269,15 +339,21 @@ def train(ctx: TaskContext) -> Path:
         rng = np.random.default_rng(int(cfg["seed"]))
         tr_idx = np.flatnonzero(parts["train"].aami == "N")
         if tr_idx.size > int(cfg["data"]["max_train_windows"]):
-            tr_idx = np.sort(rng.choice(tr_idx, int(cfg["data"]["max_train_windows"]), replace=False))
+            tr_idx = np.sort(
+                rng.choice(tr_idx, int(cfg["data"]["max_train_windows"]), replace=False)
+            )
         va_idx = np.flatnonzero(parts["val"].aami == "N")
         if va_idx.size > int(cfg["data"]["max_val_loss_windows"]):
-            va_idx = np.sort(rng.choice(va_idx, int(cfg["data"]["max_val_loss_windows"]), replace=False))
+            va_idx = np.sort(
+                rng.choice(va_idx, int(cfg["data"]["max_val_loss_windows"]), replace=False)
+            )
         x_tr = torch.from_numpy(_normalise(cfg, parts["train"].windows[tr_idx]))
         x_va = torch.from_numpy(_normalise(cfg, parts["val"].windows[va_idx]))
         g = torch.Generator().manual_seed(int(cfg["seed"]))
         bs = int(tcfg["batch_size"])
-        train_loader = DataLoader(TensorDataset(x_tr), batch_size=bs, shuffle=True, generator=g, drop_last=True)
+        train_loader = DataLoader(
+            TensorDataset(x_tr), batch_size=bs, shuffle=True, generator=g, drop_last=True
+        )
         val_loader = DataLoader(TensorDataset(x_va), batch_size=512)
         noise = float(tcfg.get("noise_std", 0.0))
         model = build_model(cfg)
@@ -293,12 +369,24 @@ def train(ctx: TaskContext) -> Path:
             src = Path(cfg["init_from"]) / protocol
             if not (src / "checkpoint.pt").is_file():
                 raise ConfigError(f"init_from: {src / 'checkpoint.pt'} does not exist")
-            model.load_state_dict(torch.load(src / "checkpoint.pt", map_location="cpu", weights_only=True))
+            model.load_state_dict(
+                torch.load(src / "checkpoint.pt", map_location="cpu", weights_only=True)
+            )
             fit_info["init_from"] = str(src / "checkpoint.pt")
             if (src / "metrics.json").is_file():
                 fit_info["source_fit"] = json.loads((src / "metrics.json").read_text()).get("fit")
         if int(tcfg["epochs"]) > 0:
-            fit_res = fit(model, train_loader, val_loader, loss_fn, FitConfig.from_dict(tcfg), sub, device, ctx.progress, desc=f"cae[{protocol}]")
+            fit_res = fit(
+                model,
+                train_loader,
+                val_loader,
+                loss_fn,
+                FitConfig.from_dict(tcfg),
+                sub,
+                device,
+                ctx.progress,
+                desc=f"cae[{protocol}]",
+            )
             fit_info.update({k: v for k, v in fit_res.to_dict().items() if k != "history"})
         elif not cfg.get("init_from"):
             raise ConfigError("train.epochs = 0 needs init_from (a run directory to re-calibrate)")
@@ -309,21 +397,54 @@ def train(ctx: TaskContext) -> Path:
         del val_recon
         from models.cae import center_weights
 
-        model.set_score_weights(center_weights(int(cfg["data"]["width"]), float(cfg["data"]["target_fs"]), choice["center_seconds"], choice["center_weight"]))
+        model.set_score_weights(
+            center_weights(
+                int(cfg["data"]["width"]),
+                float(cfg["data"]["target_fs"]),
+                choice["center_seconds"],
+                choice["center_weight"],
+            )
+        )
         torch.save(model.state_dict(), sub / "checkpoint.pt")
         val_morph = predict_batches(model, (val_x,), device=torch.device("cpu"))[1]
-        ref_beats = BeatSet(*(np.concatenate([getattr(parts["train"], f), getattr(parts["val"], f)]) for f in ("windows", "aami", "symbol", "record", "sample")))
-        rhythm = choose_rhythm(cfg, ref_beats, parts["val"], val_morph, parts["all"]) if cfg.get("rhythm_grid") else None
+        ref_beats = BeatSet(
+            *(
+                np.concatenate([getattr(parts["train"], f), getattr(parts["val"], f)])
+                for f in ("windows", "aami", "symbol", "record", "sample")
+            )
+        )
+        rhythm = (
+            choose_rhythm(cfg, ref_beats, parts["val"], val_morph, parts["all"])
+            if cfg.get("rhythm_grid")
+            else None
+        )
         del ref_beats
         test_x = _normalise(cfg, parts["test"].windows)
         test_recon, test_morph = predict_batches(model, (test_x,), device=torch.device("cpu"))
         val_scores, test_scores = val_morph, test_morph
         if rhythm is not None:
-            val_scores = _decision(val_morph, rhythm_for(parts["val"], rhythm, parts["all"]), rhythm)
-            test_scores = _decision(test_morph, rhythm_for(parts["test"], rhythm, parts["all"]), rhythm)
+            val_scores = _decision(
+                val_morph, rhythm_for(parts["val"], rhythm, parts["all"]), rhythm
+            )
+            test_scores = _decision(
+                test_morph, rhythm_for(parts["test"], rhythm, parts["all"]), rhythm
+            )
         figures = _report_figures(parts, val_scores, test_scores, threshold_method(cfg, protocol))
-        examples = [int(np.flatnonzero(parts["test"].aami == c)[0]) for c in "NSVF" if (parts["test"].aami == c).any()]
-        _plots(sub, parts, val_scores, test_scores, figures["threshold"]["value"], test_recon[examples], test_x[examples], protocol)
+        examples = [
+            int(np.flatnonzero(parts["test"].aami == c)[0])
+            for c in "NSVF"
+            if (parts["test"].aami == c).any()
+        ]
+        _plots(
+            sub,
+            parts,
+            val_scores,
+            test_scores,
+            figures["threshold"]["value"],
+            test_recon[examples],
+            test_x[examples],
+            protocol,
+        )
         metrics = {
             "protocol": protocol,
             "split": desc,
@@ -336,7 +457,10 @@ def train(ctx: TaskContext) -> Path:
             **figures,
         }
         write_json(sub / "metrics.json", metrics)
-        summary[protocol] = {k: metrics["test"][k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity", "f1", "recall_by_class")}
+        summary[protocol] = {
+            k: metrics["test"][k]
+            for k in ("roc_auc", "accuracy", "sensitivity", "specificity", "f1", "recall_by_class")
+        }
     summary["seed"] = SEED_FIGURES
     write_json(run_dir / "metrics.json", summary)
     if not ctx.as_json:
@@ -369,12 +493,19 @@ def export(ctx: TaskContext) -> Path:
     for protocol in protos:
         metrics = json.loads((run_dir / protocol / "metrics.json").read_text())
         model = build_model(cfg)
-        model.load_state_dict(torch.load(run_dir / protocol / "checkpoint.pt", map_location="cpu", weights_only=True))
+        model.load_state_dict(
+            torch.load(run_dir / protocol / "checkpoint.pt", map_location="cpu", weights_only=True)
+        )
         model.eval()
         params = metrics["split_params"]
         parts, desc = protocol_splits(ctx, params)
         rng = np.random.default_rng(0)
-        real = _normalise(cfg, parts["val"].windows[np.sort(rng.choice(len(parts["val"]), min(1024, len(parts["val"])), replace=False))])
+        real = _normalise(
+            cfg,
+            parts["val"].windows[
+                np.sort(rng.choice(len(parts["val"]), min(1024, len(parts["val"])), replace=False))
+            ],
+        )
         onnx_path = ctx.artifacts_dir / f"{ARTIFACTS[protocol]}.onnx"
         fields: dict[str, Any] = {
             "description": "Convolutional autoencoder anomaly scorer for 2 s single-lead beat windows (MIT-BIH); score = weighted reconstruction MSE, trained on AAMI N beats only.",
@@ -383,8 +514,20 @@ def export(ctx: TaskContext) -> Path:
             "window_samples": int(params["width"]),
             "lead": "MLII (first lead where absent)",
             "preprocessing": "stream.stages.filtering.filter_signal (causal Butterworth band-pass 0.5-40 Hz) on the whole lead, then stream.stages.segmentation.beat_windows centred on annotated beats",
-            "normalisation": {"method": cfg["data"]["normalisation"], "eps": float(cfg["data"]["eps"]), "per": "window", "formula": "(x - mean(x)) / (std(x) + eps)" if cfg["data"]["normalisation"] == "zscore" else cfg["data"]["normalisation"]},
-            "score": {"output": "score", "definition": "mean over samples of w * (reconstruction - input)^2; w = center_weight within center_seconds around the window centre, normalised to mean 1", **metrics["score_weights"], "positive": "abnormal (AAMI S, V, F, Q)"},
+            "normalisation": {
+                "method": cfg["data"]["normalisation"],
+                "eps": float(cfg["data"]["eps"]),
+                "per": "window",
+                "formula": "(x - mean(x)) / (std(x) + eps)"
+                if cfg["data"]["normalisation"] == "zscore"
+                else cfg["data"]["normalisation"],
+            },
+            "score": {
+                "output": "score",
+                "definition": "mean over samples of w * (reconstruction - input)^2; w = center_weight within center_seconds around the window centre, normalised to mean 1",
+                **metrics["score_weights"],
+                "positive": "abnormal (AAMI S, V, F, Q)",
+            },
             "training_data": f"MIT-BIH Arrhythmia Database 1.0.0 (Moody & Mark 2001), AAMI-N windows of the train split only, {metrics['train_windows_n']} windows (seeded subsample)",
             "split": desc,
             "split_params": params,
@@ -396,14 +539,19 @@ def export(ctx: TaskContext) -> Path:
             ),
             "threshold": metrics["threshold"],
             "fit": metrics["fit"],
-            "architecture": {k: cfg["model"][k] for k in ("channels", "kernels", "strides", "latent", "head_channels")},
+            "architecture": {
+                k: cfg["model"][k]
+                for k in ("channels", "kernels", "strides", "latent", "head_channels")
+            },
             "seed_figures": SEED_FIGURES,
             "training_config": cfg,
             "command": ctx.command or "python -m training export cae",
             "train_command": cfg.get("command"),
             "run_dir": str(run_dir),
         }
-        card = export_with_card(model, onnx_path, {"window": real}, ["reconstruction", "score"], fields)
+        card = export_with_card(
+            model, onnx_path, {"window": real}, ["reconstruction", "score"], fields
+        )
         # test figures from the exported artifact through the runtime wrapper (what `evaluate` recomputes)
         scorer = CaeScorer.load(ARTIFACTS[protocol], ctx.artifacts_dir)
         th = scorer.threshold
@@ -416,13 +564,21 @@ def export(ctx: TaskContext) -> Path:
         }
         pooled_card = ctx.artifacts_dir / f"{ARTIFACTS['pooled']}.card.json"
         if protocol == "inter_patient" and "pooled" not in cards and pooled_card.is_file():
-            cards["pooled"] = json.loads(pooled_card.read_text())  # pooled model exported from an earlier run
+            cards["pooled"] = json.loads(
+                pooled_card.read_text()
+            )  # pooled model exported from an earlier run
         if protocol == "inter_patient" and "pooled" in cards:
-            card["metrics_protocol_a_pooled"] = {"artifact": "cae_pooled.onnx", "run_dir": cards["pooled"].get("run_dir"), "test": cards["pooled"]["metrics"]["test"]}
+            card["metrics_protocol_a_pooled"] = {
+                "artifact": "cae_pooled.onnx",
+                "run_dir": cards["pooled"].get("run_dir"),
+                "test": cards["pooled"]["metrics"]["test"],
+            }
         card_path_for(onnx_path).write_text(json.dumps(card, indent=2) + "\n")
         cards[protocol] = card
         last = onnx_path
-        print(f"exported {onnx_path} ({card['onnx_bytes']} bytes, parity max abs diff {card['parity']['max_abs_diff']:.2e}); test ROC-AUC {card['metrics']['test']['roc_auc']:.4f}")
+        print(
+            f"exported {onnx_path} ({card['onnx_bytes']} bytes, parity max abs diff {card['parity']['max_abs_diff']:.2e}); test ROC-AUC {card['metrics']['test']['roc_auc']:.4f}"
+        )
     return last
 
 
@@ -433,7 +589,19 @@ def evaluate(ctx: TaskContext) -> dict[str, Any]:
     from training.metrics import binary_report
 
     out: dict[str, Any] = {}
-    keys = ("roc_auc", "accuracy", "sensitivity", "specificity", "f1", "precision", "pr_auc", "threshold", "n", "recall_by_class", "count_by_class")
+    keys = (
+        "roc_auc",
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "f1",
+        "precision",
+        "pr_auc",
+        "threshold",
+        "n",
+        "recall_by_class",
+        "count_by_class",
+    )
     for protocol in PROTOCOLS:
         name = ARTIFACTS[protocol]
         if ctx.extra.get("source") == "checkpoint":
@@ -446,15 +614,27 @@ def evaluate(ctx: TaskContext) -> dict[str, Any]:
             metrics = json.loads((run_dir / protocol / "metrics.json").read_text())
             params, th = metrics["split_params"], float(metrics["threshold"]["value"])
             model = build_model(cfg)
-            model.load_state_dict(torch.load(run_dir / protocol / "checkpoint.pt", map_location="cpu", weights_only=True))
+            model.load_state_dict(
+                torch.load(
+                    run_dir / protocol / "checkpoint.pt", map_location="cpu", weights_only=True
+                )
+            )
             parts, _ = protocol_splits(ctx, params)
-            scores = predict_batches(model.eval(), (_normalise(cfg, parts["test"].windows),), device=torch.device("cpu"))[1]
+            scores = predict_batches(
+                model.eval(), (_normalise(cfg, parts["test"].windows),), device=torch.device("cpu")
+            )[1]
             if metrics.get("rhythm"):
-                scores = _decision(scores, rhythm_for(parts["test"], metrics["rhythm"], parts["all"]), metrics["rhythm"])
+                scores = _decision(
+                    scores,
+                    rhythm_for(parts["test"], metrics["rhythm"], parts["all"]),
+                    metrics["rhythm"],
+                )
         else:
             onnx = ctx.artifacts_dir / f"{name}.onnx"
             if not onnx.is_file():
-                out[protocol] = {"error": f"{onnx} missing; run `python -m training train cae` then `export cae`"}
+                out[protocol] = {
+                    "error": f"{onnx} missing; run `python -m training train cae` then `export cae`"
+                }
                 continue
             card = load_card(onnx.with_name(f"{name}.card.json"))
             params = card.get("split_params")
@@ -466,7 +646,14 @@ def evaluate(ctx: TaskContext) -> dict[str, Any]:
         out[protocol] = {k: rep[k] for k in keys}
     out["seed"] = SEED_FIGURES
     if "pooled" in out and "roc_auc" in out["pooled"]:
-        out["pooled_vs_seed"] = {k: {"ours": out["pooled"][k], "seed": SEED_FIGURES[k], "beats_seed": out["pooled"][k] > SEED_FIGURES[k]} for k in ("roc_auc", "accuracy", "sensitivity", "specificity", "f1")}
+        out["pooled_vs_seed"] = {
+            k: {
+                "ours": out["pooled"][k],
+                "seed": SEED_FIGURES[k],
+                "beats_seed": out["pooled"][k] > SEED_FIGURES[k],
+            }
+            for k in ("roc_auc", "accuracy", "sensitivity", "specificity", "f1")
+        }
     return out
 
 
@@ -481,7 +668,17 @@ def report(ctx: TaskContext) -> dict[str, Any]:
             "sha256": c["onnx_sha256"],
             "parameters": c.get("parameters"),
             "threshold": c.get("threshold"),
-            "test": {k: c["metrics"]["test"][k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity", "f1", "recall_by_class")},
+            "test": {
+                k: c["metrics"]["test"][k]
+                for k in (
+                    "roc_auc",
+                    "accuracy",
+                    "sensitivity",
+                    "specificity",
+                    "f1",
+                    "recall_by_class",
+                )
+            },
             "parity_max_abs_diff": c["parity"]["max_abs_diff"],
             "run_dir": c.get("run_dir"),
         }

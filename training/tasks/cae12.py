@@ -2,4 +2,6 @@
 
 from training.tasks._ptbxl_anomaly import make_spec
 
-SPEC = make_spec("cae12", "12-lead conv autoencoder, unsupervised anomaly detection on PTB-XL (100 Hz, 10 s)")
+SPEC = make_spec(
+    "cae12", "12-lead conv autoencoder, unsupervised anomaly detection on PTB-XL (100 Hz, 10 s)"
+)

@@ -50,7 +50,12 @@ IDX = {lead: i for i, lead in enumerate(TWELVE_LEADS)}
 
 
 def _data(ctx: TaskContext) -> PtbxlData:
-    return load_ptbxl(ctx.data_dir, ctx.cache_dir, limit=ctx.config.get("data", {}).get("limit"), progress=ctx.progress)
+    return load_ptbxl(
+        ctx.data_dir,
+        ctx.cache_dir,
+        limit=ctx.config.get("data", {}).get("limit"),
+        progress=ctx.progress,
+    )
 
 
 def sample_masks(n: int, rng: np.random.Generator, probs: dict[str, float]) -> np.ndarray:
@@ -116,7 +121,9 @@ def is_single(cfg: dict[str, Any]) -> bool:
 
 
 def _build(cfg: dict[str, Any]) -> Any:
-    return build_single_model(cfg["single"]["model"]) if is_single(cfg) else build_model(cfg["model"])
+    return (
+        build_single_model(cfg["single"]["model"]) if is_single(cfg) else build_model(cfg["model"])
+    )
 
 
 def _crops(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -125,7 +132,9 @@ def _crops(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
     return x[np.arange(x.shape[0])[:, None], idx]
 
 
-def _pretrain_contrastive(model: Any, tr: PtbxlData, cfg: dict[str, Any], rng: np.random.Generator, progress: bool) -> list[float]:
+def _pretrain_contrastive(
+    model: Any, tr: PtbxlData, cfg: dict[str, Any], rng: np.random.Generator, progress: bool
+) -> list[float]:
     import time
 
     import torch
@@ -150,14 +159,18 @@ def _pretrain_contrastive(model: Any, tr: PtbxlData, cfg: dict[str, Any], rng: n
             mb = torch.from_numpy(sample_masks(len(b), rng, probs))
             with torch.no_grad():
                 feats = model.features(xb, mb)
-            loss = supcon_loss(enc(feats), torch.from_numpy(ids[b]), float(ccfg.get("temperature", 0.1)))
+            loss = supcon_loss(
+                enc(feats), torch.from_numpy(ids[b]), float(ccfg.get("temperature", 0.1))
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(b)
         losses.append(total / max(len(order), 1))
         if progress:
-            print(f"contrastive epoch {epoch + 1}: SupCon loss {losses[-1]:.4f} ({time.monotonic() - t0:.0f} s)")
+            print(
+                f"contrastive epoch {epoch + 1}: SupCon loss {losses[-1]:.4f} ({time.monotonic() - t0:.0f} s)"
+            )
         if time.monotonic() - t0 > 60 * float(ccfg.get("max_minutes", 2.5)):
             break
     for p in enc.parameters():
@@ -165,12 +178,16 @@ def _pretrain_contrastive(model: Any, tr: PtbxlData, cfg: dict[str, Any], rng: n
     return losses
 
 
-def _augmented_crops(x: np.ndarray, length: int, rng: np.random.Generator, stretch: float, scale: float) -> np.ndarray:
+def _augmented_crops(
+    x: np.ndarray, length: int, rng: np.random.Generator, stretch: float, scale: float
+) -> np.ndarray:
     """Random crops resampled in time by a factor in [1 - stretch, 1 + stretch] (heart-rate change, the
     same for all 12 leads) and scaled in amplitude by a factor in [1/(1 + scale), 1 + scale] (log-uniform,
     all leads together: the inter-lead relations stay)."""
     n, t = x.shape[0], x.shape[1]
-    span = np.minimum(np.round(length * rng.uniform(1.0 - stretch, 1.0 + stretch, size=n)).astype(int), t)
+    span = np.minimum(
+        np.round(length * rng.uniform(1.0 - stretch, 1.0 + stretch, size=n)).astype(int), t
+    )
     starts = (rng.random(n) * (t - span + 1)).astype(int)
     pos = starts[:, None] + np.linspace(0.0, 1.0, length)[None, :] * (span[:, None] - 1)
     i0 = np.floor(pos).astype(int)
@@ -187,16 +204,33 @@ class _MaskedCrops:
     time-stretched and amplitude-scaled, see :func:`_augmented_crops`, and with the heart axis rotated
     by up to ``rotate_deg`` degrees, see :mod:`training.augment`)."""
 
-    def __init__(self, x: np.ndarray, bs: int, crop: int, probs: dict[str, float], seed: int, shuffle: bool = True,
-                 stretch: float = 0.0, scale: float = 0.0, rotate_deg: float = 0.0, back: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        x: np.ndarray,
+        bs: int,
+        crop: int,
+        probs: dict[str, float],
+        seed: int,
+        shuffle: bool = True,
+        stretch: float = 0.0,
+        scale: float = 0.0,
+        rotate_deg: float = 0.0,
+        back: np.ndarray | None = None,
+    ) -> None:
         self.x, self.bs, self.crop, self.probs, self.shuffle = x, bs, crop, probs, shuffle
         self.stretch, self.scale, self.rotate_deg, self.back = stretch, scale, rotate_deg, back
         if rotate_deg and back is None:
-            raise ValueError("rotate_deg needs the back-projection (training.augment.fit_back_projection)")
+            raise ValueError(
+                "rotate_deg needs the back-projection (training.augment.fit_back_projection)"
+            )
         self.rng = np.random.default_rng(seed)
-        self.fixed = None if shuffle else (
-            _crops(x, crop, self.rng) if crop < x.shape[1] else x,
-            sample_masks(len(x), self.rng, probs),
+        self.fixed = (
+            None
+            if shuffle
+            else (
+                _crops(x, crop, self.rng) if crop < x.shape[1] else x,
+                sample_masks(len(x), self.rng, probs),
+            )
         )
 
     def __iter__(self) -> Any:
@@ -210,10 +244,15 @@ class _MaskedCrops:
         order = self.rng.permutation(len(self.x))
         for s in range(0, len(order) - self.bs + 1, self.bs):
             b = order[s : s + self.bs]
-            xb = (_augmented_crops(self.x[b], self.crop, self.rng, self.stretch, self.scale) if self.stretch or self.scale
-                  else _crops(self.x[b], self.crop, self.rng))
+            xb = (
+                _augmented_crops(self.x[b], self.crop, self.rng, self.stretch, self.scale)
+                if self.stretch or self.scale
+                else _crops(self.x[b], self.crop, self.rng)
+            )
             if self.rotate_deg and self.back is not None:
-                xb = rotate_heart_axis(xb, random_rotations(len(b), self.rotate_deg, self.rng), self.back)
+                xb = rotate_heart_axis(
+                    xb, random_rotations(len(b), self.rotate_deg, self.rng), self.back
+                )
             yield torch.from_numpy(xb), torch.from_numpy(sample_masks(len(b), self.rng, self.probs))
 
     def __len__(self) -> int:
@@ -240,7 +279,9 @@ def train(ctx: TaskContext) -> Path:
     model = build_model(cfg["model"])
     center, scale = lead_stats(tr.x)
     model.norm.set_stats(torch.from_numpy(center), torch.from_numpy(scale))
-    contrastive_losses = _pretrain_contrastive(model, tr, cfg, rng, ctx.progress) if model.use_contrastive else []
+    contrastive_losses = (
+        _pretrain_contrastive(model, tr, cfg, rng, ctx.progress) if model.use_contrastive else []
+    )
     bs, crop = int(tcfg.get("batch_size", 32)), int(tcfg.get("crop", 320))
     probs = tcfg["mask_mix"]
     train_loader = _MaskedCrops(tr.x, bs, crop, probs, seed)
@@ -254,11 +295,26 @@ def train(ctx: TaskContext) -> Path:
         err = ((m.norm(out) - m.norm(x)) ** 2) * (1.0 - mask[:, None, :])
         return err.sum() / ((1.0 - mask).sum() * x.shape[1]).clamp_min(1.0)
 
-    result = fit(model, train_loader, val_loader, loss_fn, FitConfig.from_dict(tcfg), run_dir, select_device(ctx.device), ctx.progress, desc=NAME)
+    result = fit(
+        model,
+        train_loader,
+        val_loader,
+        loss_fn,
+        FitConfig.from_dict(tcfg),
+        run_dir,
+        select_device(ctx.device),
+        ctx.progress,
+        desc=NAME,
+    )
     model = model.cpu().eval()
     n_eval = int(tcfg.get("val_eval_records", 0)) or len(va)
-    val_res = evaluate_arrays(lambda x, m: _torch_predict(model, x, m), va.subset(np.arange(min(n_eval, len(va)))))
-    write_json(run_dir / "metrics.json", {"validation": val_res, "fit": result.to_dict(), "contrastive_losses": contrastive_losses})
+    val_res = evaluate_arrays(
+        lambda x, m: _torch_predict(model, x, m), va.subset(np.arange(min(n_eval, len(va))))
+    )
+    write_json(
+        run_dir / "metrics.json",
+        {"validation": val_res, "fit": result.to_dict(), "contrastive_losses": contrastive_losses},
+    )
     if ctx.progress:
         print(json.dumps({k: v["mean_pearson"] for k, v in val_res.items()}))
     return run_dir
@@ -297,23 +353,48 @@ def train_single(ctx: TaskContext) -> Path:
     center, scale = lead_stats(tr.x)
     model.norm.set_stats(torch.from_numpy(center), torch.from_numpy(scale))
     init_from = tcfg.get("init_from")
-    if init_from:  # continue a previous single run (same folds; a run without the GRU context may gain one)
-        missing, unexpected = model.load_state_dict(torch.load(Path(init_from) / "checkpoint.pt", map_location="cpu", weights_only=True), strict=False)
+    if (
+        init_from
+    ):  # continue a previous single run (same folds; a run without the GRU context may gain one)
+        missing, unexpected = model.load_state_dict(
+            torch.load(Path(init_from) / "checkpoint.pt", map_location="cpu", weights_only=True),
+            strict=False,
+        )
         if unexpected or any(not k.startswith("gru") for k in missing):
-            raise ConfigError(f"init_from {init_from}: architecture differs (missing {missing}, unexpected {unexpected})")
+            raise ConfigError(
+                f"init_from {init_from}: architecture differs (missing {missing}, unexpected {unexpected})"
+            )
     probs = {"II_only": 1.0}
     aug = tcfg.get("augment") or {}
     rotate_deg = float(aug.get("rotate_deg", 0.0))
-    train_loader = _MaskedCrops(tr.x, int(tcfg.get("batch_size", 32)), int(tcfg.get("crop", 500)), probs, seed,
-                                stretch=float(aug.get("stretch", 0.0)), scale=float(aug.get("scale", 0.0)),
-                                rotate_deg=rotate_deg, back=fit_back_projection(tr.x) if rotate_deg else None)
+    train_loader = _MaskedCrops(
+        tr.x,
+        int(tcfg.get("batch_size", 32)),
+        int(tcfg.get("crop", 500)),
+        probs,
+        seed,
+        stretch=float(aug.get("stretch", 0.0)),
+        scale=float(aug.get("scale", 0.0)),
+        rotate_deg=rotate_deg,
+        back=fit_back_projection(tr.x) if rotate_deg else None,
+    )
     val_loader = _MaskedCrops(va.x, 64, va.x.shape[1], probs, seed + 1, shuffle=False)
     w = float(tcfg.get("corr_weight", 1.0))
 
     def loss_fn(m: Any, batch: Any) -> Any:
         return single_loss(m, batch[0], batch[1], w)
 
-    result = fit(model, train_loader, val_loader, loss_fn, FitConfig.from_dict(tcfg), run_dir, select_device(ctx.device), ctx.progress, desc=f"{NAME}_ii")
+    result = fit(
+        model,
+        train_loader,
+        val_loader,
+        loss_fn,
+        FitConfig.from_dict(tcfg),
+        run_dir,
+        select_device(ctx.device),
+        ctx.progress,
+        desc=f"{NAME}_ii",
+    )
     model = model.cpu().eval()
     val_res = evaluate_arrays(lambda x, m: _torch_predict(model, x, m), va, configs=("II_only",))
     write_json(run_dir / "metrics.json", {"validation": val_res, "fit": result.to_dict()})
@@ -341,7 +422,9 @@ def _lead_metrics(y: np.ndarray, yhat: np.ndarray) -> dict[str, float]:
     return {"rmse": rmse, "r2": r2, "pearson": float(np.mean(r)) if r.size else float("nan")}
 
 
-def evaluate_arrays(predict: Any, d: PtbxlData, configs: tuple[str, ...] = ("I_II_V4", "II_only", "leave_one_out")) -> dict[str, Any]:
+def evaluate_arrays(
+    predict: Any, d: PtbxlData, configs: tuple[str, ...] = ("I_II_V4", "II_only", "leave_one_out")
+) -> dict[str, Any]:
     """The evaluation configurations (default all three) on ``d`` with ``predict(x, mask) -> full 12 leads``."""
     n = len(d)
     out: dict[str, Any] = {}
@@ -401,7 +484,9 @@ def _load_run_dir(run_dir: Path) -> tuple[Any, Path, dict[str, Any]]:
         raise ConfigError(f"{run_dir} is not a trained {NAME} run (no checkpoint.pt)")
     cfg = json.loads((run_dir / "config.json").read_text())
     model = _build(cfg)
-    model.load_state_dict(torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True))
+    model.load_state_dict(
+        torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    )
     return model.eval(), run_dir, cfg
 
 
@@ -413,27 +498,57 @@ def evaluate(ctx: TaskContext) -> dict[str, Any]:
     if ctx.extra.get("source", "onnx") == "checkpoint":
         model, run_dir, cfg = _load_run(ctx)
         single = is_single(cfg)
-        res = evaluate_arrays(lambda x, m: _torch_predict(model, x, m), test, configs=("II_only",) if single else ("I_II_V4", "II_only", "leave_one_out"))
-        res.update({"source": "checkpoint", "run_dir": str(run_dir), "variant": "single" if single else "multi",
-                    "use_contrastive": (not single) and bool(cfg["model"].get("use_contrastive", True))})
+        res = evaluate_arrays(
+            lambda x, m: _torch_predict(model, x, m),
+            test,
+            configs=("II_only",) if single else ("I_II_V4", "II_only", "leave_one_out"),
+        )
+        res.update(
+            {
+                "source": "checkpoint",
+                "run_dir": str(run_dir),
+                "variant": "single" if single else "multi",
+                "use_contrastive": (not single) and bool(cfg["model"].get("use_contrastive", True)),
+            }
+        )
         write_json(run_dir / "test_metrics.json", res)
     else:
         from models.runtime.lead_recon import LeadReconModel
 
         onnx_model = LeadReconModel.load(models_dir=ctx.artifacts_dir)
         res = evaluate_arrays(lambda x, m: onnx_model.predict(x, m).leads, test)
-        res.update({"source": "onnx", "onnx_sha256": onnx_model.card.onnx_sha256,
-                    "use_contrastive": bool(onnx_model.card.get("config", {}).get("model", {}).get("use_contrastive", True))})
+        res.update(
+            {
+                "source": "onnx",
+                "onnx_sha256": onnx_model.card.onnx_sha256,
+                "use_contrastive": bool(
+                    onnx_model.card.get("config", {}).get("model", {}).get("use_contrastive", True)
+                ),
+            }
+        )
         for conf in ("I_II_V4", "II_only", "leave_one_out"):
             present = np.zeros(12, dtype=np.float32)
             present[[IDX[lead] for lead in CONFIGURATIONS[conf]] or list(range(1, 12))] = 1.0
             used = onnx_model.model_for(present)
-            res[conf].update({"artifact": used.onnx_path.name, "onnx_sha256": used.card.onnx_sha256,
-                              "use_contrastive": bool(used.card.get("config", {}).get("model", {}).get("use_contrastive", False))})
+            res[conf].update(
+                {
+                    "artifact": used.onnx_path.name,
+                    "onnx_sha256": used.card.onnx_sha256,
+                    "use_contrastive": bool(
+                        used.card.get("config", {}).get("model", {}).get("use_contrastive", False)
+                    ),
+                }
+            )
             if used is not onnx_model:
                 res[conf]["blend"] = used.card.get("blend")
-    res.update({"model": NAME, "split": "PTB-XL strat_fold 10 (test)", "n_records": len(test),
-                "published_reference": {"I_II_V4 mean precordial r": 0.846, "II_only mean r": 0.7885}})
+    res.update(
+        {
+            "model": NAME,
+            "split": "PTB-XL strat_fold 10 (test)",
+            "n_records": len(test),
+            "published_reference": {"I_II_V4 mean precordial r": 0.846, "II_only mean r": 0.7885},
+        }
+    )
     return res
 
 
@@ -451,18 +566,33 @@ def export(ctx: TaskContext) -> Path:
     masks = sample_masks(len(xs), rng, cfg["train"]["mask_mix"])
     path = Path(ctx.artifacts_dir) / f"{NAME}.onnx"
     export_with_card(
-        model, path, {"ecg": xs, "mask": masks}, ["recon"],
+        model,
+        path,
+        {"ecg": xs, "mask": masks},
+        ["recon"],
         {
             "task": "reconstruction of missing ECG leads from any present subset (12-lead, PTB-XL)",
-            "input": {"ecg": "[B,1000,12] filtered mV (stream filter_signal, 100 Hz, 10 s), TWELVE_LEADS order; "
-                      "values of missing leads are ignored", "mask": "[B,12] 1 = lead present"},
-            "output": {"recon": "[B,1000,12] mV for every lead; the runtime wrapper copies present leads and "
-                       "derives limb leads exactly (III = II - I, aVR = -(I+II)/2, aVL = I - II/2, aVF = II - I/2) "
-                       "whenever two limb leads are present"},
-            "normalisation": {"where": "inside the ONNX graph", "rule": "per lead (x - median) / (IQR/1.349) over "
-                              "training records (PTB-XL folds 1-8)", "center": model.norm.center.numpy().tolist(),
-                              "scale": model.norm.scale.numpy().tolist()},
-            "training_data": {"dataset": "PTB-XL 1.0.3 records100 subset", "split": "strat_fold 1-8 train, 9 validation, 10 test"},
+            "input": {
+                "ecg": "[B,1000,12] filtered mV (stream filter_signal, 100 Hz, 10 s), TWELVE_LEADS order; "
+                "values of missing leads are ignored",
+                "mask": "[B,12] 1 = lead present",
+            },
+            "output": {
+                "recon": "[B,1000,12] mV for every lead; the runtime wrapper copies present leads and "
+                "derives limb leads exactly (III = II - I, aVR = -(I+II)/2, aVL = I - II/2, aVF = II - I/2) "
+                "whenever two limb leads are present"
+            },
+            "normalisation": {
+                "where": "inside the ONNX graph",
+                "rule": "per lead (x - median) / (IQR/1.349) over "
+                "training records (PTB-XL folds 1-8)",
+                "center": model.norm.center.numpy().tolist(),
+                "scale": model.norm.scale.numpy().tolist(),
+            },
+            "training_data": {
+                "dataset": "PTB-XL 1.0.3 records100 subset",
+                "split": "strat_fold 1-8 train, 9 validation, 10 test",
+            },
             "config": cfg,
             "validation_metrics": run_metrics.get("validation"),
             "run_dir": str(run_dir),
@@ -482,17 +612,32 @@ def _select_blend(ctx: TaskContext, va: PtbxlData, ps: np.ndarray) -> dict[str, 
     model alone, also when no general artifact is there)."""
     from models.runtime.lead_recon import LeadReconModel, blend_single
 
-    grid = [float(w) for w in ctx.config.get("single", {}).get("blend_grid", [1.0])]  # export-time option
+    grid = [
+        float(w) for w in ctx.config.get("single", {}).get("blend_grid", [1.0])
+    ]  # export-time option
     general_path = Path(ctx.artifacts_dir) / f"{NAME}.onnx"
     if grid == [1.0] or not general_path.is_file():
         return {"weight": 1.0, "method": "dedicated model alone"}
     mask = _ii_masks(len(va))
     general = LeadReconModel(general_path)  # the general model alone (no routing)
-    pg = np.concatenate([general.run({"ecg": va.x[s : s + 64], "mask": mask[s : s + 64]})["recon"] for s in range(0, len(va), 64)])
-    scores = {w: _ii_mean_pearson(va.x, blend_single(np.where(mask[:, None, :] > 0, va.x, ps), pg, w)) for w in grid}
+    pg = np.concatenate(
+        [
+            general.run({"ecg": va.x[s : s + 64], "mask": mask[s : s + 64]})["recon"]
+            for s in range(0, len(va), 64)
+        ]
+    )
+    scores = {
+        w: _ii_mean_pearson(va.x, blend_single(np.where(mask[:, None, :] > 0, va.x, ps), pg, w))
+        for w in grid
+    }
     best = max(scores, key=lambda k: scores[k])
-    return {"weight": best, "with": f"{NAME}.onnx", "method": "grid value with the best mean Pearson r of II_only on "
-            "PTB-XL fold 9 (validation)", "validation_mean_pearson": {str(k): v for k, v in scores.items()}}
+    return {
+        "weight": best,
+        "with": f"{NAME}.onnx",
+        "method": "grid value with the best mean Pearson r of II_only on "
+        "PTB-XL fold 9 (validation)",
+        "validation_mean_pearson": {str(k): v for k, v in scores.items()},
+    }
 
 
 def _predict_arrays(model: Any, arrays: tuple[np.ndarray, ...]) -> list[np.ndarray]:
@@ -510,10 +655,20 @@ def _ii_masks(n: int) -> np.ndarray:
 
 def _ii_mean_pearson(y: np.ndarray, pred: np.ndarray) -> float:
     """Mean over the 11 leads other than II of the per-record Pearson r (the ``II_only`` figure)."""
-    return float(np.mean([_lead_metrics(y[:, :, j], pred[:, :, j])["pearson"] for j in range(12) if j != IDX["II"]]))
+    return float(
+        np.mean(
+            [
+                _lead_metrics(y[:, :, j], pred[:, :, j])["pearson"]
+                for j in range(12)
+                if j != IDX["II"]
+            ]
+        )
+    )
 
 
-def _select_ensemble(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str, Any], va: PtbxlData) -> tuple[Any, dict[str, Any] | None]:
+def _select_ensemble(
+    ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str, Any], va: PtbxlData
+) -> tuple[Any, dict[str, Any] | None]:
     """With ``single.ensemble`` (export-time option: more lead-II run directories), the members of a
     :class:`~models.lead_recon.LeadReconIIEnsemble`, chosen on fold 9 by greedy forward selection: the
     candidates (``--run`` and the listed runs) in order of their own fold-9 mean Pearson r, each kept
@@ -528,7 +683,9 @@ def _select_ensemble(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str,
     for p in extra:
         m, _, c = _load_run_dir(p.resolve())
         if not is_single(c):
-            raise ConfigError(f"{p} is not a lead-II run (variant=single); it cannot join the lead_recon_ii ensemble")
+            raise ConfigError(
+                f"{p} is not a lead-II run (variant=single); it cannot join the lead_recon_ii ensemble"
+            )
         candidates[str(p.resolve())] = (m, c)
     mask = _ii_masks(len(va))
     preds = {k: _predict_arrays(m, (va.x, mask))[0] for k, (m, _) in candidates.items()}
@@ -545,9 +702,16 @@ def _select_ensemble(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str,
     ens = LeadReconIIEnsemble(members) if len(members) > 1 else members[0]
     info = {
         "method": "greedy forward selection on PTB-XL fold 9 (validation): candidates in order of their own mean "
-                  "Pearson r of II_only, each kept when adding it raises the averaged output's",
-        "members": [{"run_dir": k, "seed": candidates[k][1]["single"]["train"].get("seed"),
-                     "command": candidates[k][1].get("command"), "validation_mean_pearson": own[k]} for k in chosen],
+        "Pearson r of II_only, each kept when adding it raises the averaged output's",
+        "members": [
+            {
+                "run_dir": k,
+                "seed": candidates[k][1]["single"]["train"].get("seed"),
+                "command": candidates[k][1].get("command"),
+                "validation_mean_pearson": own[k],
+            }
+            for k in chosen
+        ],
         "candidates_validation_mean_pearson": own,
         "selection_steps": steps,
         "validation_mean_pearson": best,
@@ -555,7 +719,14 @@ def _select_ensemble(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str,
     return ens, info
 
 
-def _export_single(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str, Any], va: PtbxlData, run_metrics: dict[str, Any]) -> Path:
+def _export_single(
+    ctx: TaskContext,
+    model: Any,
+    run_dir: Path,
+    cfg: dict[str, Any],
+    va: PtbxlData,
+    run_metrics: dict[str, Any],
+) -> Path:
     """``lead_recon_ii.onnx`` + card: the dedicated model the runtime wrapper uses when only II is present
     (one run, or an ensemble of runs with ``single.ensemble``); ``va`` is fold 9."""
     from models.export import export_with_card
@@ -564,33 +735,59 @@ def _export_single(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str, A
     masks = _ii_masks(len(xs))
     path = Path(ctx.artifacts_dir) / f"{NAME}_ii.onnx"
     model, ensemble = _select_ensemble(ctx, model, run_dir, cfg, va)
-    (ps,) = _predict_arrays(model, (va.x, _ii_masks(len(va))))  # fold-9 output, read by the validation figures and the blend
+    (ps,) = _predict_arrays(
+        model, (va.x, _ii_masks(len(va)))
+    )  # fold-9 output, read by the validation figures and the blend
     if ensemble is not None:
-        run_metrics = {**run_metrics, "validation": evaluate_arrays(
-            lambda x, m: derive_limb_leads(np.where(m[:, None, :] > 0, x, ps), m)[0], va, configs=("II_only",))}
+        run_metrics = {
+            **run_metrics,
+            "validation": evaluate_arrays(
+                lambda x, m: derive_limb_leads(np.where(m[:, None, :] > 0, x, ps), m)[0],
+                va,
+                configs=("II_only",),
+            ),
+        }
     blend = _select_blend(ctx, va, ps)
     export_with_card(
-        model, path, {"ecg": xs, "mask": masks}, ["recon"],
+        model,
+        path,
+        {"ecg": xs, "mask": masks},
+        ["recon"],
         {
             "task": "reconstruction of the 11 other ECG leads from lead II alone (12-lead, PTB-XL)",
             "present_leads": ["II"],
-            "input": {"ecg": "[B,1000,12] filtered mV (stream filter_signal, 100 Hz, 10 s), TWELVE_LEADS order; "
-                      "only lead II is read", "mask": "[B,12]; the wrapper routes here the windows whose only present lead is II"},
-            "output": {"recon": "[B,1000,12] mV; I and V1-V6 from the network, III = II - I, aVR = -(I+II)/2, "
-                       "aVL = I - II/2, aVF = II - I/2 computed in the graph from the predicted I and the recorded II"},
+            "input": {
+                "ecg": "[B,1000,12] filtered mV (stream filter_signal, 100 Hz, 10 s), TWELVE_LEADS order; "
+                "only lead II is read",
+                "mask": "[B,12]; the wrapper routes here the windows whose only present lead is II",
+            },
+            "output": {
+                "recon": "[B,1000,12] mV; I and V1-V6 from the network, III = II - I, aVR = -(I+II)/2, "
+                "aVL = I - II/2, aVF = II - I/2 computed in the graph from the predicted I and the recorded II"
+            },
             "architecture": ("average of several " if ensemble else "")
-                            + "dedicated single-lead model (models.lead_recon.LeadReconII): dilated residual conv net at "
-                            "50 Hz over lead II, time-averaged record context, per-lead conv decoders. It has NO "
-                            "contrastive branch (the contrastive ablation applies to the multi-subset lead_recon.onnx only).",
+            + "dedicated single-lead model (models.lead_recon.LeadReconII): dilated residual conv net at "
+            "50 Hz over lead II, time-averaged record context, per-lead conv decoders. It has NO "
+            "contrastive branch (the contrastive ablation applies to the multi-subset lead_recon.onnx only).",
             "ensemble": ensemble,
             "loss": "MSE (normalised units) + corr_weight * (1 - per-record Pearson r), over the 11 target leads",
             "blend": blend,
-            "normalisation": {"where": "inside the ONNX graph", "rule": "per lead (x - median) / (IQR/1.349) over "
-                              "training records (PTB-XL folds 1-8)", "center": model.norm.center.numpy().tolist(),
-                              "scale": model.norm.scale.numpy().tolist()},
-            "training_data": {"dataset": "PTB-XL 1.0.3 records100 subset", "split": "strat_fold 1-8 train, 9 validation "
-                              "(best epoch), 10 test"},
-            "config": {"variant": cfg.get("variant"), "single": cfg["single"], "data": cfg.get("data")},
+            "normalisation": {
+                "where": "inside the ONNX graph",
+                "rule": "per lead (x - median) / (IQR/1.349) over "
+                "training records (PTB-XL folds 1-8)",
+                "center": model.norm.center.numpy().tolist(),
+                "scale": model.norm.scale.numpy().tolist(),
+            },
+            "training_data": {
+                "dataset": "PTB-XL 1.0.3 records100 subset",
+                "split": "strat_fold 1-8 train, 9 validation (best epoch), 10 test",
+            },
+            "config": {
+                "variant": cfg.get("variant"),
+                "single": cfg["single"],
+                "data": cfg.get("data"),
+            },
             "validation_metrics": run_metrics.get("validation"),
             "fit": run_metrics.get("fit"),
             "run_dir": str(run_dir),
@@ -603,7 +800,10 @@ def _export_single(ctx: TaskContext, model: Any, run_dir: Path, cfg: dict[str, A
 
 def prepare(ctx: TaskContext) -> dict[str, Any]:
     d = _data(ctx)
-    return {f: len(d.folds(v)) for f, v in (("train", TRAIN_FOLDS), ("validation", VAL_FOLDS), ("test", TEST_FOLDS))}
+    return {
+        f: len(d.folds(v))
+        for f, v in (("train", TRAIN_FOLDS), ("validation", VAL_FOLDS), ("test", TEST_FOLDS))
+    }
 
 
 def report(ctx: TaskContext) -> dict[str, Any]:
@@ -625,8 +825,13 @@ def report(ctx: TaskContext) -> dict[str, Any]:
         for rec, label in ((i, "norm"), (j, "abnormal")):
             pred = model.predict(test.x[rec], mask)
             path = out_dir / f"lead_recon_{conf}_{label}.png"
-            plot_lead_reconstruction(test.x[rec], pred.leads[0], targets, path,
-                                     f"lead_recon {conf}: PTB-XL ecg_id {int(test.ecg_id[rec])} ({label})")
+            plot_lead_reconstruction(
+                test.x[rec],
+                pred.leads[0],
+                targets,
+                path,
+                f"lead_recon {conf}: PTB-XL ecg_id {int(test.ecg_id[rec])} ({label})",
+            )
             figures.append(str(path))
     return {"model": NAME, "figures": figures}
 

@@ -34,7 +34,11 @@ from training.splits import mitdb_inter_patient
 
 PROTOCOLS = ("seed", "seed_pooled", "stream")
 ARTIFACTS = {"seed": "lstm_ae_seed", "seed_pooled": "lstm_ae_seed_pooled", "stream": "lstm_ae"}
-SECTIONS = {"seed": "seed_protocol", "seed_pooled": "seed_pooled_protocol", "stream": "stream_protocol"}
+SECTIONS = {
+    "seed": "seed_protocol",
+    "seed_pooled": "seed_pooled_protocol",
+    "stream": "stream_protocol",
+}
 NORMALISATION = {"seed": "none", "seed_pooled": "none", "stream": "observed_zscore"}
 SEED_MASKED = ("seed", "seed_pooled")  # protocols evaluated with the seed's fixed mask
 
@@ -42,7 +46,9 @@ SEED_MASKED = ("seed", "seed_pooled")  # protocols evaluated with the seed's fix
 # ----------------------------------------------------------------------------- data and masks
 def record_split(cfg: dict[str, Any]) -> dict[str, list[str]]:
     """Patient-wise record split (DS1 -> train/val, DS2 -> test), optionally restricted to ``cfg["records"]``."""
-    return mitdb_inter_patient(int(cfg["n_val_records"]), int(cfg["seed"]), available=cfg.get("records"))
+    return mitdb_inter_patient(
+        int(cfg["n_val_records"]), int(cfg["seed"]), available=cfg.get("records")
+    )
 
 
 def _protocols(cfg: dict[str, Any]) -> list[str]:
@@ -55,7 +61,11 @@ def pooled_split(n: int, fractions: list[float], seed: int) -> dict[str, np.ndar
     """The seed's random beat split: indices of train/val/test (beats of one patient in several splits)."""
     perm = np.random.default_rng(seed).permutation(n)
     n_tr, n_va = int(fractions[0] * n), int(fractions[1] * n)
-    return {"train": np.sort(perm[:n_tr]), "val": np.sort(perm[n_tr : n_tr + n_va]), "test": np.sort(perm[n_tr + n_va :])}
+    return {
+        "train": np.sort(perm[:n_tr]),
+        "val": np.sort(perm[n_tr : n_tr + n_va]),
+        "test": np.sort(perm[n_tr + n_va :]),
+    }
 
 
 def load_protocol(ctx: TaskContext, cfg: dict[str, Any], protocol: str) -> dict[str, np.ndarray]:
@@ -68,15 +78,28 @@ def load_protocol(ctx: TaskContext, cfg: dict[str, Any], protocol: str) -> dict[
     p = cfg[SECTIONS[protocol]]
     if protocol == "seed_pooled":
         every = sorted(cfg.get("records") or mitdb_records(ctx.data_dir))
-        arr = load_seed_beats(ctx.data_dir, ctx.cache_dir, every, float(p["fs"]), int(p["length"]), ctx.progress)
+        arr = load_seed_beats(
+            ctx.data_dir, ctx.cache_dir, every, float(p["fs"]), int(p["length"]), ctx.progress
+        )
         idx = pooled_split(arr["segments"].shape[0], list(p["pooled_fractions"]), int(cfg["seed"]))
         out = {k: arr["segments"][v] for k, v in idx.items()}
         out["test"] = _subsample(out["test"], int(p["max_test_segments"]), int(cfg["seed"]) + 3)
         return out
     if protocol == "seed":
-        arr = load_seed_beats(ctx.data_dir, ctx.cache_dir, records, float(p["fs"]), int(p["length"]), ctx.progress)
+        arr = load_seed_beats(
+            ctx.data_dir, ctx.cache_dir, records, float(p["fs"]), int(p["length"]), ctx.progress
+        )
     elif protocol == "stream":
-        arr = load_segments(ctx.data_dir, ctx.cache_dir, records, float(p["fs"]), int(p["length"]), int(p["segments_per_record"]), int(cfg["seed"]), ctx.progress)
+        arr = load_segments(
+            ctx.data_dir,
+            ctx.cache_dir,
+            records,
+            float(p["fs"]),
+            int(p["length"]),
+            int(p["segments_per_record"]),
+            int(cfg["seed"]),
+            ctx.progress,
+        )
     else:
         raise ConfigError(f"unknown protocol {protocol!r}")
     out = {k: arr["segments"][np.isin(arr["record"], v)] for k, v in split.items()}
@@ -85,7 +108,9 @@ def load_protocol(ctx: TaskContext, cfg: dict[str, Any], protocol: str) -> dict[
     return out
 
 
-def random_masks(n: int, length: int, min_len: int, max_len: int, rng: np.random.Generator, margin: int = 1) -> np.ndarray:
+def random_masks(
+    n: int, length: int, min_len: int, max_len: int, rng: np.random.Generator, margin: int = 1
+) -> np.ndarray:
     """``[n, length]`` float32 masks, each one contiguous gap of ``min_len..max_len`` samples (1 = missing)."""
     lens = rng.integers(min_len, max_len + 1, size=n)
     starts = rng.integers(margin, length - margin - lens + 1)
@@ -103,12 +128,21 @@ def eval_masks(cfg: dict[str, Any], protocol: str, n: int) -> np.ndarray:
         return m
     rng = np.random.default_rng(int(cfg["eval_masks_seed"]))
     fs = float(p["fs"])
-    return random_masks(n, length, round(float(p["min_gap_s"]) * fs), round(float(p["max_gap_s"]) * fs), rng, margin=16)
+    return random_masks(
+        n,
+        length,
+        round(float(p["min_gap_s"]) * fs),
+        round(float(p["max_gap_s"]) * fs),
+        rng,
+        margin=16,
+    )
 
 
 def train_gap_range(cfg: dict[str, Any], protocol: str) -> tuple[int, int]:
     length = int(cfg[SECTIONS[protocol]]["length"])
-    return max(1, round(float(cfg["min_gap_fraction"]) * length)), round(float(cfg["max_gap_fraction"]) * length)
+    return max(1, round(float(cfg["min_gap_fraction"]) * length)), round(
+        float(cfg["max_gap_fraction"]) * length
+    )
 
 
 def _subsample(x: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -135,7 +169,14 @@ class MaskedBatches:
         fixed_mask: np.ndarray | None = None,
         fixed_fraction: float = 0.0,
     ) -> None:
-        self.x, self.batch, self.method, self.eps, self.rng, self.gap = x, batch, method, eps, rng, gap
+        self.x, self.batch, self.method, self.eps, self.rng, self.gap = (
+            x,
+            batch,
+            method,
+            eps,
+            rng,
+            gap,
+        )
         self.masks, self.shuffle, self.identity = masks, shuffle, identity
         self.fixed_mask, self.fixed_fraction = fixed_mask, fixed_fraction
 
@@ -147,7 +188,9 @@ class MaskedBatches:
 
         from models.runtime.lstm_ae import normalise_observed
 
-        order = self.rng.permutation(self.x.shape[0]) if self.shuffle else np.arange(self.x.shape[0])
+        order = (
+            self.rng.permutation(self.x.shape[0]) if self.shuffle else np.arange(self.x.shape[0])
+        )
         for s in range(0, order.size, self.batch):
             idx = order[s : s + self.batch]
             x = self.x[idx]
@@ -157,7 +200,9 @@ class MaskedBatches:
                 m = self.masks[idx]
             else:
                 m = random_masks(x.shape[0], x.shape[1], self.gap[0], self.gap[1], self.rng)
-                if self.fixed_mask is not None and self.fixed_fraction > 0:  # some rows get the evaluation mask
+                if (
+                    self.fixed_mask is not None and self.fixed_fraction > 0
+                ):  # some rows get the evaluation mask
                     m[self.rng.random(x.shape[0]) < self.fixed_fraction] = self.fixed_mask
             z, mean, scale = normalise_observed(x, m, self.method, self.eps)
             target = ((x - mean) / scale).astype(np.float32)
@@ -208,9 +253,15 @@ def gap_metrics(truth: np.ndarray, rec: np.ndarray, mask: np.ndarray) -> dict[st
     }
 
 
-def baseline_figures(truth: np.ndarray, mask: np.ndarray, knots: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def baseline_figures(
+    truth: np.ndarray, mask: np.ndarray, knots: int
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     obs = np.where(mask > 0, 0.0, truth).astype(np.float32)
-    recs = {"zero_fill": obs, "linear": linear_fill(obs, mask), "cubic_spline": spline_fill(obs, mask, knots)}
+    recs = {
+        "zero_fill": obs,
+        "linear": linear_fill(obs, mask),
+        "cubic_spline": spline_fill(obs, mask, knots),
+    }
     return {k: gap_metrics(truth, v, mask) for k, v in recs.items()}, recs
 
 
@@ -227,10 +278,19 @@ def build_model(cfg: dict[str, Any], protocol: str) -> Any:
     from models.lstm_ae import MaskedRecoveryNet
 
     m = cfg[SECTIONS[protocol]]["model"]
-    return MaskedRecoveryNet(int(m["channels"]), int(m["hidden"]), int(m["layers"]), int(m["kernel"]), int(m["down"]), int(m["head_channels"]))
+    return MaskedRecoveryNet(
+        int(m["channels"]),
+        int(m["hidden"]),
+        int(m["layers"]),
+        int(m["kernel"]),
+        int(m["down"]),
+        int(m["head_channels"]),
+    )
 
 
-def _torch_recover(model: Any, x: np.ndarray, mask: np.ndarray, method: str, eps: float) -> np.ndarray:
+def _torch_recover(
+    model: Any, x: np.ndarray, mask: np.ndarray, method: str, eps: float
+) -> np.ndarray:
     from models.runtime.lstm_ae import normalise_observed
     from training.trainer import predict_batches
 
@@ -239,7 +299,9 @@ def _torch_recover(model: Any, x: np.ndarray, mask: np.ndarray, method: str, eps
     return np.where(mask > 0, y * scale + mean, x).astype(np.float32)
 
 
-def _negative_masked_rmse(model: Any, x: np.ndarray, mask: np.ndarray, method: str, eps: float) -> float:
+def _negative_masked_rmse(
+    model: Any, x: np.ndarray, mask: np.ndarray, method: str, eps: float
+) -> float:
     """Minus the masked-sample RMSE of ``model`` on ``x`` (a ``select_fn`` for :func:`training.trainer.fit`)."""
     return -float(gap_metrics(x, _torch_recover(model, x, mask, method, eps), mask)["rmse"])
 
@@ -264,13 +326,26 @@ def _identity_loss(model: Any, batch: Any) -> Any:
     return ((model(z, m) - target) ** 2).mean()
 
 
-def _plot_examples(path: Path, truth: np.ndarray, mask: np.ndarray, recs: dict[str, np.ndarray], fs: float, title: str) -> None:
+def _plot_examples(
+    path: Path,
+    truth: np.ndarray,
+    mask: np.ndarray,
+    recs: dict[str, np.ndarray],
+    fs: float,
+    title: str,
+) -> None:
     from training.plots import plot_signals
 
     rows, spans = [], []
     for i in range(min(4, truth.shape[0])):
         gi = np.flatnonzero(mask[i] > 0)
-        rows.append({"original": truth[i], "masked input": np.where(mask[i] > 0, np.nan, truth[i]), **{k: np.where(mask[i] > 0, v[i], np.nan) for k, v in recs.items()}})
+        rows.append(
+            {
+                "original": truth[i],
+                "masked input": np.where(mask[i] > 0, np.nan, truth[i]),
+                **{k: np.where(mask[i] > 0, v[i], np.nan) for k, v in recs.items()},
+            }
+        )
         spans.append((int(gi[0]), int(gi[-1]) + 1))
     plot_signals(rows, path, fs, spans, title)
 
@@ -305,13 +380,28 @@ def train(ctx: TaskContext) -> Path:
         x_tr = _subsample(data["train"], int(p["max_train_segments"]), seed)
         x_va = _subsample(data["val"], int(p["max_val_segments"]), seed + 1)
         gap = train_gap_range(cfg, protocol)
-        va_masks = random_masks(x_va.shape[0], x_va.shape[1], gap[0], gap[1], np.random.default_rng(seed + 2))
+        va_masks = random_masks(
+            x_va.shape[0], x_va.shape[1], gap[0], gap[1], np.random.default_rng(seed + 2)
+        )
         bs = int(p["train"]["batch_size"])
         fixed_fraction = float(p.get("train_eval_mask_fraction", 0.0))
-        tr_b = MaskedBatches(x_tr, bs, method, eps, np.random.default_rng(seed), gap, fixed_mask=eval_masks(cfg, protocol, 1)[0], fixed_fraction=fixed_fraction)
-        va_b = MaskedBatches(x_va, 512, method, eps, np.random.default_rng(seed), gap, masks=va_masks, shuffle=False)
+        tr_b = MaskedBatches(
+            x_tr,
+            bs,
+            method,
+            eps,
+            np.random.default_rng(seed),
+            gap,
+            fixed_mask=eval_masks(cfg, protocol, 1)[0],
+            fixed_fraction=fixed_fraction,
+        )
+        va_b = MaskedBatches(
+            x_va, 512, method, eps, np.random.default_rng(seed), gap, masks=va_masks, shuffle=False
+        )
         model = build_model(cfg, protocol)
-        if cfg.get("init_from"):  # continue an earlier run's training (its checkpoint of this protocol)
+        if cfg.get(
+            "init_from"
+        ):  # continue an earlier run's training (its checkpoint of this protocol)
             import torch
 
             src = Path(cfg["init_from"]) / protocol / "checkpoint.pt"
@@ -319,16 +409,47 @@ def train(ctx: TaskContext) -> Path:
                 raise ConfigError(f"init_from: {src} does not exist")
             model.load_state_dict(torch.load(src, map_location="cpu", weights_only=True))
         select_fn = None
-        if p["train"].get("select_on") == "val_fixed_mask_rmse":  # checkpoint = best RMSE on the evaluation mask (validation)
-            select_fn = partial(_negative_masked_rmse, x=x_va, mask=eval_masks(cfg, protocol, x_va.shape[0]), method=method, eps=eps)
-        res = fit(model, tr_b, va_b, _masked_loss, FitConfig.from_dict(p["train"]), sub, device, ctx.progress, desc=f"lstm_ae[{protocol}]", select_fn=select_fn)
+        if (
+            p["train"].get("select_on") == "val_fixed_mask_rmse"
+        ):  # checkpoint = best RMSE on the evaluation mask (validation)
+            select_fn = partial(
+                _negative_masked_rmse,
+                x=x_va,
+                mask=eval_masks(cfg, protocol, x_va.shape[0]),
+                method=method,
+                eps=eps,
+            )
+        res = fit(
+            model,
+            tr_b,
+            va_b,
+            _masked_loss,
+            FitConfig.from_dict(p["train"]),
+            sub,
+            device,
+            ctx.progress,
+            desc=f"lstm_ae[{protocol}]",
+            select_fn=select_fn,
+        )
         model.cpu().eval()
         val_fixed: dict[str, Any] = {}
-        if protocol in SEED_MASKED:  # the evaluation mask on the validation segments (what select_on reads)
+        if (
+            protocol in SEED_MASKED
+        ):  # the evaluation mask on the validation segments (what select_on reads)
             vm = eval_masks(cfg, protocol, x_va.shape[0])
-            vfig = {"model": gap_metrics(x_va, _torch_recover(model, x_va, vm, method, eps), vm)["rmse"],
-                    "linear": gap_metrics(x_va, linear_fill(np.where(vm > 0, 0.0, x_va).astype(np.float32), vm), vm)["rmse"]}
-            val_fixed = {**vfig, "rmse_ratio_to_linear": vfig["model"] / vfig["linear"], "segments": int(x_va.shape[0])}
+            vfig = {
+                "model": gap_metrics(x_va, _torch_recover(model, x_va, vm, method, eps), vm)[
+                    "rmse"
+                ],
+                "linear": gap_metrics(
+                    x_va, linear_fill(np.where(vm > 0, 0.0, x_va).astype(np.float32), vm), vm
+                )["rmse"],
+            }
+            val_fixed = {
+                **vfig,
+                "rmse_ratio_to_linear": vfig["model"] / vfig["linear"],
+                "segments": int(x_va.shape[0]),
+            }
             if ctx.progress:
                 print(f"lstm_ae[{protocol}] validation, evaluation mask: {json.dumps(val_fixed)}")
         test = data["test"]
@@ -343,22 +464,63 @@ def train(ctx: TaskContext) -> Path:
             seed_everything(seed)
             base = SeedLSTMAE()
             xb = _subsample(data["train"], int(cfg["baseline"]["max_train_segments"]), seed)
-            b_tr = MaskedBatches(xb, int(cfg["baseline"]["train"]["batch_size"]), method, eps, np.random.default_rng(seed), gap, identity=True)
-            b_va = MaskedBatches(x_va, 512, method, eps, np.random.default_rng(seed), gap, shuffle=False, identity=True)
-            bres = fit(base, b_tr, b_va, _identity_loss, FitConfig.from_dict(cfg["baseline"]["train"]), bsub, device, ctx.progress, desc=f"seed_lstm_ae[{protocol}]")
+            b_tr = MaskedBatches(
+                xb,
+                int(cfg["baseline"]["train"]["batch_size"]),
+                method,
+                eps,
+                np.random.default_rng(seed),
+                gap,
+                identity=True,
+            )
+            b_va = MaskedBatches(
+                x_va,
+                512,
+                method,
+                eps,
+                np.random.default_rng(seed),
+                gap,
+                shuffle=False,
+                identity=True,
+            )
+            bres = fit(
+                base,
+                b_tr,
+                b_va,
+                _identity_loss,
+                FitConfig.from_dict(cfg["baseline"]["train"]),
+                bsub,
+                device,
+                ctx.progress,
+                desc=f"seed_lstm_ae[{protocol}]",
+            )
             base.cpu().eval()
             recs["seed_lstm_ae"] = _torch_recover(base, test, masks, method, eps)
             figs["seed_lstm_ae"] = gap_metrics(test, recs["seed_lstm_ae"], masks)
-            seed_info = {"parameters": count_parameters(base), "epochs_run": bres.epochs_run, "training": "reconstruction of unmasked inputs (as the seed), evaluated with the gap zeroed"}
+            seed_info = {
+                "parameters": count_parameters(base),
+                "epochs_run": bres.epochs_run,
+                "training": "reconstruction of unmasked inputs (as the seed), evaluated with the gap zeroed",
+            }
         figs = with_ratios(figs)
-        _plot_examples(sub / "recovery_examples.png", test, masks, {k: recs[k] for k in ("model", "linear", "seed_lstm_ae") if k in recs}, float(p["fs"]), f"LSTM-AE [{protocol}] test patients")
+        _plot_examples(
+            sub / "recovery_examples.png",
+            test,
+            masks,
+            {k: recs[k] for k in ("model", "linear", "seed_lstm_ae") if k in recs},
+            float(p["fs"]),
+            f"LSTM-AE [{protocol}] test patients",
+        )
         metrics = {
             "protocol": protocol,
-            "records": record_split(cfg) if protocol != "seed_pooled" else {"pooled": cfg.get("records") or "all 48"},
+            "records": record_split(cfg)
+            if protocol != "seed_pooled"
+            else {"pooled": cfg.get("records") or "all 48"},
             "segments": {k: int(v.shape[0]) for k, v in data.items()},
             "train_segments_used": int(x_tr.shape[0]),
             "parameters": count_parameters(model),
-            "fit": {k: v for k, v in res.to_dict().items() if k != "history"} | ({"init_from": str(cfg["init_from"])} if cfg.get("init_from") else {}),
+            "fit": {k: v for k, v in res.to_dict().items() if k != "history"}
+            | ({"init_from": str(cfg["init_from"])} if cfg.get("init_from") else {}),
             "seed_lstm_ae": seed_info,
             "validation_evaluation_mask": val_fixed,
             "test": figs,
@@ -377,7 +539,13 @@ def _run_dir(ctx: TaskContext) -> Path:
     return ctx.run_dir or latest_run_dir(ctx.runs_dir, "lstm_ae")
 
 
-def _onnx_figures(ctx: TaskContext, cfg: dict[str, Any], protocol: str, name: str, seed_arch: dict[str, Any] | None) -> dict[str, Any]:
+def _onnx_figures(
+    ctx: TaskContext,
+    cfg: dict[str, Any],
+    protocol: str,
+    name: str,
+    seed_arch: dict[str, Any] | None,
+) -> dict[str, Any]:
     from models.runtime.lstm_ae import GapFiller
 
     data = load_protocol(ctx, cfg, protocol)
@@ -406,7 +574,9 @@ def export(ctx: TaskContext) -> Path:
         metrics = json.loads((sub / "metrics.json").read_text())
         p = cfg[SECTIONS[protocol]]
         model = build_model(cfg, protocol)
-        model.load_state_dict(torch.load(sub / "checkpoint.pt", map_location="cpu", weights_only=True))
+        model.load_state_dict(
+            torch.load(sub / "checkpoint.pt", map_location="cpu", weights_only=True)
+        )
         model.eval()
         data = load_protocol(ctx, cfg, protocol)
         from models.runtime.lstm_ae import normalise_observed
@@ -425,18 +595,45 @@ def export(ctx: TaskContext) -> Path:
             "max_gap_fraction": float(cfg["max_gap_fraction"]),
             "mask_convention": "mask = 1 where samples are missing; observed samples are passed through unchanged",
             "preprocessing": "stream.stages.filtering.filter_signal (causal band-pass 0.5-40 Hz) on MLII; "
-            + ("resampled to 125 Hz (stream.stages.segmentation.resample); Kaggle-heartbeat construction: 10 s windows min-max [0, 1], 187 samples from each R peak via beat_windows, zero after 1.2 x the window's median RR" if protocol in SEED_MASKED else "2 s windows at 360 Hz at seeded random positions via beat_windows"),
-            "normalisation": {"method": NORMALISATION[protocol], "eps": float(cfg["eps"]), "formula": "(x - mean_observed) / (std_observed + eps); output * (std_observed + eps) + mean_observed" if protocol == "stream" else "none (segments already min-max [0, 1])"},
-            "training_data": "MIT-BIH Arrhythmia Database 1.0.0 (Moody & Mark 2001), all beat classes, "
-            + ("train beats of the pooled split" if protocol == "seed_pooled" else "train records of the split")
-            + "; random contiguous masks of 5-40 % of the segment"
-            + (f", and the seed's [100, 137) mask on {float(p.get('train_eval_mask_fraction', 0.0)):.0%} of the training segments" if float(p.get("train_eval_mask_fraction", 0.0)) > 0 else ""),
-            "split": (
-                {"kind": "pooled random beat split (the seed's protocol; NOT patient-wise: beats of one patient are in train and test)", "fractions": p["pooled_fractions"], "records": "all 48 MIT-BIH records"}
-                if protocol == "seed_pooled"
-                else {"kind": "patient-wise: de Chazal DS1 (paced and 201 excluded) -> train/validation records, DS2 -> test", "records": metrics["records"]}
+            + (
+                "resampled to 125 Hz (stream.stages.segmentation.resample); Kaggle-heartbeat construction: 10 s windows min-max [0, 1], 187 samples from each R peak via beat_windows, zero after 1.2 x the window's median RR"
+                if protocol in SEED_MASKED
+                else "2 s windows at 360 Hz at seeded random positions via beat_windows"
             ),
-            "evaluation_masks": "samples [100, 137) zeroed (the seed's)" if protocol in SEED_MASKED else f"one gap of {p['min_gap_s']}-{p['max_gap_s']} s per segment at a random position (seed {cfg['eval_masks_seed']})",
+            "normalisation": {
+                "method": NORMALISATION[protocol],
+                "eps": float(cfg["eps"]),
+                "formula": "(x - mean_observed) / (std_observed + eps); output * (std_observed + eps) + mean_observed"
+                if protocol == "stream"
+                else "none (segments already min-max [0, 1])",
+            },
+            "training_data": "MIT-BIH Arrhythmia Database 1.0.0 (Moody & Mark 2001), all beat classes, "
+            + (
+                "train beats of the pooled split"
+                if protocol == "seed_pooled"
+                else "train records of the split"
+            )
+            + "; random contiguous masks of 5-40 % of the segment"
+            + (
+                f", and the seed's [100, 137) mask on {float(p.get('train_eval_mask_fraction', 0.0)):.0%} of the training segments"
+                if float(p.get("train_eval_mask_fraction", 0.0)) > 0
+                else ""
+            ),
+            "split": (
+                {
+                    "kind": "pooled random beat split (the seed's protocol; NOT patient-wise: beats of one patient are in train and test)",
+                    "fractions": p["pooled_fractions"],
+                    "records": "all 48 MIT-BIH records",
+                }
+                if protocol == "seed_pooled"
+                else {
+                    "kind": "patient-wise: de Chazal DS1 (paced and 201 excluded) -> train/validation records, DS2 -> test",
+                    "records": metrics["records"],
+                }
+            ),
+            "evaluation_masks": "samples [100, 137) zeroed (the seed's)"
+            if protocol in SEED_MASKED
+            else f"one gap of {p['min_gap_s']}-{p['max_gap_s']} s per segment at a random position (seed {cfg['eval_masks_seed']})",
             "threshold": None,
             "fit": metrics["fit"],
             "checkpoint_selection": "the epoch with the lowest validation RMSE on the evaluation mask"
@@ -447,14 +644,34 @@ def export(ctx: TaskContext) -> Path:
             "command": ctx.command or "python -m training export lstm_ae",
             "run_dir": str(run_dir),
             "training_config": cfg,
-            "split_config": {k: cfg.get(k) for k in ("seed", "n_val_records", "records", "eval_masks_seed", "spline_knots_each_side", "eps", "min_gap_fraction", "max_gap_fraction")} | {SECTIONS[protocol]: p},
+            "split_config": {
+                k: cfg.get(k)
+                for k in (
+                    "seed",
+                    "n_val_records",
+                    "records",
+                    "eval_masks_seed",
+                    "spline_knots_each_side",
+                    "eps",
+                    "min_gap_fraction",
+                    "max_gap_fraction",
+                )
+            }
+            | {SECTIONS[protocol]: p},
         }
-        card = export_with_card(model, onnx_path, {"signal": z, "mask": m_va}, ["recovered"], fields)
+        card = export_with_card(
+            model, onnx_path, {"signal": z, "mask": m_va}, ["recovered"], fields
+        )
         seed_arch = metrics["test"].get("seed_lstm_ae")
-        card["metrics"] = {"test": _onnx_figures(ctx, cfg, protocol, name, seed_arch), "source": "model: ONNX Runtime via models.runtime.lstm_ae.GapFiller; seed_lstm_ae: torch, from the run"}
+        card["metrics"] = {
+            "test": _onnx_figures(ctx, cfg, protocol, name, seed_arch),
+            "source": "model: ONNX Runtime via models.runtime.lstm_ae.GapFiller; seed_lstm_ae: torch, from the run",
+        }
         card_path_for(onnx_path).write_text(json.dumps(card, indent=2) + "\n")
         last = onnx_path
-        print(f"exported {onnx_path} ({card['onnx_bytes']} bytes, parity {card['parity']['max_abs_diff']:.2e}); test RMSE model {card['metrics']['test']['model']['rmse']:.4f} vs linear {card['metrics']['test']['linear']['rmse']:.4f}")
+        print(
+            f"exported {onnx_path} ({card['onnx_bytes']} bytes, parity {card['parity']['max_abs_diff']:.2e}); test RMSE model {card['metrics']['test']['model']['rmse']:.4f} vs linear {card['metrics']['test']['linear']['rmse']:.4f}"
+        )
     return last
 
 
@@ -467,18 +684,28 @@ def evaluate(ctx: TaskContext) -> dict[str, Any]:
         name = ARTIFACTS[protocol]
         card_file = ctx.artifacts_dir / f"{name}.card.json"
         if not card_file.is_file():
-            out[protocol] = {"error": f"{card_file} missing; run `python -m training train lstm_ae` then `export lstm_ae`"}
+            out[protocol] = {
+                "error": f"{card_file} missing; run `python -m training train lstm_ae` then `export lstm_ae`"
+            }
             continue
         card = load_card(card_file).raw
         sc = card["split_config"]
-        cfg = {**ctx.config, **{k: v for k, v in sc.items() if k != SECTIONS[protocol]}, SECTIONS[protocol]: sc[SECTIONS[protocol]]}
+        cfg = {
+            **ctx.config,
+            **{k: v for k, v in sc.items() if k != SECTIONS[protocol]},
+            SECTIONS[protocol]: sc[SECTIONS[protocol]],
+        }
         seed_arch = card["metrics"]["test"].get("seed_lstm_ae")
         out[protocol] = _onnx_figures(ctx, cfg, protocol, name, seed_arch)
     if "seed" in out and "rmse_ratio_to_linear" in out["seed"]:
         out["goals"] = {
             "seed_protocol_rmse_at_most_half_of_linear": out["seed"]["rmse_ratio_to_linear"] <= 0.5,
-            "seed_protocol_pooled_split_rmse_at_most_half_of_linear": bool((out.get("seed_pooled", {}).get("rmse_ratio_to_linear") or 1.0) <= 0.5),
-            "stream_protocol_beats_every_baseline": bool(out.get("stream", {}).get("beats_every_baseline")),
+            "seed_protocol_pooled_split_rmse_at_most_half_of_linear": bool(
+                (out.get("seed_pooled", {}).get("rmse_ratio_to_linear") or 1.0) <= 0.5
+            ),
+            "stream_protocol_beats_every_baseline": bool(
+                out.get("stream", {}).get("beats_every_baseline")
+            ),
         }
     return out
 
@@ -491,9 +718,14 @@ def report(ctx: TaskContext) -> dict[str, Any]:
     for protocol, c in committed_cards(ctx, {p: ARTIFACTS[p] for p in PROTOCOLS}).items():
         t = c["metrics"]["test"]
         methods = {k: v for k, v in t.items() if isinstance(v, dict) and "rmse" in v}
-        out[protocol] = {"artifact": c["onnx_file"], "sha256": c["onnx_sha256"], "parameters": c.get("parameters"),
-                         "rmse": {k: v["rmse"] for k, v in methods.items()}, "pearson_r": {k: v.get("pearson_r") for k, v in methods.items()},
-                         "rmse_ratio_to_linear": t.get("rmse_ratio_to_linear")}
+        out[protocol] = {
+            "artifact": c["onnx_file"],
+            "sha256": c["onnx_sha256"],
+            "parameters": c.get("parameters"),
+            "rmse": {k: v["rmse"] for k, v in methods.items()},
+            "pearson_r": {k: v.get("pearson_r") for k, v in methods.items()},
+            "rmse_ratio_to_linear": t.get("rmse_ratio_to_linear"),
+        }
     out["plots"] = run_plots(lambda: _run_dir(ctx))
     return out
 

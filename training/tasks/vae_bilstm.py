@@ -2,4 +2,6 @@
 
 from training.tasks._ptbxl_anomaly import make_spec
 
-SPEC = make_spec("vae_bilstm", "12-lead VAE-BiLSTM, unsupervised anomaly detection on PTB-XL (100 Hz, 10 s)")
+SPEC = make_spec(
+    "vae_bilstm", "12-lead VAE-BiLSTM, unsupervised anomaly detection on PTB-XL (100 Hz, 10 s)"
+)
