@@ -28,7 +28,7 @@ dashboard: venv  ## 12-lead anomaly dashboard on http://127.0.0.1:8050/ (upload 
 test: venv  ## the whole test suite (unit + integration on the embedded broker)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-test-fast: venv  ## unit tests only
+test-fast: venv  ## unit tests without the slow ones (model training, long real-data evaluations): < 1 min
 	$(BIN)/python -m pytest -q -m "not integration and not slow" $(ARGS)
 
 test-integration: venv  ## integration tests only (embedded broker, worker subprocesses, Prometheus)
@@ -38,9 +38,10 @@ check-deploy:  ## promtool checks of deploy/prometheus.yml and deploy/alert-rule
 	promtool check config deploy/prometheus.yml
 	promtool check rules deploy/alert-rules.yml
 
-lint: venv  ## ruff (lint and format check)
+lint: venv  ## ruff (lint and format check) and import-linter (layering: training > simulators > stream > models)
 	$(BIN)/ruff check stream simulators models training tests
 	$(BIN)/ruff format --check stream simulators models training tests
+	$(BIN)/lint-imports
 
 typecheck: venv  ## mypy
 	$(BIN)/mypy

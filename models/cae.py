@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.errors import ModelError
+
 
 def center_weights(
     length: int, fs: float, center_seconds: float, center_weight: float
@@ -50,10 +52,10 @@ class ConvAutoencoder(nn.Module):
     ) -> None:
         super().__init__()
         if not len(channels) == len(kernels) == len(strides):
-            raise ValueError("channels, kernels and strides must have the same length")
+            raise ModelError("channels, kernels and strides must have the same length")
         total = int(np.prod(strides))
         if length % total:
-            raise ValueError(f"length {length} must be divisible by the product of strides {total}")
+            raise ModelError(f"length {length} must be divisible by the product of strides {total}")
         self.length = length
         self.reduced = length // total
         enc: list[nn.Module] = []
@@ -91,7 +93,7 @@ class ConvAutoencoder(nn.Module):
         """Replace the per-sample score weights (shape ``[length]``)."""
         w = np.asarray(weights, dtype=np.float32)
         if w.shape != (self.length,):
-            raise ValueError(f"score_weights must have shape ({self.length},), got {w.shape}")
+            raise ModelError(f"score_weights must have shape ({self.length},), got {w.shape}")
         self.register_buffer("score_weights", torch.from_numpy(w.copy()))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,6 @@ Imports torch: training only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from collections.abc import Mapping, Sequence
@@ -21,19 +20,12 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from stream.errors import ModelError
+from models.card import upgrade
+from models.errors import ModelError
+from models.runtime.base import onnx_session, sha256_file
 
 DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-4
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def card_path_for(onnx_path: str | Path) -> Path:
@@ -71,14 +63,6 @@ def export_onnx(
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     return path
-
-
-def onnx_session(path: str | Path) -> ort.InferenceSession:
-    """A single-threaded CPU ONNX Runtime session (the stream's settings)."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
 
 
 def check_parity(
@@ -139,8 +123,11 @@ def io_spec(path: str | Path) -> dict[str, list[dict[str, Any]]]:
     return {"inputs": spec(sess.get_inputs()), "outputs": spec(sess.get_outputs())}
 
 
-def write_card(onnx_path: str | Path, fields: Mapping[str, Any]) -> Path:
-    """Write the model card beside ``onnx_path``: ``fields`` + I/O spec, sha256, size, versions, time."""
+def write_card(
+    onnx_path: str | Path, fields: Mapping[str, Any], contract: Mapping[str, Any]
+) -> Path:
+    """Write the typed model card beside ``onnx_path``: ``fields`` + I/O spec, sha256, size, versions,
+    time, and the task's ``contract`` (role, runtime, window, normalisation; :func:`models.card.contract`)."""
     onnx_path = Path(onnx_path)
     card: dict[str, Any] = {"name": onnx_path.stem, "onnx_file": onnx_path.name}
     card.update(io_spec(onnx_path))
@@ -155,17 +142,16 @@ def write_card(onnx_path: str | Path, fields: Mapping[str, Any]) -> Path:
         "onnxruntime": ort.__version__,
         "python": platform.python_version(),
     }
-    out = card_path_for(onnx_path)
+    plain = json.loads(json.dumps(card, default=_jsonable))
+    return upgrade(plain, dict(contract)).write(card_path_for(onnx_path))
 
-    def default(o: Any) -> Any:
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        return str(o)
 
-    out.write_text(json.dumps(card, indent=2, default=default) + "\n")
-    return out
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
 
 
 def export_with_card(
@@ -174,6 +160,7 @@ def export_with_card(
     real_inputs: Mapping[str, np.ndarray],
     output_names: Sequence[str],
     card_fields: Mapping[str, Any],
+    contract: Mapping[str, Any],
     dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
     tolerance: float = PARITY_TOLERANCE,
     opset: int = DEFAULT_OPSET,
@@ -192,5 +179,5 @@ def export_with_card(
     fields["parity"] = parity
     fields["opset"] = opset
     fields.setdefault("parameters", int(sum(p.numel() for p in model.parameters())))
-    card_file = write_card(onnx_path, fields)
+    card_file = write_card(onnx_path, fields, contract)
     return dict(json.loads(card_file.read_text()))

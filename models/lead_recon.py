@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.cae12 import N_LEADS, LeadNorm
+from models.errors import ModelError
 
 
 def lead_heads(n_leads: int, head: int) -> nn.Sequential:
@@ -247,13 +248,13 @@ class LeadReconIIEnsemble(nn.Module):
     def __init__(self, members: list[LeadReconII]) -> None:
         super().__init__()
         if not members:
-            raise ValueError("an ensemble needs at least one member")
+            raise ModelError("an ensemble needs at least one member")
         ref = members[0].norm
         for m in members[1:]:
             if not (
                 torch.equal(m.norm.center, ref.center) and torch.equal(m.norm.scale, ref.scale)
             ):
-                raise ValueError(
+                raise ModelError(
                     "ensemble members must share their normalisation statistics (same training folds)"
                 )
         self.members = nn.ModuleList(members)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.errors import ModelError
+
 
 class MaskedRecoveryNet(nn.Module):
     """Conv-BiLSTM gap filler with the mask as an input channel.
@@ -35,7 +37,7 @@ class MaskedRecoveryNet(nn.Module):
     ) -> None:
         super().__init__()
         if down not in (1, 2, 4, 8):
-            raise ValueError("down must be 1, 2, 4 or 8")
+            raise ModelError("down must be 1, 2, 4 or 8")
         self.down = down
         hc = head_channels
         self.front = nn.Sequential(nn.Conv1d(2, hc, kernel, padding=kernel // 2), nn.GELU())

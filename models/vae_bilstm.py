@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.cae12 import N_LEADS, WINDOW, LeadNorm, RecordLeadNorm, normalise
+from models.errors import ModelError
 
 DOWN = 8
 
@@ -29,7 +30,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"dim {dim} not divisible by heads {heads}")
+            raise ModelError(f"dim {dim} not divisible by heads {heads}")
         self.heads, self.head_dim = heads, dim // heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import wfdb
 
-from stream.errors import DataError
+from simulators.errors import DataError
 
 FAULT_KINDS: tuple[str, ...] = (
     "flatline",

@@ -27,23 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from stream.errors import DataError
+from simulators.errors import DataError
 from stream.metrics import ReplayMetrics
 from stream.records import Record, list_records, read_record
 from stream.schemas import FaultTruthMessage, encode_frame, iso
-from stream.settings import Settings
+from stream.settings import DEMO_RECORDS, Settings
 
 log = logging.getLogger(__name__)
 
-#: Default records of ``ecg-monitor up``: MIT-BIH patients with normal rhythm, bradycardia episodes, PVCs.
-DEFAULT_RECORDS: tuple[str, ...] = (
-    "mitdb/100",
-    "mitdb/106",
-    "mitdb/119",
-    "mitdb/203",
-    "mitdb/208",
-    "mitdb/221",
-)
+#: Default records of ``ecg-monitor up`` and ``replay`` (``Settings.demo_records`` defaults to them).
+DEFAULT_RECORDS: tuple[str, ...] = DEMO_RECORDS
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from stream.broker import faust_broker_credentials, faust_broker_url
 from stream.errors import ConfigError
 from stream.metrics import PipelineMetrics, serve_metrics
-from stream.pipeline import FramePipeline, Outgoing, ProcessorFactory
+from stream.pipeline import FramePipeline, Outgoing, ProcessorFactory, Scorer
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def create_app(
     embedded_broker: bool | None = None,
     metrics: PipelineMetrics | None = None,
     processor_factory: ProcessorFactory | None = None,
-    scorer: Any = None,
+    scorer: Scorer | None = None,
 ) -> faust.App:
     """Build the Faust app (agent, timers) for ``settings``.
 
@@ -107,9 +107,8 @@ def create_app(
         topic_disable_leader=True,
         key_serializer="raw",
         value_serializer="raw",
-        web_enabled=False,
+        web_enabled=False,  # no Faust web server: /metrics is served by serve_metrics
         web_host=settings.bind_host,
-        web_port=settings.web_port,
         datadir=str(datadir),
         autodiscover=False,
         store="memory://",

@@ -8,13 +8,15 @@ import logging
 import signal
 import time
 from contextlib import suppress
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from stream.errors import EcgMonitorError
+from stream.cli_options import BootstrapOpt, need_bootstrap, records_opt
+from stream.errors import ConfigError, EcgMonitorError
 from stream.settings import Settings
 
 app = typer.Typer(
@@ -26,44 +28,38 @@ app = typer.Typer(
 console = Console(stderr=True)
 out = Console()
 
-BootstrapOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Kafka bootstrap servers (default ECG_KAFKA_BOOTSTRAP; empty = embedded local broker where applicable)."
-    ),
-]
-
 
 #: Models the worker scores with by default (committed artifacts in models/artifacts).
 DEFAULT_MODELS = "cae,beat_vae,vae_bilstm_mha"
 
 
-def _models_opt(models: str) -> tuple[str, ...]:
-    return (
-        ()
-        if models.strip().lower() in ("", "none")
-        else tuple(m.strip() for m in models.split(",") if m.strip())
-    )
+def parse_models(models: str, models_dir: Path) -> tuple[str, ...]:
+    """``--models``: comma-separated names of scoring model cards in ``models_dir``, or ``none``;
+    :class:`ConfigError` naming the known ones for an unknown name."""
+    from stream.stages.scoring import scoring_models
+
+    if models.strip().lower() in ("", "none"):
+        return ()
+    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    known = scoring_models(models_dir)
+    unknown = [m for m in names if m not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown model(s) {unknown} in --models; known: {known} (cards in {models_dir})"
+        )
+    return names
+
+
+def _models_opt(models: str, settings: Settings) -> tuple[str, ...]:
+    try:
+        return parse_models(models, settings.models_dir)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
 
 
 def _settings() -> Settings:
     return Settings()
-
-
-def _need_bootstrap(settings: Settings, bootstrap: str | None) -> str:
-    bs = bootstrap or settings.kafka_bootstrap
-    if not bs:
-        raise typer.BadParameter(
-            "no broker: pass --bootstrap or set ECG_KAFKA_BOOTSTRAP (or use `ecg-monitor up`)"
-        )
-    return bs
-
-
-def _records_opt(records: list[str] | None) -> list[str]:
-    from simulators.replay import DEFAULT_RECORDS
-
-    items = [r for spec in (records or []) for r in spec.split(",") if r.strip()]
-    return items or list(DEFAULT_RECORDS)
 
 
 # ------------------------------------------------------------------------------------------------ worker
@@ -84,7 +80,7 @@ def worker(
     models: Annotated[
         str,
         typer.Option(
-            help="ONNX models scoring the stream (comma-separated: cae, beat_vae, and any of the 12-lead models cae12, vae_bilstm, vae_bilstm_mha), or 'none'."
+            help="Models scoring the stream: comma-separated names of scoring model cards in ECG_MODELS_DIR (committed: cae, beat_vae, cae12, vae_bilstm, vae_bilstm_mha, cae_pooled), or 'none'."
         ),
     ] = DEFAULT_MODELS,
 ) -> None:
@@ -96,6 +92,7 @@ def worker(
     from stream.broker import LocalBroker, ensure_topics_sync
 
     settings = _settings()
+    chosen = _models_opt(models, settings)
     bs = bootstrap or settings.kafka_bootstrap
     broker = None
     if not bs:
@@ -111,107 +108,11 @@ def worker(
             embedded_broker=embedded if embedded is not None else broker is not None,
             loglevel=loglevel,
             metrics_port=metrics_port,
-            models=_models_opt(models),
+            models=chosen,
         )
     finally:
         if broker is not None:
             broker.stop()
-
-
-# ------------------------------------------------------------------------------------------------ replay
-@app.command()
-def replay(
-    records: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--records",
-            "-r",
-            help="WFDB records or database dirs, relative to ECG_DATA_DIR (repeat or comma-separate), "
-            "e.g. mitdb/100, mitdb, ludb/data, ptbxl/records100/00000.",
-        ),
-    ] = None,
-    patients: Annotated[
-        int, typer.Option(min=1, help="Concurrent patient streams (records are reused at offsets).")
-    ] = 6,
-    speed: Annotated[
-        float, typer.Option(min=0, help="1 = real time, K = K x faster, 0 = as fast as possible.")
-    ] = 1.0,
-    loop: Annotated[bool, typer.Option(help="Restart each record at its end.")] = False,
-    duration: Annotated[
-        float | None, typer.Option(help="Stop after this many wall-clock seconds.")
-    ] = None,
-    faults: Annotated[
-        str, typer.Option(help="none | demo (flatline, lead-off, lost frames per stream) | random.")
-    ] = "none",
-    fault_rate: Annotated[
-        float, typer.Option(help="Faults per minute per stream with --faults random.")
-    ] = 1.0,
-    encoding: Annotated[str, typer.Option(help="Sample encoding: i16le or f32le.")] = "i16le",
-    prefix: Annotated[str, typer.Option(help="Stream id prefix.")] = "patient",
-    seed: Annotated[int, typer.Option(help="Random seed of --faults random.")] = 0,
-    bootstrap: BootstrapOpt = None,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            help="Port of the replay's /metrics (default ECG_METRICS_PORT + 1; -1 disables)."
-        ),
-    ] = None,
-) -> None:
-    """Replay WFDB records as live telemetry (with optional fault injection and ground truth)."""
-    import numpy as np
-
-    from simulators.replay import demo_faults, plan_streams, replay_to_kafka, resolve_sources
-    from stream.metrics import ReplayMetrics, serve_metrics
-
-    settings = _settings()
-    bs = _need_bootstrap(settings, bootstrap)
-    sources = resolve_sources(_records_opt(records), settings.data_dir)
-    rng = np.random.default_rng(seed)
-    fault_fn: Any = None
-    if faults == "demo":
-        fault_fn = demo_faults
-    elif faults == "random":
-        from simulators.faults import FAULT_KINDS, random_faults
-
-        horizon = duration * max(speed, 1.0) if duration else 600.0
-
-        def fault_fn(i: int, sid: str, leads: tuple[str, ...]) -> list[Any]:
-            return list(random_faults(horizon, leads, fault_rate, FAULT_KINDS, rng))
-    elif faults != "none":
-        raise typer.BadParameter(f"--faults must be none, demo or random, not {faults!r}")
-    plans = plan_streams(sources, patients, faults=fault_fn, prefix=prefix)
-    metrics = ReplayMetrics()
-    port = settings.metrics_port + 1 if metrics_port is None else metrics_port
-    server = serve_metrics(metrics.registry, settings.bind_host, port) if port >= 0 else None
-    console.print(
-        f"replaying {patients} stream(s) from {len(sources)} record(s) at "
-        f"{'max' if speed == 0 else f'{speed:g}x'} speed to {bs}"
-    )
-    loop_ = asyncio.new_event_loop()
-    task = loop_.create_task(
-        replay_to_kafka(
-            settings,
-            plans,
-            bs,
-            speed=speed,
-            loop=loop,
-            duration_s=duration,
-            encoding=encoding,
-            metrics=metrics,
-            rng=rng,
-        )
-    )
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop_.add_signal_handler(sig, task.cancel)
-    try:
-        sent = loop_.run_until_complete(task)
-        console.print(f"sent {sent} frames")
-    except asyncio.CancelledError:
-        console.print("replay stopped")
-    finally:
-        loop_.close()
-        if server is not None:
-            server.stop()
 
 
 # ------------------------------------------------------------------------------------------------ alerts
@@ -264,7 +165,7 @@ def alerts(
     from stream.schemas import AlertMessage
 
     settings = _settings()
-    bs = _need_bootstrap(settings, bootstrap)
+    bs = need_bootstrap(settings, bootstrap)
 
     async def main() -> None:
         seen: set[tuple[str, str]] = set()
@@ -310,7 +211,7 @@ def up(
     signal.signal(
         signal.SIGINT, _interrupt
     )  # also when started with SIGINT ignored (background jobs)
-    recs = _records_opt(records)
+    recs = records_opt(records, settings.demo_records)
     t_start = time.monotonic()
     with local_stack(
         settings,
@@ -455,6 +356,36 @@ def bench(
         print(json.dumps(result))
     else:
         out.print_json(json.dumps(result))
+
+
+# ------------------------------------------------------------------------------------------------ plug-ins
+#: Entry-point group of commands other packages add to ``ecg-monitor`` (``replay`` from simulators):
+#: each entry point names a Typer command function, registered under the entry point's name.
+COMMANDS_GROUP = "ecg_monitor.commands"
+
+
+def register_entry_point_commands(
+    target: typer.Typer = app, group: str = COMMANDS_GROUP
+) -> list[str]:
+    """Register the command functions of the installed ``group`` entry points on ``target``.
+
+    This keeps ``stream`` below the packages that extend its command line: it never imports them, they
+    declare themselves in their package metadata. Returns the names registered.
+    """
+    known = {
+        c.name or (c.callback.__name__ if c.callback else "") for c in target.registered_commands
+    }
+    added: list[str] = []
+    for ep in entry_points(group=group):
+        if ep.name in known:  # a built-in command, or the same distribution found twice on sys.path
+            continue
+        target.command(name=ep.name)(ep.load())
+        known.add(ep.name)
+        added.append(ep.name)
+    return added
+
+
+register_entry_point_commands()
 
 
 def main() -> None:

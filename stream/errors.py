@@ -1,10 +1,21 @@
-"""Explicit error classes of ecg-monitor, rooted in one base exception."""
+"""Error classes of the online service, rooted in :class:`models.errors.EcgMonitorError`.
+
+The base and :class:`ModelError` live in the bottom layer (:mod:`models.errors`); they are re-exported here
+for existing importers (``from stream.errors import EcgMonitorError, ModelError``).
+"""
 
 from __future__ import annotations
 
+from models.errors import EcgMonitorError, ModelError
 
-class EcgMonitorError(Exception):
-    """Base class of every error raised by ecg-monitor."""
+__all__ = [
+    "BrokerError",
+    "ConfigError",
+    "DataError",
+    "EcgMonitorError",
+    "FrameValidationError",
+    "ModelError",
+]
 
 
 class ConfigError(EcgMonitorError):
@@ -26,7 +37,3 @@ class FrameValidationError(EcgMonitorError):
 
 class BrokerError(EcgMonitorError):
     """The embedded local broker could not be started or reached."""
-
-
-class ModelError(EcgMonitorError):
-    """A model artifact is missing, corrupt, or given input of the wrong shape."""

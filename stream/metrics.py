@@ -10,8 +10,9 @@ patient or stream ids.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,6 +23,12 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
+
+if TYPE_CHECKING:
+    from stream.stages.events import AlertEvent
+    from stream.stages.frame import Frame
+    from stream.stages.processor import ProcessorOutput
+    from stream.stages.scoring import ScoringResult
 
 #: End-to-end latency buckets (seconds), 10 ms .. 30 s.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -162,6 +169,65 @@ class PipelineMetrics:
         self.latency.labels("processed")
         self.frame_age.labels("processed")
         self.latency.labels("alert")
+
+
+class PipelineObserver:
+    """Every metric update of :class:`stream.pipeline.FramePipeline` from what it produced (processor
+    results, scoring results, rejected frames); the pipeline's routing never touches metrics."""
+
+    def __init__(self, metrics: PipelineMetrics) -> None:
+        self.metrics = metrics
+
+    def processed(
+        self,
+        result: ProcessorOutput,
+        alerts: Sequence[AlertEvent],
+        frame: Frame | None,
+        now: float,
+    ) -> None:
+        """One processor result: samples, missing frames, beats, stage times and dropouts by kind; the
+        published alert transitions (``alerts``: de-duplicated) by kind and severity, with their latency and
+        frame age; and for a processed ``frame`` (None for a flush) its latency and frame age."""
+        m = self.metrics
+        m.samples_processed.inc(result.samples)
+        if result.gap_frames:
+            m.frames_missing.inc(result.gap_frames)
+        if result.beats:
+            m.beats.inc(len(result.beats))
+        for stage, seconds in result.stage_seconds.items():
+            m.stage_duration.labels(stage).observe(seconds)
+        for seg in result.dropouts:
+            m.dropouts.labels(seg.kind).inc()
+        sent_at = frame.sent_at if frame is not None else None
+        for ev in alerts:
+            if ev.status == "raised":
+                m.alerts.labels(ev.kind, ev.severity).inc()
+            if sent_at is not None:
+                m.latency.labels("alert").observe(max(0.0, now - sent_at))
+            if frame is not None:
+                m.frame_age.labels("alert").observe(max(0.0, now - frame.start_time))
+        if frame is not None:
+            if sent_at is not None:
+                m.latency.labels("processed").observe(max(0.0, now - sent_at))
+            m.frame_age.labels("processed").observe(max(0.0, now - frame.start_time))
+
+    def scored(self, res: ScoringResult) -> None:
+        """One scoring call: seconds per model, windows skipped and recovered, scores and anomalies."""
+        m = self.metrics
+        for model, seconds in res.model_seconds.items():
+            m.stage_duration.labels(f"model_{model}").observe(seconds)
+        for _, reason in res.skipped:
+            m.windows_skipped.labels("dropout" if reason == "dropout" else "model_error").inc()
+        for model, n in res.recovered.items():
+            m.windows_recovered.labels(model).inc(n)
+        for sc in res.scores:
+            m.model_scores.labels(sc.model).inc()
+            if sc.anomalous:
+                m.model_anomalies.labels(sc.model).inc()
+
+    def rejected(self, reason: str) -> None:
+        """A message sent to the dead-letter topic, by reason."""
+        self.metrics.frames_rejected.labels(reason).inc()
 
 
 class ReplayMetrics:

@@ -5,6 +5,11 @@ keyed by stream id, so one stream is always on one partition and reaches one wor
 raises on message content: a frame that fails validation becomes a dead-letter message with its reason.
 The Faust agent in :mod:`stream.app` only moves bytes between Kafka and :meth:`FramePipeline.handle`.
 
+What a processor result becomes is split in four: :class:`AlertDeduplicator` keeps each alert transition
+once, :class:`MessageRouter` turns results into messages (pure, no metrics),
+:class:`~stream.metrics.PipelineObserver` updates the metrics, and :class:`ScoreBatcher` batches model
+windows across streams for the scorer and builds the scores messages.
+
 At-least-once delivery: a message at an offset already processed (redelivery after a rebalance) and a frame
 whose ``seq`` equals the stream's last one (producer retry) are counted as duplicates and skipped; a lower
 ``seq`` at a new offset is dead-lettered as ``sequence_backwards``. Alerts are de-duplicated by
@@ -17,12 +22,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from stream.errors import FrameValidationError
-from stream.metrics import PipelineMetrics
+from stream.metrics import PipelineMetrics, PipelineObserver
 from stream.schemas import (
     AlertMessage,
     BeatBatchMessage,
@@ -32,14 +37,39 @@ from stream.schemas import (
     FrameLimits,
     ScoreOut,
     ScoresMessage,
-    TelemetryFrame,
     decode_frame,
 )
-from stream.settings import Settings
+from stream.settings import Settings, TopicNames
+
+if TYPE_CHECKING:
+    from models.card import WindowSpec
+    from stream.stages.events import AlertEvent, DropoutSegment, ModelWindow
+    from stream.stages.frame import Frame
+    from stream.stages.processor import ProcessorOutput
+    from stream.stages.scoring import ScoringResult
 
 log = logging.getLogger(__name__)
 
-ProcessorFactory = Callable[[str, float, tuple[str, ...]], Any]
+
+class Processor(Protocol):
+    """The per-stream processor the pipeline drives (:class:`~stream.stages.processor.StreamProcessor`)."""
+
+    def process(self, frame: Frame) -> ProcessorOutput: ...
+
+    def flush(self) -> ProcessorOutput: ...
+
+
+class Scorer(Protocol):
+    """The model scorer the pipeline batches windows for (:class:`~stream.stages.scoring.WindowScorer`)."""
+
+    @property
+    def window_specs(self) -> tuple[WindowSpec, ...]: ...
+
+    def score(self, windows: Sequence[ModelWindow]) -> ScoringResult: ...
+
+
+#: Builds the processor of a new stream from its id, sampling rate and leads.
+ProcessorFactory = Callable[[str, float, tuple[str, ...]], Processor]
 
 
 @dataclass(frozen=True)
@@ -53,7 +83,7 @@ class Outgoing:
 
 @dataclass
 class _StreamState:
-    processor: Any
+    processor: Processor
     fs: float
     leads: tuple[str, ...]
     record: str
@@ -63,22 +93,168 @@ class _StreamState:
 
 
 def default_processor_factory(
-    settings: Settings, *, window_kinds: frozenset[str] = frozenset()
+    settings: Settings, *, windows: Sequence[WindowSpec] = ()
 ) -> ProcessorFactory:
-    """StreamProcessor with the default StageConfig, cutting only the model windows in ``window_kinds``
-    (those a scorer consumes; cutting/resampling windows costs CPU on every beat)."""
+    """StreamProcessor with the default StageConfig, cutting only the model ``windows`` (those the loaded
+    models' cards declare; cutting/resampling windows costs CPU on every beat)."""
     from stream.stages.processor import StageConfig, StreamProcessor
 
-    config = StageConfig(
-        emit_beat_720="beat_720" in window_kinds,
-        emit_leads_10s="leads_10s" in window_kinds,
-        emit_beat_400="beat_400" in window_kinds,
-    )
+    config = StageConfig(windows=tuple(windows))
 
-    def make(stream_id: str, fs: float, leads: tuple[str, ...]) -> Any:
+    def make(stream_id: str, fs: float, leads: tuple[str, ...]) -> Processor:
         return StreamProcessor(stream_id, fs, leads, config)
 
     return make
+
+
+class AlertDeduplicator:
+    """Lets each alert transition (id, status) through once, remembering the last ``max_ids`` of them."""
+
+    def __init__(self, max_ids: int = 100_000) -> None:
+        self.max_ids = max_ids
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def fresh(self, alerts: Iterable[AlertEvent]) -> list[AlertEvent]:
+        """The alerts whose (id, status) was not let through before, in order; they are remembered."""
+        out: list[AlertEvent] = []
+        for ev in alerts:
+            ident = (ev.id, ev.status)
+            if ident in self._seen:
+                continue
+            self._seen[ident] = None
+            if len(self._seen) > self.max_ids:
+                self._seen.popitem(last=False)
+            out.append(ev)
+        return out
+
+
+class MessageRouter:
+    """Processor results -> output messages on their topics, keyed by stream id (pure: no state, no
+    metrics)."""
+
+    def __init__(self, topics: TopicNames) -> None:
+        self.topics = topics
+
+    def events(
+        self,
+        stream_id: str,
+        record: str,
+        dropouts: Sequence[DropoutSegment],
+        alerts: Sequence[AlertEvent],
+        now: float,
+    ) -> list[Outgoing]:
+        """One message per dropout segment, then one per alert transition (``alerts``: de-duplicated)."""
+        key = stream_id.encode()
+        out = [
+            Outgoing(self.topics.dropouts, key, DropoutMessage.from_event(seg).to_bytes())
+            for seg in dropouts
+        ]
+        for ev in alerts:
+            msg = AlertMessage.from_event(ev, record=record, published_at=now)
+            out.append(Outgoing(self.topics.alerts, key, msg.to_bytes()))
+        return out
+
+    def receipt(self, frame: Frame, result: ProcessorOutput, now: float) -> Outgoing:
+        """The beats message of a processed frame: its beats, and the receipt that it was processed."""
+        sent_at = frame.sent_at
+        latency = None if sent_at is None else max(0.0, now - sent_at)
+        batch = BeatBatchMessage(
+            stream_id=frame.stream_id,
+            seq=frame.seq,
+            frame_start_ts=frame.start_time,
+            sent_at=sent_at,
+            processed_at=now,
+            latency_s=latency,
+            samples=result.samples,
+            gap_frames=result.gap_frames,
+            duplicate=result.duplicate,
+            heart_rate_bpm=result.heart_rate_bpm,
+            beats=[
+                BeatOut(sample=b.sample, time=b.time, rr_s=b.rr_s, hr_bpm=b.hr_bpm)
+                for b in result.beats
+            ],
+        )
+        return Outgoing(self.topics.beats, frame.stream_id.encode(), batch.to_bytes())
+
+    def dead_letter(
+        self,
+        reason: str,
+        detail: str,
+        key: bytes | None,
+        value: bytes | None,
+        topic: str,
+        partition: int,
+        offset: int,
+        now: float,
+    ) -> Outgoing:
+        """The dead-letter message of a rejected input message."""
+        msg = DeadLetterMessage.build(
+            reason=reason,
+            detail=detail,
+            payload=value,
+            key=key,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            now=now,
+        )
+        return Outgoing(self.topics.dead_letter, key or b"", msg.to_bytes())
+
+
+class ScoreBatcher:
+    """Model windows waiting to be scored, across streams: one ``scorer.score`` call (one ONNX Runtime
+    call per model) per ``batch_size`` windows or per :meth:`flush`; one scores message per stream."""
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        topic: str,
+        batch_size: int = 64,
+        on_scored: Callable[[ScoringResult], None] | None = None,
+    ) -> None:
+        """``topic``: the scores topic; ``on_scored``: called with every scoring result (metrics)."""
+        self.scorer = scorer
+        self.topic = topic
+        self.batch_size = batch_size
+        self._on_scored = on_scored
+        self._windows: list[ModelWindow] = []
+        self._seqs: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def add(
+        self, stream_id: str, windows: Sequence[ModelWindow], seq: int | None = None
+    ) -> list[Outgoing]:
+        """Queue a stream's windows (``seq``: the frame they were cut from, None for a flush); score the
+        batch when it holds ``batch_size`` windows."""
+        if not windows:
+            return []
+        self._windows += windows
+        if seq is not None:
+            self._seqs[stream_id] = seq
+        return self.flush() if len(self._windows) >= self.batch_size else []
+
+    def flush(self) -> list[Outgoing]:
+        """Score every pending window; one scores message per stream, with the stream's last frame seq."""
+        if not self._windows:
+            return []
+        windows, self._windows = self._windows, []
+        seqs, self._seqs = self._seqs, {}
+        res = self.scorer.score(windows)
+        if self._on_scored is not None:
+            self._on_scored(res)
+        by_stream: dict[str, list[ScoreOut]] = {}
+        for sc in res.scores:
+            by_stream.setdefault(sc.stream_id, []).append(sc)
+        return [
+            Outgoing(
+                self.topic,
+                sid.encode(),
+                ScoresMessage(stream_id=sid, seq=seqs.get(sid), scores=scores).to_bytes(),
+            )
+            for sid, scores in by_stream.items()
+        ]
 
 
 class FramePipeline:
@@ -91,24 +267,29 @@ class FramePipeline:
         processor_factory: ProcessorFactory | None = None,
         clock: Callable[[], float] = time.time,
         max_alert_ids: int = 100_000,
-        scorer: Any = None,
+        scorer: Scorer | None = None,
+        score_batch: int = 64,
     ) -> None:
-        """``scorer``: optional :class:`stream.stages.scoring.WindowScorer`; its scores go to the scores topic."""
+        """``scorer``: optional :class:`stream.stages.scoring.WindowScorer`; its scores go to the scores topic
+        (windows scored in batches of ``score_batch``, or sooner by :meth:`flush_scores`)."""
         self.settings = settings
         self.topics = settings.topics
         self.metrics = metrics or PipelineMetrics()
+        self.observer = PipelineObserver(self.metrics)
+        self.router = MessageRouter(self.topics)
         self.limits = FrameLimits.from_settings(settings)
         self.scorer = scorer
-        #: windows waiting to be scored (flushed at ``score_batch`` windows or by :meth:`flush_scores`)
-        self.score_batch = 64
-        self._pending_windows: list[Any] = []
-        self._pending_seq: dict[str, int] = {}
-        kinds = frozenset(scorer.window_kinds) if scorer is not None else frozenset()
-        self._factory = processor_factory or default_processor_factory(settings, window_kinds=kinds)
+        #: windows waiting to be scored (None without a scorer)
+        self.score_batcher = (
+            ScoreBatcher(scorer, self.topics.scores, score_batch, self.observer.scored)
+            if scorer is not None
+            else None
+        )
+        specs = scorer.window_specs if scorer is not None else ()
+        self._factory = processor_factory or default_processor_factory(settings, windows=specs)
         self._clock = clock
         self._streams: dict[str, _StreamState] = {}
-        self._published_alerts: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._max_alert_ids = max_alert_ids
+        self._alerts = AlertDeduplicator(max_alert_ids)
         #: next offset to process per (topic, partition): drives redelivery detection and consumer lag
         self.positions: dict[tuple[str, int], int] = {}
 
@@ -135,7 +316,7 @@ class FramePipeline:
         out: list[Outgoing] = []
         if state is not None and (state.fs != frame.fs or state.leads != frame.leads):
             log.info("stream %s changed fs/leads; restarting its processor", frame.stream_id)
-            out += self._outputs(frame.stream_id, state.record, state.processor.flush(), None)
+            out += self._emit(frame.stream_id, state.record, state.processor.flush(), None)
             state = None
         if state is not None:
             if frame.seq == state.last_seq:
@@ -149,7 +330,7 @@ class FramePipeline:
                     frame.seq,
                 )
                 m.stream_restarts.inc()
-                out += self._outputs(frame.stream_id, state.record, state.processor.flush(), None)
+                out += self._emit(frame.stream_id, state.record, state.processor.flush(), None)
                 state = None
             elif frame.seq < state.last_seq:
                 return [
@@ -178,8 +359,8 @@ class FramePipeline:
         state.last_start = frame.start_time
         state.last_seen = self._clock()
         try:
-            result = state.processor.process(frame.to_stage_frame())
-            out += self._outputs(frame.stream_id, frame.record, result, frame)
+            result = state.processor.process(frame)
+            out += self._emit(frame.stream_id, frame.record, result, frame)
         except (
             FrameValidationError
         ) as exc:  # the stages' own checks (e.g. samples not matching the leads)
@@ -212,7 +393,7 @@ class FramePipeline:
         """End of every stream (shutdown): close open episodes and publish what they produce."""
         out: list[Outgoing] = []
         for stream_id, state in list(self._streams.items()):
-            out += self._outputs(stream_id, state.record, state.processor.flush(), None)
+            out += self._emit(stream_id, state.record, state.processor.flush(), None)
         self._streams.clear()
         return out
 
@@ -222,14 +403,35 @@ class FramePipeline:
         out: list[Outgoing] = []
         for stream_id, state in list(self._streams.items()):
             if now - state.last_seen > idle_s:
-                out += self._outputs(stream_id, state.record, state.processor.flush(), None)
+                out += self._emit(stream_id, state.record, state.processor.flush(), None)
                 del self._streams[stream_id]
         self.metrics.active_streams.set(
             sum(1 for s in self._streams.values() if now - s.last_seen <= active_s)
         )
         return out
 
+    def flush_scores(self) -> list[Outgoing]:
+        """Score every pending window (one ONNX Runtime call per model); one scores message per stream."""
+        return self.score_batcher.flush() if self.score_batcher is not None else []
+
     # ------------------------------------------------------------------------------------------ helpers
+    def _emit(
+        self, stream_id: str, record: str, result: ProcessorOutput, frame: Frame | None
+    ) -> list[Outgoing]:
+        """Messages of one processor result (``frame``: the frame it processed, None for a flush), metrics
+        updated: its dropouts and new alert transitions, the scores of a batch its windows filled, and
+        the frame's receipt last."""
+        now = self._clock()
+        alerts = self._alerts.fresh(result.alerts)
+        self.observer.processed(result, alerts, frame, now)
+        out = self.router.events(stream_id, record, result.dropouts, alerts, now)
+        if self.score_batcher is not None:
+            seq = frame.seq if frame is not None else None
+            out += self.score_batcher.add(stream_id, result.windows, seq)
+        if frame is not None:
+            out.append(self.router.receipt(frame, result, now))
+        return out
+
     def _dead_letter(
         self,
         reason: str,
@@ -240,112 +442,7 @@ class FramePipeline:
         partition: int,
         offset: int,
     ) -> Outgoing:
-        self.metrics.frames_rejected.labels(reason).inc()
-        msg = DeadLetterMessage.build(
-            reason=reason,
-            detail=detail,
-            payload=value,
-            key=key,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            now=self._clock(),
+        self.observer.rejected(reason)
+        return self.router.dead_letter(
+            reason, detail, key, value, topic, partition, offset, self._clock()
         )
-        return Outgoing(self.topics.dead_letter, key or b"", msg.to_bytes())
-
-    def _outputs(
-        self, stream_id: str, record: str, result: Any, frame: TelemetryFrame | None
-    ) -> list[Outgoing]:
-        m = self.metrics
-        key = stream_id.encode()
-        now = self._clock()
-        out: list[Outgoing] = []
-        m.samples_processed.inc(result.samples)
-        if result.gap_frames:
-            m.frames_missing.inc(result.gap_frames)
-        if result.beats:
-            m.beats.inc(len(result.beats))
-        for stage, seconds in result.stage_seconds.items():
-            m.stage_duration.labels(stage).observe(seconds)
-        for seg in result.dropouts:
-            m.dropouts.labels(seg.kind).inc()
-            out.append(
-                Outgoing(self.topics.dropouts, key, DropoutMessage.from_event(seg).to_bytes())
-            )
-        sent_at = frame.sent_at if frame is not None else None
-        for ev in result.alerts:
-            ident = (ev.id, ev.status)
-            if ident in self._published_alerts:
-                continue
-            self._published_alerts[ident] = None
-            if len(self._published_alerts) > self._max_alert_ids:
-                self._published_alerts.popitem(last=False)
-            if ev.status == "raised":
-                m.alerts.labels(ev.kind, ev.severity).inc()
-            if sent_at is not None:
-                m.latency.labels("alert").observe(max(0.0, now - sent_at))
-            if frame is not None:
-                m.frame_age.labels("alert").observe(max(0.0, now - frame.start_time))
-            msg = AlertMessage.from_event(ev, record=record, published_at=now)
-            out.append(Outgoing(self.topics.alerts, key, msg.to_bytes()))
-        if self.scorer is not None and result.windows:
-            # windows are scored in batches across streams (one ONNX Runtime call per model and batch)
-            self._pending_windows += result.windows
-            if frame is not None:
-                self._pending_seq[stream_id] = frame.seq
-            if len(self._pending_windows) >= self.score_batch:
-                out += self.flush_scores()
-        if frame is not None:
-            latency = None if sent_at is None else max(0.0, now - sent_at)
-            if latency is not None:
-                m.latency.labels("processed").observe(latency)
-            m.frame_age.labels("processed").observe(max(0.0, now - frame.start_time))
-            batch = BeatBatchMessage(
-                stream_id=stream_id,
-                seq=frame.seq,
-                frame_start_ts=frame.start_time,
-                sent_at=sent_at,
-                processed_at=now,
-                latency_s=latency,
-                samples=result.samples,
-                gap_frames=result.gap_frames,
-                duplicate=result.duplicate,
-                heart_rate_bpm=result.heart_rate_bpm,
-                beats=[
-                    BeatOut(sample=b.sample, time=b.time, rr_s=b.rr_s, hr_bpm=b.hr_bpm)
-                    for b in result.beats
-                ],
-            )
-            out.append(Outgoing(self.topics.beats, key, batch.to_bytes()))
-        return out
-
-    def flush_scores(self) -> list[Outgoing]:
-        """Score every pending window (one ONNX Runtime call per model); one scores message per stream."""
-        if self.scorer is None or not self._pending_windows:
-            return []
-        windows, self._pending_windows = self._pending_windows, []
-        seqs, self._pending_seq = self._pending_seq, {}
-        m = self.metrics
-        res = self.scorer.score(windows)
-        for model, seconds in res.model_seconds.items():
-            m.stage_duration.labels(f"model_{model}").observe(seconds)
-        for _, reason in res.skipped:
-            m.windows_skipped.labels("dropout" if reason == "dropout" else "model_error").inc()
-        for model, n in res.recovered.items():
-            m.windows_recovered.labels(model).inc(n)
-        by_stream: dict[str, list[ScoreOut]] = {}
-        for sc in res.scores:
-            m.model_scores.labels(sc.model).inc()
-            if sc.anomalous:
-                m.model_anomalies.labels(sc.model).inc()
-            by_stream.setdefault(sc.stream_id, []).append(
-                ScoreOut(**{k: v for k, v in sc.to_dict().items() if k != "stream_id"})
-            )
-        return [
-            Outgoing(
-                self.topics.scores,
-                sid.encode(),
-                ScoresMessage(stream_id=sid, seq=seqs.get(sid), scores=scores).to_bytes(),
-            )
-            for sid, scores in by_stream.items()
-        ]

@@ -13,23 +13,9 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
+from models.preprocessing.leads import TWELVE_LEADS  # canonical 12-lead order, re-exported here
 from stream.errors import DataError
 
-#: Canonical 12-lead order used everywhere in ecg-monitor.
-TWELVE_LEADS: tuple[str, ...] = (
-    "I",
-    "II",
-    "III",
-    "aVR",
-    "aVL",
-    "aVF",
-    "V1",
-    "V2",
-    "V3",
-    "V4",
-    "V5",
-    "V6",
-)
 _LEAD_ALIASES = {name.lower(): name for name in TWELVE_LEADS}
 _LEAD_ALIASES.update({"mlii": "MLII", "mli": "MLI", "mliii": "MLIII"})
 #: Every lead name the telemetry schema accepts (the 12 standard leads, MIT-BIH's modified limb leads).
@@ -43,67 +29,11 @@ PHYSIONET_DATABASES: dict[str, tuple[str, str]] = {
     "ptbxl": ("ptb-xl", "1.0.3"),
 }
 
-#: MIT-BIH records with paced beats, excluded from inter-patient evaluation (AAMI recommendation).
-MITDB_PACED: tuple[str, ...] = ("102", "104", "107", "217")
-#: de Chazal et al. (2004) inter-patient split of MIT-BIH.
-MITDB_DS1: tuple[str, ...] = (
-    "101",
-    "106",
-    "108",
-    "109",
-    "112",
-    "114",
-    "115",
-    "116",
-    "118",
-    "119",
-    "122",
-    "124",
-    "201",
-    "203",
-    "205",
-    "207",
-    "208",
-    "209",
-    "215",
-    "220",
-    "223",
-    "230",
+#: Every annotation symbol that marks a beat (QRS complex) in MIT-BIH (the keys of
+#: ``training.datasets.mitdb_split.AAMI_CLASSES``, which maps them to AAMI EC57 classes).
+BEAT_SYMBOLS: frozenset[str] = frozenset(
+    ["N", "L", "R", "e", "j", "A", "a", "J", "S", "V", "E", "F", "/", "f", "Q"]
 )
-MITDB_DS2: tuple[str, ...] = (
-    "100",
-    "103",
-    "105",
-    "111",
-    "113",
-    "117",
-    "121",
-    "123",
-    "200",
-    "202",
-    "210",
-    "212",
-    "213",
-    "214",
-    "219",
-    "221",
-    "222",
-    "228",
-    "231",
-    "232",
-    "233",
-    "234",
-)
-#: MIT-BIH beat annotation symbols mapped to AAMI EC57 classes.
-AAMI_CLASSES: dict[str, str] = {
-    **dict.fromkeys(["N", "L", "R", "e", "j"], "N"),
-    **dict.fromkeys(["A", "a", "J", "S"], "S"),
-    **dict.fromkeys(["V", "E"], "V"),
-    "F": "F",
-    **dict.fromkeys(["/", "f", "Q"], "Q"),
-}
-#: Every annotation symbol that marks a beat (QRS complex) in MIT-BIH.
-BEAT_SYMBOLS: frozenset[str] = frozenset(AAMI_CLASSES)
 
 
 def canonical_lead(name: str) -> str:

@@ -25,20 +25,21 @@ import base64
 import binascii
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from models.runtime.protocol import ScoreFields
 from stream.errors import FrameValidationError
 from stream.records import KNOWN_LEADS
-from stream.stages.events import jsonable
+from stream.stages.events import AlertEvent, DropoutSegment, jsonable
+from stream.stages.frame import Frame
 
 if TYPE_CHECKING:
     from stream.settings import Settings
-    from stream.stages.processor import Frame
 
 #: Version of every message schema below; a frame with another version is dead-lettered.
 SCHEMA_VERSION = 1
@@ -90,44 +91,6 @@ class FrameLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> FrameLimits:
         return cls(settings.max_frame_bytes, settings.min_fs, settings.max_fs)
-
-
-@dataclass(frozen=True)
-class TelemetryFrame:
-    """A decoded, validated telemetry frame; ``samples`` is float32 [n_samples, n_leads], NaN = missing."""
-
-    stream_id: str
-    seq: int
-    fs: float
-    leads: tuple[str, ...]
-    start_time: float
-    samples: np.ndarray
-    record: str = ""
-    units: tuple[str, ...] = ()
-    sent_at: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_samples(self) -> int:
-        return int(self.samples.shape[0])
-
-    @property
-    def end_time(self) -> float:
-        """Acquisition time just after the frame's last sample."""
-        return self.start_time + self.n_samples / self.fs
-
-    def to_stage_frame(self) -> Frame:
-        """The pure-stage :class:`stream.stages.processor.Frame` for :class:`StreamProcessor`."""
-        from stream.stages.processor import Frame
-
-        return Frame(
-            stream_id=self.stream_id,
-            seq=self.seq,
-            fs=self.fs,
-            leads=self.leads,
-            start_time=self.start_time,
-            samples=self.samples,
-        )
 
 
 class _FrameEnvelope(BaseModel):
@@ -210,7 +173,7 @@ def _reject(reason: str, detail: str) -> FrameValidationError:
     return FrameValidationError(reason, detail)
 
 
-def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) -> TelemetryFrame:
+def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) -> Frame:
     """Parse and validate one telemetry frame; raise :class:`FrameValidationError` with a reason in
     :data:`REJECT_REASONS` for anything a processor must not see (sequence order is checked per stream
     by the worker)."""
@@ -284,7 +247,7 @@ def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) ->
     if env.units and len(env.units) != n_leads:
         raise _reject("bad_shape", f"{len(env.units)} units for {n_leads} leads")
     extra = {k: v for k, v in obj.items() if k not in _ENVELOPE_FIELDS}
-    return TelemetryFrame(
+    return Frame(
         stream_id=env.stream_id,
         seq=env.seq,
         fs=env.fs,
@@ -333,9 +296,9 @@ class AlertMessage(_Message):
 
     @classmethod
     def from_event(
-        cls, ev: Any, *, record: str = "", published_at: float | None = None
+        cls, ev: AlertEvent, *, record: str = "", published_at: float | None = None
     ) -> AlertMessage:
-        """From a :class:`stream.stages.events.AlertEvent`."""
+        """The message of an alert event (the one serialisation of :class:`~stream.stages.events.AlertEvent`)."""
         return cls(
             id=ev.id,
             stream_id=ev.stream_id,
@@ -365,7 +328,7 @@ class DropoutMessage(_Message):
     duration_s: float
 
     @classmethod
-    def from_event(cls, ev: Any) -> DropoutMessage:
+    def from_event(cls, ev: DropoutSegment) -> DropoutMessage:
         """From a :class:`stream.stages.events.DropoutSegment`."""
         return cls(
             stream_id=ev.stream_id,
@@ -407,30 +370,9 @@ class BeatBatchMessage(_Message):
     beats: list[BeatOut] = Field(default_factory=list)
 
 
-class ScoreOut(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    model: str
-    window: str
-    lead: str | None = None
-    time: float
-    score: float
-    threshold: float | None = None
-    anomalous: bool
-    embedding: list[float] | None = None
-    recovered_by: str | None = (
-        None  # "lstm_ae" / "lead_recon": the model that filled missing input first
-    )
-    recovered_fraction: float = (
-        0.0  # share of samples (beat window) or leads (12-lead window) it filled
-    )
-    lead_scores: dict[str, float] | None = (
-        None  # 12-lead models: per-lead error relative to normal records
-    )
-    lead_attention: dict[str, float] | None = None  # vae_bilstm_mha: lead-wise attention weights
-    attention_peak: float | None = (
-        None  # vae_bilstm_mha: stream time (s) where the temporal attention peaks
-    )
+#: One window's score on the scores topic: the runtime's :class:`~models.runtime.protocol.ModelScore`
+#: without its stream (the message carries it); one definition for both.
+ScoreOut = ScoreFields
 
 
 class ScoresMessage(_Message):
@@ -493,54 +435,3 @@ class DeadLetterMessage(_Message):
             time=iso(now) or "",
             time_ts=now,
         )
-
-
-# ---------------------------------------------------------------------------------------------- topics
-@dataclass(frozen=True)
-class TopicSpec:
-    """One topic of the pipeline: its name, key and value schema."""
-
-    name: str
-    key: str
-    value: str
-    description: str
-
-
-def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The pipeline's topics (names from ``Settings.topics``)."""
-    t = settings.topics
-    return [
-        TopicSpec(
-            t.telemetry,
-            "stream id",
-            "telemetry frame v1 (see module docs)",
-            "ECG frames from bedside gateways / replay",
-        ),
-        TopicSpec(
-            t.dead_letter,
-            "stream id if any",
-            DeadLetterMessage.__name__,
-            "rejected telemetry with reason",
-        ),
-        TopicSpec(
-            t.alerts, "stream id", AlertMessage.__name__, "alert raised/resolved transitions"
-        ),
-        TopicSpec(
-            t.dropouts, "stream id", DropoutMessage.__name__, "unusable-signal segments per lead"
-        ),
-        TopicSpec(
-            t.beats,
-            "stream id",
-            BeatBatchMessage.__name__,
-            "beats per processed frame (processing receipt)",
-        ),
-        TopicSpec(
-            t.ground_truth,
-            "stream id",
-            FaultTruthMessage.__name__,
-            "faults injected by the simulator",
-        ),
-        TopicSpec(
-            t.scores, "stream id", ScoresMessage.__name__, "ONNX anomaly-model scores per frame"
-        ),
-    ]

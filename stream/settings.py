@@ -12,6 +12,17 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Default records of ``ecg-monitor up`` and ``ecg-monitor replay``: MIT-BIH patients with normal rhythm,
+#: bradycardia episodes, PVCs (paths relative to ``data_dir``).
+DEMO_RECORDS: tuple[str, ...] = (
+    "mitdb/100",
+    "mitdb/106",
+    "mitdb/119",
+    "mitdb/203",
+    "mitdb/208",
+    "mitdb/221",
+)
+
 
 class TopicNames(BaseSettings):
     """Kafka topic names (env ``ECG_TOPIC_<NAME>``)."""
@@ -61,6 +72,10 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(
         Path(".cache/ecg-monitor"), description="Prepared datasets and run outputs."
     )
+    demo_records: tuple[str, ...] = Field(
+        DEMO_RECORDS,
+        description="Records replayed by `ecg-monitor up` and `replay` without --records (JSON list in the env).",
+    )
 
     # stream
     frame_seconds: float = Field(1.0, gt=0, le=10, description="Duration of one telemetry frame.")
@@ -73,7 +88,6 @@ class Settings(BaseSettings):
     # servers
     bind_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, le=65535)
-    web_port: int = Field(6066, ge=0, le=65535)
     models_dir: Path = Field(Path(__file__).resolve().parent.parent / "models" / "artifacts")
 
     # dashboard (ecg-monitor dashboard)

@@ -1,7 +1,8 @@
 """``python -m training`` / ``ecg-train``: data, prepare, train, evaluate, export and report models.
 
 Every model is a module of ``training.tasks`` (see :mod:`training.registry`); ``evaluate qrs`` and
-``evaluate dropouts`` run the detector evaluations of :mod:`training.eval_detectors`.
+``evaluate dropouts`` run the detector evaluations of :mod:`training.eval_detectors`, and
+``bench-processor`` its stream processor benchmark.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stream.errors import EcgMonitorError
+from training.errors import EcgMonitorError
 
 app = typer.Typer(
     name="ecg-train",
@@ -258,6 +259,25 @@ def evaluate(
     _emit(get_spec(model).evaluate(ctx), as_json, f"{model} evaluation")
 
 
+@app.command("bench-processor")
+def bench_processor_cmd(
+    data_dir: DataDirOpt = None,
+    record: Annotated[str, typer.Option(help="MIT-BIH record replayed.")] = "100",
+    seconds: Annotated[int, typer.Option(help="Seconds of the record.")] = 300,
+    runs: Annotated[int, typer.Option(help="Runs; the medians over them are reported.")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Median per-frame time of the stream processor (1 s, 2 leads, 360 Hz), with and without model windows."""
+    from training.eval_detectors import bench_processor
+
+    root = Path(data_dir or _settings().data_dir).resolve()
+    result = {
+        name: bench_processor(root, record, seconds, runs, windows=w)
+        for name, w in (("with_windows", True), ("without_windows", False))
+    }
+    _emit(result, as_json, "stream processor benchmark")
+
+
 @app.command()
 def export(
     model: ModelArg,
@@ -272,16 +292,27 @@ def export(
             help="Where to write <model>.onnx and its card (default: models/artifacts).",
         ),
     ] = None,
+    migrate_card: Annotated[
+        bool,
+        typer.Option(
+            "--migrate-card",
+            help="Rewrite this task's committed cards in the typed format (ONNX files untouched).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a trained run to ONNX (checker + parity on real inputs) with its model card."""
-    from training.registry import get_spec
+    from training.registry import get_spec, migrate_cards
 
     ctx = _context(
         model, config_file, overrides, data_dir, run=run, as_json=as_json, progress=False
     )
     if out_dir is not None:
         ctx.artifacts_dir = out_dir.resolve()
+    if migrate_card:
+        done = migrate_cards(get_spec(model), ctx.artifacts_dir)
+        _emit({"migrated": done}, as_json, f"{model}: cards migrated: {', '.join(done) or 'none'}")
+        return
     path = get_spec(model).export(ctx)
     _emit({"onnx": str(path)}, as_json, f"{model} exported")
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from stream.errors import ConfigError
+from training.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

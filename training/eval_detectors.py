@@ -6,23 +6,22 @@
 - :func:`evaluate_dropouts`: MIT-BIH records replayed frame by frame through :class:`StreamProcessor` with
   injected faults (:mod:`simulators.faults`), plus every clean MIT-BIH record for false detections.
 
-Run by hand: ``python -m training.eval_detectors qrs --json`` / ``dropouts --json`` / ``bench-processor``
-(also wired as ``python -m training evaluate qrs|dropouts``).
+Plain functions; the command line is :mod:`training.cli`: ``python -m training evaluate qrs|dropouts``
+and ``python -m training bench-processor`` (:func:`bench_processor`).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import typer
 
-from stream.errors import DataError
+from models.card import BEAT_400, BEAT_720, LEADS_10S
 from stream.records import list_records, mitdb_records, read_annotations, read_record
+from training.errors import DataError
 
 QRS_TOLERANCE_S = 0.150
 QRS_TOLERANCE_TIGHT_S = 0.050
@@ -310,7 +309,8 @@ def replay(
 ) -> Any:
     """Feed ``signal`` to ``processor`` in frames of ``frame_s`` (skipping the seqs in ``drop``), flush,
     and return one :class:`ProcessorOutput` with everything it produced."""
-    from stream.stages.processor import Frame, ProcessorOutput
+    from stream.stages.frame import Frame
+    from stream.stages.processor import ProcessorOutput
 
     n = round(frame_s * fs)
     total = ProcessorOutput()
@@ -370,7 +370,7 @@ def evaluate_dropouts(
     from stream.stages.processor import StageConfig, StreamProcessor
 
     # detection only: no model windows are cut (they would only cost time and memory here)
-    detect_only = StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=False)
+    detect_only = StageConfig(windows=())
 
     data_dir = Path(data_dir)
     rng = np.random.default_rng(seed)
@@ -547,9 +547,10 @@ def bench_processor(
     """Median per-frame time of :meth:`StreamProcessor.process` (1 s, 2-lead, 360 Hz frames of a real
     record), per stage and in total, over ``runs`` runs; ``windows=False`` is the worker's configuration
     without model windows."""
-    from stream.stages.processor import Frame, StageConfig, StreamProcessor
+    from stream.stages.frame import Frame
+    from stream.stages.processor import StageConfig, StreamProcessor
 
-    config = StageConfig(emit_beat_720=windows, emit_beat_400=windows, emit_leads_10s=windows)
+    config = StageConfig(windows=(BEAT_720, LEADS_10S, BEAT_400) if windows else ())
 
     rec = read_record(Path(data_dir) / "mitdb" / record, sampto=int(seconds * 360))
     n = int(rec.fs)
@@ -581,117 +582,3 @@ def bench_processor(
         "stage_median_ms": {k: round(float(np.median(v)) * 1e3, 4) for k, v in stage_acc.items()},
         "streams_per_core_realtime": round(1.0 / med, 1) if med > 0 else None,
     }
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-cli = typer.Typer(
-    help="Detector evaluations (QRS, dropouts) and the stream processor benchmark.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Databases root (default: ECG_DATA_DIR).")
-]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")]
-
-
-def _root(data_dir: Path | None) -> Path:
-    if data_dir is not None:
-        return data_dir.resolve()
-    from stream.settings import get_settings
-
-    return Path(get_settings().data_dir).resolve()
-
-
-def _print(result: dict[str, Any], as_json: bool, keys: tuple[str, ...]) -> None:
-    if as_json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(json.dumps({k: result.get(k) for k in keys}, indent=2))
-
-
-@cli.command("qrs")
-def qrs_cmd(
-    data_dir: DataDir = None,
-    db: Annotated[str, typer.Option(help="Database with .atr beat annotations.")] = "mitdb",
-    record: Annotated[
-        list[str] | None,
-        typer.Option("--record", "-r", help="Record name (repeatable); default all."),
-    ] = None,
-    peers: Annotated[
-        bool, typer.Option("--peers/--no-peers", help="Also run XQRS, GQRS, NeuroKit2.")
-    ] = True,
-    as_json: AsJson = False,
-) -> None:
-    """R-peak detection Se/PPV and speed vs XQRS, GQRS and NeuroKit2."""
-    res = evaluate_qrs(_root(data_dir), db=db, records=record, peers=peers, progress=True)
-    _print(
-        res,
-        as_json,
-        (
-            "sensitivity",
-            "ppv",
-            "sensitivity_50ms",
-            "ppv_50ms",
-            "vfl_excluded",
-            "samples_per_s",
-            "seconds",
-            "xqrs",
-            "gqrs",
-            "neurokit2",
-            "neurokit2_pantompkins",
-        ),
-    )
-
-
-@cli.command("dropouts")
-def dropouts_cmd(
-    data_dir: DataDir = None,
-    seed: int = 0,
-    minutes: Annotated[float, typer.Option(help="Minutes of each injected record.")] = 6.0,
-    clean_minutes: Annotated[
-        float | None, typer.Option(help="Minutes of each clean record (default whole).")
-    ] = None,
-    as_json: AsJson = False,
-) -> None:
-    """Dropout recall by kind and false detections per hour on clean MIT-BIH."""
-    res = evaluate_dropouts(
-        _root(data_dir), seed=seed, minutes=minutes, clean_minutes=clean_minutes, progress=True
-    )
-    _print(
-        res,
-        as_json,
-        (
-            "recall",
-            "recall_by_kind",
-            "events_by_kind",
-            "false_per_hour",
-            "false_per_hour_excluding_rail_verified",
-            "false_clean_by_kind",
-            "clean_hours",
-            "false_per_hour_injected_run",
-            "missed",
-        ),
-    )
-
-
-@cli.command("bench-processor")
-def bench_cmd(
-    data_dir: DataDir = None,
-    record: str = "100",
-    seconds: int = 300,
-    runs: int = 5,
-) -> None:
-    """Median per-frame time of StreamProcessor.process (1 s, 2 leads, 360 Hz), with and without windows."""
-    root = _root(data_dir)
-    print(
-        json.dumps(
-            [bench_processor(root, record, seconds, runs, windows=w) for w in (True, False)],
-            indent=2,
-        )
-    )
-
-
-if __name__ == "__main__":
-    cli()

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stream.errors import ConfigError
+from training.errors import ConfigError
 
 
 @dataclass
@@ -58,6 +58,9 @@ class ModelSpec:
     evaluate: TaskFn
     export: TaskFn
     report: TaskFn
+    #: artifact name -> the typed card contract (role, runtime, window, normalisation) of each artifact
+    #: this task exports (:func:`models.card.contract`)
+    cards: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 _TASKS_PACKAGE = "training.tasks"
@@ -86,7 +89,7 @@ def get_spec(name: str) -> ModelSpec:
 
 def committed_cards(ctx: TaskContext, artifacts: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Raw model cards of the committed artifacts that exist: ``{key: card}`` for ``{key: artifact name}``."""
-    from models.runtime.base import load_card
+    from models.card import load_card
 
     out: dict[str, dict[str, Any]] = {}
     for key, name in artifacts.items():
@@ -102,3 +105,23 @@ def run_plots(run_dir: Callable[[], Path], pattern: str = "*/*.png") -> list[str
         return sorted(str(p) for p in run_dir().glob(pattern))
     except ConfigError:
         return []
+
+
+def migrate_cards(spec: ModelSpec, artifacts_dir: Path) -> list[str]:
+    """Rewrite the old-format cards of ``spec``'s artifacts in ``artifacts_dir`` as typed cards (the ONNX
+    files, and so their sha256, are untouched); returns the names migrated."""
+    import json
+
+    from models.card import CARD_VERSION, card_path, upgrade
+
+    done = []
+    for name, contract in spec.cards.items():
+        path = card_path(artifacts_dir, name)
+        if not path.is_file():
+            continue
+        raw = json.loads(path.read_text())
+        if raw.get("card_version") == CARD_VERSION:
+            continue
+        upgrade(raw, dict(contract)).write(path)
+        done.append(name)
+    return done

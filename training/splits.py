@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from stream.errors import DataError
-from stream.records import MITDB_DS1, MITDB_DS2, MITDB_PACED
+from training.datasets.mitdb_split import MITDB_DS1, MITDB_DS2, MITDB_PACED
+from training.errors import DataError
 
 #: MIT-BIH records that come from the same subject (MIT-BIH directory: 201 and 202).
 MITDB_SAME_SUBJECT: dict[str, str] = {"202": "201"}

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from stream.errors import ConfigError
+from training.errors import ConfigError
 
 if TYPE_CHECKING:
     from training.registry import TaskContext

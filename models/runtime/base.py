@@ -6,21 +6,21 @@ No torch here: this is what the stream workers import.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 import onnxruntime as ort
 
-from stream.errors import ModelError
+from models.card import WindowSpec, load_card
+from models.errors import ModelError
 
 DEFAULT_ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "artifacts"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file (the card's ``onnx_sha256``)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -28,44 +28,20 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-@dataclass(frozen=True)
-class ModelCard:
-    """The parsed model card; ``raw`` is the whole JSON object."""
-
-    name: str
-    onnx_sha256: str
-    inputs: list[dict[str, Any]]
-    outputs: list[dict[str, Any]]
-    raw: dict[str, Any]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.raw.get(key, default)
-
-    @property
-    def threshold(self) -> float | None:
-        th = self.raw.get("threshold")
-        if isinstance(th, Mapping):
-            v = th.get("value")
-            return None if v is None else float(v)
-        return None if th is None else float(th)
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """ONNX Runtime options of every session of the project (stream, dashboard, export parity)."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return so
 
 
-def load_card(path: str | Path) -> ModelCard:
-    """Read a ``*.card.json``; :class:`ModelError` when missing or malformed."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-        return ModelCard(
-            name=str(raw["name"]),
-            onnx_sha256=str(raw["onnx_sha256"]),
-            inputs=list(raw["inputs"]),
-            outputs=list(raw["outputs"]),
-            raw=raw,
-        )
-    except FileNotFoundError as exc:
-        raise ModelError(f"model card not found: {path}") from exc
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ModelError(f"malformed model card {path}: {exc}") from exc
+def onnx_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
+    """A CPU ONNX Runtime session with :func:`session_options`."""
+    return ort.InferenceSession(
+        str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+    )
 
 
 class OnnxModel:
@@ -88,19 +64,13 @@ class OnnxModel:
             else self.onnx_path.with_name(self.onnx_path.stem + ".card.json")
         )
         self.card = load_card(card_path)
-        digest = _sha256(self.onnx_path)
+        digest = sha256_file(self.onnx_path)
         if digest != self.card.onnx_sha256:
             raise ModelError(
                 f"sha256 of {self.onnx_path.name} ({digest[:12]}...) does not match its card ({self.card.onnx_sha256[:12]}...)"
             )
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:
-            self.session = ort.InferenceSession(
-                str(self.onnx_path), sess_options=so, providers=["CPUExecutionProvider"]
-            )
+            self.session = onnx_session(self.onnx_path, threads)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelError(f"ONNX Runtime cannot load {self.onnx_path}: {exc}") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -122,6 +92,18 @@ class OnnxModel:
     @property
     def name(self) -> str:
         return self.card.name
+
+    @property
+    def window(self) -> WindowSpec:
+        """The window this model takes (its card's preprocessing)."""
+        return self.card.window
+
+    def threshold_or_raise(self) -> float:
+        """The card's decision threshold; :class:`ModelError` when the card has none."""
+        th = self.card.threshold_value
+        if th is None:
+            raise ModelError(f"{self.name}: model card has no decision threshold")
+        return th
 
     def check_input(self, name: str, x: np.ndarray) -> np.ndarray:
         """float32 contiguous ``x`` whose rank and fixed dims match input ``name``; :class:`ModelError` else."""

@@ -7,12 +7,15 @@ the same z-scored units.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from models.errors import ModelError
 from models.runtime.base import OnnxModel
-from stream.errors import ModelError
+from models.runtime.protocol import ModelScore, Window
+from models.runtime.registry import register
 
 BEAT_LENGTH = 400
 LATENT = 25
@@ -40,10 +43,34 @@ class BeatEncoding:
     mse: np.ndarray
 
 
+@register("beat_vae")
 class BeatVaeModel(OnnxModel):
-    """``beat_vae.onnx`` + card."""
+    """``beat_vae.onnx`` + card. In the stream, ``score(windows)``: the per-beat reconstruction error
+    (z-scored units) against the card's threshold (none: never anomalous) and the latent mean as
+    ``embedding``."""
 
     default_name = "beat_vae"
+
+    def score(self, windows: Sequence[Window]) -> list[ModelScore]:
+        """Scores of ``beat_400`` cycles (mV, normalised here)."""
+        if not windows:
+            return []
+        enc = self.predict(normalise(np.stack([w.data for w in windows])))
+        th = self.card.threshold_value
+        return [
+            ModelScore(
+                stream_id=w.stream_id,
+                model=self.name,
+                window=w.kind,
+                lead=w.lead,
+                time=w.start,
+                score=float(e),
+                threshold=th,
+                anomalous=bool(th is not None and e > th),
+                embedding=[round(float(v), 5) for v in mu],
+            )
+            for w, e, mu in zip(windows, enc.mse, enc.mu, strict=True)
+        ]
 
     def predict(self, beats_z: np.ndarray, batch: int = 1024) -> BeatEncoding:
         """Encode and reconstruct z-scored beats [k, 400] (use :func:`normalise` on mV beats)."""

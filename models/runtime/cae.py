@@ -7,22 +7,25 @@ reconstruction and a weighted mean-squared reconstruction error (the morphology 
 
 When the card has a ``rhythm`` section (weight, reference history and quantile, all chosen on validation
 data), the decision score is ``log(morphology) + weight * rhythm`` where ``rhythm`` is
-:func:`stream.stages.rhythm.rhythm_score` of the beat's RR intervals: a premature beat with a normal
+:func:`models.preprocessing.rhythm.rhythm_score` of the beat's RR intervals: a premature beat with a normal
 shape (most supraventricular ectopy) is then caught too. A window is anomalous when its decision score
 exceeds the card's threshold (chosen on validation data).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from models.card import WindowSpec
+from models.errors import ModelError
+from models.preprocessing.rhythm import RhythmParams
 from models.runtime.base import OnnxModel
-from stream.errors import ModelError
-from stream.stages.rhythm import RhythmParams
+from models.runtime.protocol import ModelScore, Window
+from models.runtime.registry import register
 
 NORMALISATIONS = ("zscore", "center", "none")
 
@@ -53,21 +56,30 @@ class CaePrediction:
     morphology: np.ndarray | None = None
 
 
+def _cae_from_path(path: Path) -> CaeScorer:
+    return CaeScorer(OnnxModel(path))
+
+
+@register("cae_beat", _cae_from_path)
 class CaeScorer:
-    """``CaeScorer.load().predict(windows)`` -> :class:`CaePrediction`."""
+    """Single-lead window scorer whose graph outputs a ``score`` (the CAE):
+    ``CaeScorer.load().predict(windows)`` -> :class:`CaePrediction`; in the stream, ``score(windows)``.
+
+    Serves any card with ``runtime: cae_beat``: per-window normalisation from the card's preprocessing,
+    the graph's first input, its ``score`` output, an optional ``rhythm`` section and the threshold.
+    """
 
     def __init__(self, model: OnnxModel) -> None:
         self.model = model
         card = model.card
-        norm: dict[str, Any] = card.get("normalisation") or {}
-        self.method = str(norm.get("method", "zscore"))
-        self.eps = float(norm.get("eps", 0.05))
-        self.width = int(card.get("window_samples", 720))
-        self.fs = float(card.get("sampling_rate_hz", 360.0))
-        th = card.threshold
-        if th is None:
-            raise ModelError(f"{model.name}: card has no decision threshold")
-        self.threshold = th
+        self.card = card
+        norm = card.preprocessing.normalisation
+        self.method = norm.method
+        self.eps = 0.05 if norm.eps is None else float(norm.eps)
+        self.width = card.window.samples
+        self.fs = card.window.fs
+        self.input_name = card.inputs[0].name
+        self.threshold = model.threshold_or_raise()
         rh = card.get("rhythm")
         self.rhythm: RhythmParams | None = None
         if isinstance(rh, dict) and rh.get("weight") is not None:
@@ -78,6 +90,39 @@ class CaeScorer:
     @classmethod
     def load(cls, name: str = "cae", models_dir: str | Path | None = None) -> CaeScorer:
         return cls(OnnxModel.load(name, models_dir))
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def window(self) -> WindowSpec:
+        return self.card.window
+
+    def score(self, windows: Sequence[Window]) -> list[ModelScore]:
+        """Stream scoring: decision score per window, with the rhythm part from each window's RR context."""
+        if not windows:
+            return []
+        rp = self.rhythm
+        rhythm = None
+        if rp is not None:
+            rhythm = np.array(
+                [w.rr.score(rp.history, rp.quantile) if w.rr is not None else 0.0 for w in windows]
+            )
+        p = self.predict(np.stack([w.data for w in windows]), rhythm)
+        return [
+            ModelScore(
+                stream_id=w.stream_id,
+                model=self.name,
+                window=w.kind,
+                lead=w.lead,
+                time=w.start,
+                score=float(s),
+                threshold=p.threshold,
+                anomalous=bool(a),
+            )
+            for w, s, a in zip(windows, p.scores, p.anomalous, strict=True)
+        ]
 
     def scores(self, windows: np.ndarray, batch: int = 512) -> np.ndarray:
         """Anomaly scores of raw (filtered, mV) windows ``[k, 720]`` or one window ``[720]``."""
@@ -94,7 +139,7 @@ class CaeScorer:
             )
         z = normalise_windows(x, self.method, self.eps)
         out = [
-            self.model.run({"window": z[s : s + batch]}, ["score"])["score"]
+            self.model.run({self.input_name: z[s : s + batch]}, ["score"])["score"]
             for s in range(0, z.shape[0], batch)
         ]
         return np.concatenate(out).astype(np.float32)

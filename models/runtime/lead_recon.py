@@ -5,23 +5,27 @@ leads computed exactly when two limb leads are present (Einthoven III = II - I; 
 aVR = -(I + II)/2, aVL = I - II/2, aVF = II - I/2; any two of the six give I and II), the other
 missing leads from the network.
 
-Present-set routing: next to ``lead_recon.onnx`` (any subset of leads) the wrapper loads dedicated
-models ``lead_recon_<suffix>.onnx`` whose card lists ``present_leads``; a window whose present leads
+Present-set routing: next to ``lead_recon.onnx`` (any subset of leads) the wrapper loads the dedicated
+models whose card says ``role: component`` and ``member_of: lead_recon`` and lists ``present_leads``; a window whose present leads
 are exactly that set goes to the dedicated model (today ``lead_recon_ii.onnx``: lead II alone), every
 other window to the general model. Without the dedicated artifact the general model serves all.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Self
 
 import numpy as np
 
+from models.card import list_cards
+from models.errors import ModelError
+from models.preprocessing.leads import TWELVE_LEADS
 from models.runtime.base import OnnxModel
-from stream.errors import ModelError
-from stream.records import TWELVE_LEADS
+from models.runtime.protocol import Recovered, Window
+from models.runtime.registry import register
 
 LIMB_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF")
 #: each limb lead as a * I + b * II
@@ -83,12 +87,15 @@ class LeadReconPrediction:
     learned: np.ndarray
 
 
+def _lead_recon_from_path(path: Path) -> LeadReconModel:
+    return LeadReconModel.load(path.stem, path.parent)
+
+
+@register("lead_recon", _lead_recon_from_path)
 class LeadReconModel(OnnxModel):
     """``lead_recon.onnx`` + card."""
 
     default_name = "lead_recon"
-    #: dedicated present-set models looked for beside the general one: ``<name>_<suffix>.onnx``
-    dedicated_suffixes: tuple[str, ...] = ("ii",)
 
     def __init__(
         self, onnx_path: str | Path, card_path: str | Path | None = None, threads: int = 1
@@ -98,13 +105,36 @@ class LeadReconModel(OnnxModel):
 
     @classmethod
     def load(cls, name: str | None = None, models_dir: str | Path | None = None) -> Self:
-        """The general model plus any dedicated ``<name>_<suffix>.onnx`` found beside it."""
+        """The general model plus its dedicated members: the cards beside it with ``member_of`` = its name."""
         model = super().load(name, models_dir)
-        for suffix in cls.dedicated_suffixes:
-            path = model.onnx_path.with_name(f"{model.onnx_path.stem}_{suffix}.onnx")
-            if path.is_file():
-                model.add_dedicated(OnnxModel(path))
+        for card in list_cards(model.onnx_path.parent):
+            if card.role == "component" and card.member_of == model.name:
+                model.add_dedicated(OnnxModel(model.onnx_path.with_name(card.onnx_file)))
         return model
+
+    def recover(
+        self, windows: Sequence[Window]
+    ) -> tuple[list[Recovered], list[tuple[Window, str]]]:
+        """Rebuild the incomplete leads of 12-lead windows from their complete ones; a window with no
+        complete lead is a dropout."""
+        present = [np.isfinite(w.data).all(axis=0) for w in windows]  # [12] per window
+        pairs = [(w, p) for w, p in zip(windows, present, strict=True) if p.any()]
+        lost: list[tuple[Window, str]] = [
+            (w, "dropout") for w, p in zip(windows, present, strict=True) if not p.any()
+        ]
+        if not pairs:
+            return [], lost
+        try:
+            pred = self.predict(
+                np.stack([w.data for w, _ in pairs]), np.stack([p for _, p in pairs])
+            )
+        except ModelError as exc:
+            return [], lost + [(w, f"model_error: {exc}") for w, _ in pairs]
+        out = [
+            Recovered(replace(w, data=x), self.name, float(1.0 - p.mean()))
+            for (w, p), x in zip(pairs, pred.leads, strict=True)
+        ]
+        return out, lost
 
     def add_dedicated(self, model: OnnxModel) -> None:
         """Route windows whose present leads are exactly ``model.card['present_leads']`` to ``model``."""

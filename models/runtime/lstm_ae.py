@@ -8,13 +8,17 @@ Observed samples come back unchanged; only masked ones are filled.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from models.card import WindowSpec
+from models.errors import ModelError
 from models.runtime.base import OnnxModel
-from stream.errors import ModelError
+from models.runtime.protocol import Recovered, Window
+from models.runtime.registry import register
 
 
 def normalise_observed(
@@ -49,22 +53,61 @@ class Recovery:
     mask: np.ndarray
 
 
+def _filler_from_path(path: Path) -> GapFiller:
+    return GapFiller(OnnxModel(path))
+
+
+@register("gap_filler", _filler_from_path)
 class GapFiller:
     """``GapFiller.load().predict(segment_with_nans)`` -> :class:`Recovery`."""
 
     def __init__(self, model: OnnxModel) -> None:
         self.model = model
         card = model.card
-        norm = card.get("normalisation") or {}
-        self.method = str(norm.get("method", "observed_zscore"))
-        self.eps = float(norm.get("eps", 0.05))
-        self.length = int(card.get("segment_samples", 720))
-        self.fs = float(card.get("sampling_rate_hz", 360.0))
+        self.card = card
+        norm = card.preprocessing.normalisation
+        self.method = norm.method
+        self.eps = 0.05 if norm.eps is None else float(norm.eps)
+        self.length = card.window.samples
+        self.fs = card.window.fs
         self.max_gap_fraction = float(card.get("max_gap_fraction", 0.4))
 
     @classmethod
     def load(cls, name: str = "lstm_ae", models_dir: str | Path | None = None) -> GapFiller:
         return cls(OnnxModel.load(name, models_dir))
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def window(self) -> WindowSpec:
+        return self.card.window
+
+    def recover(
+        self, windows: Sequence[Window]
+    ) -> tuple[list[Recovered], list[tuple[Window, str]]]:
+        """Fill windows whose gap is within the card's limit (and no inf among observed samples); the
+        others are dropouts."""
+        lost: list[tuple[Window, str]] = []
+        fit: list[Window] = []
+        for w in windows:
+            gap = np.isnan(w.data)
+            if gap.mean() <= self.max_gap_fraction and np.isfinite(w.data[~gap]).all():
+                fit.append(w)
+            else:
+                lost.append((w, "dropout"))
+        if not fit:
+            return [], lost
+        try:
+            rec = self.predict(np.stack([w.data for w in fit]).astype(np.float32))
+        except ModelError as exc:
+            return [], lost + [(w, f"model_error: {exc}") for w in fit]
+        out = [
+            Recovered(replace(w, data=s), self.name, float(m.mean()))
+            for w, s, m in zip(fit, rec.signal, rec.mask, strict=True)
+        ]
+        return out, lost
 
     def predict(
         self, signal: np.ndarray, mask: np.ndarray | None = None, batch: int = 256

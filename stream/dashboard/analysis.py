@@ -33,16 +33,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from models.preprocessing.segmentation import TWELVE_LEAD_FS, TWELVE_LEAD_WINDOW
 from stream.errors import DataError
 from stream.records import TWELVE_LEADS, canonical_lead, read_record
-from stream.stages.segmentation import TWELVE_LEAD_FS, TWELVE_LEAD_WINDOW
 
 if TYPE_CHECKING:
-    from models.runtime.cae12 import Cae12Model
+    from models.runtime.anomaly12 import Anomaly12Model
     from models.runtime.lead_recon import LeadReconModel
 
-#: The 12-lead anomaly models the dashboard offers.
-DASHBOARD_MODELS: tuple[str, ...] = ("cae12", "vae_bilstm", "vae_bilstm_mha")
+
+def dashboard_models(models_dir: str | Path) -> tuple[str, ...]:
+    """The models the dashboard offers: every scoring card in ``models_dir`` served by the 12-lead
+    reconstruction runtime (``anomaly12``), by name."""
+    from models.runtime.registry import available
+
+    return tuple(c.name for c in available(models_dir, role="scorer") if c.runtime == "anomaly12")
+
+
 #: Reasons an upload is refused (the label values of ``ecg_dashboard_rejected_uploads_total``).
 REJECT_REASONS: tuple[str, ...] = (
     "too_large",
@@ -208,12 +215,12 @@ def _rounded(a: np.ndarray, digits: int = 4) -> list[Any]:
 
 def analyse(
     upload: Upload,
-    model: Cae12Model,
+    model: Anomaly12Model,
     lead_recon: LeadReconModel | None = None,
     max_windows: int = 12,
 ) -> dict[str, Any]:
     """Score the upload's 10 s windows (at most ``max_windows``) with ``model``; the dashboard's JSON."""
-    from models.runtime.cae12 import preprocess
+    from models.runtime.anomaly12 import preprocess
 
     windows = preprocess(upload.signal, upload.fs)[:max_windows]  # [k, 1000, 12] filtered, 100 Hz
     rebuilt = [lead for lead, p in zip(TWELVE_LEADS, upload.present, strict=True) if not p]
@@ -254,7 +261,7 @@ def analyse(
         "name": upload.name,
         "model": model.name,
         "threshold": model.threshold_value,
-        "threshold_rule": (model.card.get("threshold") or {}).get("rule"),
+        "threshold_rule": model.card.threshold.rule if model.card.threshold else None,
         "fs": TWELVE_LEAD_FS,
         "leads": list(TWELVE_LEADS),
         "rebuilt_leads": rebuilt,

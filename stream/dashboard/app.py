@@ -36,10 +36,10 @@ from prometheus_client import (
 )
 
 from stream.dashboard.analysis import (
-    DASHBOARD_MODELS,
     REJECT_REASONS,
     UploadError,
     analyse,
+    dashboard_models,
     load_upload,
 )
 from stream.errors import ModelError
@@ -52,7 +52,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 class DashboardMetrics:
     """The dashboard's Prometheus metrics (own registry; bounded labels: model names, reject reasons)."""
 
-    def __init__(self) -> None:
+    def __init__(self, models: tuple[str, ...] = ()) -> None:
         self.registry = CollectorRegistry()
         self.analyses = Counter(
             "ecg_dashboard_analyses_total",
@@ -72,50 +72,43 @@ class DashboardMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=self.registry,
         )
-        for m in DASHBOARD_MODELS:
+        for m in models:
             self.analyses.labels(m)
         for r in REJECT_REASONS:
             self.rejected.labels(r)
 
 
 def _model_info(model: Any) -> dict[str, Any]:
-    val = model.card.get("validation_metrics") or {}
+    val = model.card.metrics.get("validation") or {}
     return {
         "name": model.name,
         "threshold": model.threshold_value,
-        "threshold_rule": (model.card.get("threshold") or {}).get("rule"),
-        "attention": any(o.get("name") == "lead_attention" for o in model.card.get("outputs", [])),
+        "threshold_rule": model.card.threshold.rule if model.card.threshold else None,
+        "attention": any(o.name == "lead_attention" for o in model.card.outputs),
         "validation_auroc": val.get("auroc"),
         "task": model.card.get("task"),
     }
 
 
-def create_dashboard(settings: Settings, models: tuple[str, ...] = DASHBOARD_MODELS) -> FastAPI:
-    """The dashboard app over the committed artifacts in ``settings.models_dir`` (loaded once, here)."""
-    from models.runtime.cae12 import Cae12Model
+def create_dashboard(settings: Settings, models: tuple[str, ...] | None = None) -> FastAPI:
+    """The dashboard app over the model cards in ``settings.models_dir`` (loaded once, here): every
+    12-lead reconstruction anomaly model (:func:`dashboard_models`), or those named in ``models``."""
+    from models.runtime.anomaly12 import Anomaly12Model
     from models.runtime.lead_recon import LeadReconModel
-    from models.runtime.vae_bilstm import VaeBiLstmMhaModel, VaeBiLstmModel
 
-    classes = {
-        "cae12": Cae12Model,
-        "vae_bilstm": VaeBiLstmModel,
-        "vae_bilstm_mha": VaeBiLstmMhaModel,
-    }
-    loaded = {
-        m: classes[m].load(m, settings.models_dir)
-        for m in models
-        if (settings.models_dir / f"{m}.onnx").is_file()
-    }
+    offered = dashboard_models(settings.models_dir)
+    wanted = offered if models is None else tuple(m for m in models if m in offered)
+    loaded = {m: Anomaly12Model.load(m, settings.models_dir) for m in wanted}
     if not loaded:
         raise ModelError(
-            f"no 12-lead anomaly model in {settings.models_dir} (looked for {list(models)})"
+            f"no 12-lead anomaly model in {settings.models_dir} (looked for {list(models or offered)})"
         )
     lead_recon = (
         LeadReconModel.load("lead_recon", settings.models_dir)
         if (settings.models_dir / "lead_recon.onnx").is_file()
         else None
     )
-    metrics = DashboardMetrics()
+    metrics = DashboardMetrics(tuple(loaded))
     limit = settings.dashboard_max_upload_bytes
     app = FastAPI(
         title="ecg-monitor dashboard",

@@ -1,7 +1,8 @@
 """Events the signal stages emit: beats, dropout segments, alerts and model windows.
 
-Plain frozen dataclasses (no Kafka, no pydantic) with ``to_dict()`` giving JSON-able dicts.
-Times are float seconds since the Unix epoch (UTC).
+Plain frozen dataclasses (no Kafka, no pydantic); beats, dropout segments and model windows have
+``to_dict()`` giving JSON-able dicts, and an alert is serialised only by its message,
+:meth:`stream.schemas.AlertMessage.from_event`. Times are float seconds since the Unix epoch (UTC).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.stages.rhythm import RRContext
+from models.runtime.protocol import Window
 
 #: Kinds of dropout a :class:`DropoutSegment` may carry.
 DROPOUT_KINDS: tuple[str, ...] = ("flatline", "nan", "saturation", "lead_off", "missing_frames")
@@ -21,8 +22,6 @@ DROPOUT_KINDS: tuple[str, ...] = ("flatline", "nan", "saturation", "lead_off", "
 ALERT_KINDS: tuple[str, ...] = ("asystole", "bradycardia", "tachycardia", "signal_loss")
 ALERT_SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
 ALERT_STATUSES: tuple[str, ...] = ("raised", "resolved")
-#: Kinds of window handed to the anomaly models.
-WINDOW_KINDS: tuple[str, ...] = ("beat_720", "leads_10s", "beat_400")
 
 
 def jsonable(value: Any) -> Any:
@@ -115,47 +114,7 @@ class AlertEvent:
         if self.status not in ALERT_STATUSES:
             raise ValueError(f"alert status {self.status!r} not in {ALERT_STATUSES}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "stream_id": self.stream_id,
-            "kind": self.kind,
-            "severity": self.severity,
-            "status": self.status,
-            "start": float(self.start),
-            "end": None if self.end is None else float(self.end),
-            "evidence": jsonable(self.evidence),
-        }
 
-
-@dataclass(frozen=True)
-class ModelWindow:
-    """Model input cut from the causally filtered stream.
-
-    ``beat_720``: 720 samples at 360 Hz of one lead centred on a beat; ``leads_10s``: ``[1000, 12]`` at
-    100 Hz in :data:`stream.records.TWELVE_LEADS` order; ``beat_400``: one cardiac cycle resampled to 400.
-    ``start`` is the time of the window's first sample.
-    """
-
-    stream_id: str
-    kind: str
-    lead: str | None
-    start: float
-    fs: float
-    data: np.ndarray
-    rr: RRContext | None = None  # beat windows: the beat's timing (rhythm part of the CAE score)
-
-    def __post_init__(self) -> None:
-        if self.kind not in WINDOW_KINDS:
-            raise ValueError(f"window kind {self.kind!r} not in {WINDOW_KINDS}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "stream_id": self.stream_id,
-            "kind": self.kind,
-            "lead": self.lead,
-            "start": float(self.start),
-            "fs": float(self.fs),
-            "shape": list(self.data.shape),
-            "data": np.asarray(self.data, dtype=np.float32).tolist(),
-        }
+#: A model window: the runtime's :class:`models.runtime.protocol.Window` (one type from the processor to
+#: the scorers).
+ModelWindow = Window

@@ -17,39 +17,20 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import signal as sps
 
+from models.card import BEAT_400, BEAT_720, LEADS_10S, WindowSpec
+from models.preprocessing.filtering import CausalFilter
+from models.preprocessing.rhythm import RRContext
+from models.preprocessing.segmentation import resample
 from stream.errors import FrameValidationError
-from stream.records import TWELVE_LEADS
 from stream.stages.buffering import SampleBuffer, SequenceTracker
 from stream.stages.dropouts import DropoutConfig, DropoutDetector
 from stream.stages.events import AlertEvent, Beat, DropoutSegment, ModelWindow
-from stream.stages.filtering import CausalFilter
+from stream.stages.frame import Frame
 from stream.stages.qrs import QrsDetector
-from stream.stages.rhythm import RRContext
 from stream.stages.rules import RuleConfig, RuleEngine
-from stream.stages.segmentation import (
-    BEAT_LENGTH,
-    CAE_FS,
-    CAE_WINDOW,
-    TWELVE_LEAD_FS,
-    TWELVE_LEAD_WINDOW,
-    resample,
-)
 
 #: Preferred leads for beat detection and single-lead model windows, in order.
 QRS_LEAD_PREFERENCE: tuple[str, ...] = ("MLII", "II", "V5", "I")
-STAGES: tuple[str, ...] = ("filter", "qrs", "dropouts", "rules", "windows")
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One telemetry frame of one stream: ``samples`` float32 ``[n, n_leads]``, NaN for missing samples."""
-
-    stream_id: str
-    seq: int
-    fs: float
-    leads: tuple[str, ...]
-    start_time: float
-    samples: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -58,18 +39,27 @@ class StageConfig:
 
     rules: RuleConfig = field(default_factory=RuleConfig)
     dropouts: DropoutConfig = field(default_factory=DropoutConfig)
-    emit_beat_720: bool = True
-    emit_leads_10s: bool = True
-    emit_beat_400: bool = True
+    #: the model windows to cut (the loaded models' cards declare them; the stream cuts nothing else)
+    windows: tuple[WindowSpec, ...] = (BEAT_720, LEADS_10S, BEAT_400)
     buffer_seconds: float = 12.0
     hr_beats: int = 8  # heart rate = 60 / median of the last hr_beats RR intervals
     rr_history: int = 256  # RR intervals kept per stream for the beats' rhythm context
     post_rr_wait_s: float = 2.0  # a beat window waits this long for the next beat (its post-RR)
-    # windows with missing samples are still cut, NaN kept, for the scoring stage to recover (LSTM-AE gap
-    # filling, lead reconstruction) or to count as a dropout: beat_720 (resampled around its gaps when the
-    # stream is not at 360 Hz), and leads_10s with at least one complete lead (a lead with any missing
-    # sample is all NaN in the window)
+    # windows with missing samples are still cut (where their spec says ``damaged``), NaN kept, for the
+    # scoring stage to recover (LSTM-AE gap filling, lead reconstruction) or to count as a dropout: beat
+    # windows (resampled around their gaps when the stream runs at another rate), and leads windows with
+    # at least one complete lead (a lead with any missing sample is all NaN in the window)
     emit_damaged_windows: bool = True
+
+
+@dataclass
+class _LeadCut:
+    """A leads window being cut: its spec, lead indices, length and next end (stream samples)."""
+
+    spec: WindowSpec
+    idx: list[int]
+    length: int
+    next_end: int
 
 
 @dataclass
@@ -132,10 +122,23 @@ class StreamProcessor:
         self._filter = CausalFilter(self.fs, len(self.leads))
         self._qrs = QrsDetector(self.fs)
         cfg = self.config
-        self._twelve = all(ld in self.leads for ld in TWELVE_LEADS)
-        self._windows_on = (
-            cfg.emit_beat_720 or cfg.emit_beat_400 or (cfg.emit_leads_10s and self._twelve)
-        )
+        # beat and cycle windows: samples before and after the beat, at the stream's rate
+        self._beat_cuts: list[tuple[WindowSpec, int, int]] = []
+        for spec in cfg.windows:
+            if spec.kind == "beat":
+                half = round(spec.samples / 2 / spec.fs * self.fs)
+                self._beat_cuts.append((spec, half, half))
+            elif spec.kind == "cycle":
+                before, after = spec.before_s or 0.0, spec.after_s or 0.0
+                self._beat_cuts.append((spec, round(before * self.fs), round(after * self.fs)))
+        # leads windows whose leads the stream has: lead indices, length at the stream's rate, next end
+        self._lead_cuts: list[_LeadCut] = [
+            _LeadCut(spec, [self.leads.index(ld) for ld in spec.leads or ()], n, n)
+            for spec in cfg.windows
+            if spec.kind == "leads" and all(ld in self.leads for ld in spec.leads or ())
+            for n in [round(spec.samples / spec.fs * self.fs)]
+        ]
+        self._windows_on = bool(self._beat_cuts or self._lead_cuts)
         # the buffer holds the band-passed signal for model windows; without windows it only counts samples
         self._max_hold = round(
             cfg.buffer_seconds * self.fs
@@ -156,13 +159,7 @@ class StreamProcessor:
         self._rr_last: int | None = None  # last peak since the last gap
         self._post_wait = round(self.config.post_rr_wait_s * self.fs)
         self._last_n = round(self.fs)
-        self._twelve_idx = [self.leads.index(ld) for ld in TWELVE_LEADS] if self._twelve else []
-        self._win10 = round(TWELVE_LEAD_WINDOW / TWELVE_LEAD_FS * self.fs)
-        self._next10 = self._win10
-        self._half720 = round(CAE_WINDOW / 2 / CAE_FS * self.fs)
-        self._cyc_before = round(0.25 * self.fs)
-        self._cyc_after = round(0.45 * self.fs)
-        self._after = max(self._half720, self._cyc_after) + 1
+        self._after = max((after for _, _, after in self._beat_cuts), default=0) + 1
         self._hr: float | None = None
 
     @property
@@ -305,101 +302,62 @@ class StreamProcessor:
                 pb.post_s = max(end - self._qrs.latency_samples - p, 0) / self.fs
             rr = RRContext(pb.pre_s, pb.post_s, pb.history)
             lead = self.leads[self.qrs_lead]
-            if cfg.emit_beat_720:
-                a, b = p - self._half720, p + self._half720
-                if self._buf.available(a, b):
-                    seg = self._buf.get(a, b)[:, self.qrs_lead]
-                    missing = np.isnan(seg)
-                    if not missing.any():
-                        data = (
-                            seg
-                            if self.fs == CAE_FS
-                            else _fit(resample(seg, self.fs, CAE_FS), CAE_WINDOW)
-                        )
-                        out.append(
-                            ModelWindow(
-                                self.stream_id,
-                                "beat_720",
-                                lead,
-                                self.time_of(a),
-                                CAE_FS,
-                                np.array(data, dtype=np.float32),
-                                rr,
-                            )
-                        )
-                    elif cfg.emit_damaged_windows and not missing.all():
-                        data = (
-                            seg
-                            if self.fs == CAE_FS
-                            else _resample_with_gaps(seg, missing, self.fs, CAE_FS, CAE_WINDOW)
-                        )
-                        out.append(
-                            ModelWindow(
-                                self.stream_id,
-                                "beat_720",
-                                lead,
-                                self.time_of(a),
-                                CAE_FS,
-                                np.array(data, dtype=np.float32),
-                                rr,
-                            )
-                        )
-            if cfg.emit_beat_400:
-                a, b = p - self._cyc_before, p + self._cyc_after
-                if self._buf.available(a, b):
-                    seg = self._buf.get(a, b)[:, self.qrs_lead]
-                    if not np.isnan(seg).any():
-                        # same resampling as segmentation.beat_cycles (training input)
-                        data = sps.resample(seg, BEAT_LENGTH) if seg.size != BEAT_LENGTH else seg
-                        out.append(
-                            ModelWindow(
-                                self.stream_id,
-                                "beat_400",
-                                lead,
-                                self.time_of(a),
-                                BEAT_LENGTH / 0.7,
-                                np.array(data, dtype=np.float32),
-                            )
-                        )
-        if self._twelve and cfg.emit_leads_10s:
-            while self._next10 <= end:
-                a, b = self._next10 - self._win10, self._next10
-                self._next10 += self._win10
-                if self._buf.available(a, b):
-                    seg = self._buf.get(a, b)[:, self._twelve_idx]
-                    bad = np.isnan(seg).any(axis=0)
-                    if not bad.any():
-                        data = _fit(
-                            resample(seg, self.fs, TWELVE_LEAD_FS, axis=0), TWELVE_LEAD_WINDOW
-                        )
-                        out.append(
-                            ModelWindow(
-                                self.stream_id,
-                                "leads_10s",
-                                None,
-                                self.time_of(a),
-                                TWELVE_LEAD_FS,
-                                data,
-                            )
-                        )
-                    elif cfg.emit_damaged_windows and not bad.all():
-                        data = _fit(
-                            resample(
-                                np.where(np.isnan(seg), 0.0, seg), self.fs, TWELVE_LEAD_FS, axis=0
-                            ),
-                            TWELVE_LEAD_WINDOW,
-                        )
-                        data[:, bad] = np.nan
-                        out.append(
-                            ModelWindow(
-                                self.stream_id,
-                                "leads_10s",
-                                None,
-                                self.time_of(a),
-                                TWELVE_LEAD_FS,
-                                data,
-                            )
-                        )
+            for spec, before, after in self._beat_cuts:
+                a, b = p - before, p + after
+                if not self._buf.available(a, b):
+                    continue
+                seg = self._buf.get(a, b)[:, self.qrs_lead]
+                missing = np.isnan(seg)
+                same_rate = self.fs == spec.fs
+                if spec.kind == "cycle":
+                    if missing.any():
+                        continue
+                    # same resampling as segmentation.beat_cycles (training input)
+                    data = sps.resample(seg, spec.samples) if seg.size != spec.samples else seg
+                    window_rr = None
+                elif not missing.any():
+                    data = seg if same_rate else _fit(resample(seg, self.fs, spec.fs), spec.samples)
+                    window_rr = rr
+                elif cfg.emit_damaged_windows and spec.damaged and not missing.all():
+                    data = (
+                        seg
+                        if same_rate
+                        else _resample_with_gaps(seg, missing, self.fs, spec.fs, spec.samples)
+                    )
+                    window_rr = rr
+                else:
+                    continue
+                out.append(
+                    ModelWindow(
+                        self.stream_id,
+                        spec.name,
+                        lead,
+                        self.time_of(a),
+                        spec.fs,
+                        np.array(data, dtype=np.float32),
+                        window_rr,
+                    )
+                )
+        for cut in self._lead_cuts:
+            spec = cut.spec
+            while cut.next_end <= end:
+                a, b = cut.next_end - cut.length, cut.next_end
+                cut.next_end += cut.length
+                if not self._buf.available(a, b):
+                    continue
+                seg = self._buf.get(a, b)[:, cut.idx]
+                bad = np.isnan(seg).any(axis=0)
+                if not bad.any():
+                    data = _fit(resample(seg, self.fs, spec.fs, axis=0), spec.samples)
+                elif cfg.emit_damaged_windows and spec.damaged and not bad.all():
+                    filled = np.where(np.isnan(seg), 0.0, seg)
+                    data = _fit(resample(filled, self.fs, spec.fs, axis=0), spec.samples)
+                    data[:, bad] = np.nan
+                else:
+                    continue
+                out.append(
+                    ModelWindow(self.stream_id, spec.name, None, self.time_of(a), spec.fs, data)
+                )
         return out
 
 

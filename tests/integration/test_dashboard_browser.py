@@ -19,6 +19,7 @@ from stream.settings import Settings
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = [
+    pytest.mark.integration,
     pytest.mark.browser,
     pytest.mark.skipif(
         not (CHROMIUM and CHROMEDRIVER),

@@ -13,8 +13,8 @@ import pytest
 
 from stream.broker import free_port, wait_for_port
 from stream.records import read_record
-from stream.schemas import encode_frame
 from stream.settings import Settings
+from stream.testing import record_frames, telemetry_messages
 from tests.integration.conftest import WorkerFactory, produce, wait_until
 
 pytestmark = pytest.mark.integration
@@ -48,20 +48,7 @@ def test_prometheus_scrapes_worker_metrics(
 ) -> None:
     worker = workers.start()
     rec = read_record(data_dir / "mitdb" / "100", 0, 360 * 5)
-    frames = [
-        (
-            b"prom-1",
-            encode_frame(
-                stream_id="prom-1",
-                seq=s,
-                fs=rec.fs,
-                leads=rec.leads,
-                start_time=1_767_225_600.0 + s,
-                samples=rec.signal[s * 360 : (s + 1) * 360],
-            ),
-        )
-        for s in range(5)
-    ]
+    frames = list(telemetry_messages(record_frames(rec, stream_id="prom-1")))  # 5 one-second frames
     produce(settings, settings.topics.telemetry, [*frames, (b"prom-1", b"not json")])
 
     port = free_port()

@@ -29,6 +29,7 @@ def test_mmd_separates_shifted_distributions():
     assert mmd2_unbiased(a, c, s) == pytest.approx(diff)
 
 
+@pytest.mark.slow
 def test_train_export_evaluate_tiny(data_dir, tmp_path: Path):
     ctx = TaskContext(
         model="beat_vae",

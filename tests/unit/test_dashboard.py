@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from models.preprocessing.filtering import filter_signal
 from stream.dashboard.analysis import UploadError, load_upload
 from stream.dashboard.app import create_dashboard
 from stream.records import TWELVE_LEADS, read_record
 from stream.settings import Settings
-from stream.stages.filtering import filter_signal
 
 PTBXL = Path("ptbxl") / "records100" / "01000" / "01002_lr"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from training.eval_detectors import (
     bench_processor,
@@ -24,6 +25,7 @@ def test_match_beats_is_one_to_one_within_tolerance():
     assert inside.tolist() == [False, True, False]
 
 
+@pytest.mark.slow  # full detector comparison on two whole records
 def test_evaluate_qrs_on_two_records(data_dir):
     res = evaluate_qrs(data_dir, records=["114", "119"], peers=True)
     json.dumps(res)  # JSON-able

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.preprocessing.filtering import CausalFilter, filter_signal
+from models.preprocessing.segmentation import beat_windows, lead_windows, resample
 from stream.records import read_annotations, read_record
-from stream.stages.filtering import CausalFilter, filter_signal
-from stream.stages.segmentation import beat_windows, lead_windows, resample
 
 
 def test_chunked_filter_equals_whole_record(data_dir):

@@ -60,6 +60,7 @@ def test_masks_cover_evaluated_configurations():
     assert (m.sum(axis=1) >= 1).all() and (m.sum(axis=1) <= 11).all()
 
 
+@pytest.mark.slow
 def test_train_export_evaluate_tiny(data_dir, tmp_path):
     ctx = _ctx(
         data_dir,
@@ -134,7 +135,7 @@ def test_train_export_evaluate_tiny(data_dir, tmp_path):
     assert 1 <= len(info["members"]) <= 3 and info["validation_mean_pearson"] >= max(
         info["candidates_validation_mean_pearson"].values()
     )
-    assert card["validation_metrics"]["II_only"]["mean_pearson"] == pytest.approx(
+    assert card["metrics"]["validation"]["II_only"]["mean_pearson"] == pytest.approx(
         info["validation_mean_pearson"], abs=1e-4
     )
     for not_ii in (

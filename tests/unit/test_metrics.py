@@ -13,18 +13,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream.metrics import LATENCY_BUCKETS, PipelineMetrics, serve_metrics
 from stream.pipeline import FramePipeline
 from stream.records import read_record
-from stream.schemas import AlertMessage, BeatBatchMessage, DeadLetterMessage, encode_frame
+from stream.schemas import AlertMessage, BeatBatchMessage, DeadLetterMessage
 from stream.settings import Settings
-
-T0 = 1_767_225_600.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0 + 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from stream.testing import (
+    T0,
+    FakeClock,
+    encode_frames,
+    feed_pipeline,
+    frame_end_time,
+    record_frames,
+)
 
 
 def _value(m: PipelineMetrics, name: str, **labels: str) -> float:
@@ -43,33 +41,25 @@ def _frames(
     n: int = 30,
     flat: tuple[int, int] | None = None,
     sent_at: float | None = None,
-):
-    out = []
-    for seq in range(n):
-        x = record.signal[seq * 360 : (seq + 1) * 360].copy()
+    **options,
+) -> list[bytes]:
+    """``n`` one-second frames of ``record`` (sent when they end unless ``sent_at``); the frames with
+    seq in ``flat`` hold their first sample."""
+
+    def hold(seq: int, x: np.ndarray) -> np.ndarray:
         if flat and flat[0] <= seq < flat[1]:
             x[:] = x[0]
-        out.append(
-            encode_frame(
-                stream_id=stream,
-                seq=seq,
-                fs=record.fs,
-                leads=record.leads,
-                start_time=T0 + seq,
-                samples=x,
-                record="mitdb/100",
-                sent_at=sent_at if sent_at is not None else T0 + seq + 1,
-            )
-        )
-    return out
+        return x
+
+    frames = record_frames(record, seconds=n, stream_id=stream, transform=hold, **options)
+    sent = sent_at if sent_at is not None else frame_end_time
+    return list(encode_frames(frames, record="mitdb/100", sent_at=sent))
 
 
 def test_pipeline_counts_frames_samples_beats_and_latency(record) -> None:
-    m, clock = PipelineMetrics(), Clock()
+    m, clock = PipelineMetrics(), FakeClock(T0 + 1000.0)
     pipe = FramePipeline(Settings(), m, clock=clock)
-    outs = []
-    for offset, value in enumerate(_frames(record, sent_at=clock.now - 0.2)):
-        outs += pipe.handle(b"p1", value, "telemetry", 0, offset)
+    outs = feed_pipeline(pipe, _frames(record, sent_at=clock.now - 0.2), key=b"p1")
     receipts = [BeatBatchMessage.from_bytes(o.value) for o in outs if o.topic == pipe.topics.beats]
     assert [r.seq for r in receipts] == list(range(30))  # one receipt per processed frame
     assert all(o.key == b"p1" for o in outs)
@@ -91,11 +81,9 @@ def test_pipeline_counts_frames_samples_beats_and_latency(record) -> None:
 
 
 def test_flatline_raises_one_deduplicated_alert(record) -> None:
-    m, clock = PipelineMetrics(), Clock()
+    m, clock = PipelineMetrics(), FakeClock(T0 + 1000.0)
     pipe = FramePipeline(Settings(), m, clock=clock)
-    outs = []
-    for offset, value in enumerate(_frames(record, n=30, flat=(10, 20))):
-        outs += pipe.handle(b"p1", value, "telemetry", 0, offset)
+    outs = feed_pipeline(pipe, _frames(record, n=30, flat=(10, 20)), key=b"p1")
     alerts = [AlertMessage.from_bytes(o.value) for o in outs if o.topic == pipe.topics.alerts]
     raised = [a for a in alerts if a.status == "raised"]
     assert raised and raised[0].kind in ("asystole", "signal_loss")
@@ -134,20 +122,9 @@ def test_redelivery_duplicates_and_backwards_sequences(record) -> None:
 def test_device_restart_with_later_start_time_is_a_new_session(record) -> None:
     m = PipelineMetrics()
     pipe = FramePipeline(Settings(), m)
-    for off, value in enumerate(_frames(record, n=10)):
-        pipe.handle(b"p1", value, "t", 0, off)
+    feed_pipeline(pipe, _frames(record, n=10), key=b"p1", topic="t")
     # the device power-cycles: seq restarts at 0, but its frames start after the last one received
-    x = record.signal[:360]
-    restarted = encode_frame(
-        stream_id="p1",
-        seq=0,
-        fs=record.fs,
-        leads=record.leads,
-        start_time=T0 + 20,
-        samples=x,
-        record="mitdb/100",
-        sent_at=T0 + 21,
-    )
+    (restarted,) = _frames(record, n=1, start_time=T0 + 20)
     outs = pipe.handle(b"p1", restarted, "t", 0, 10)
     assert all(o.topic != pipe.topics.dead_letter for o in outs)
     receipts = [BeatBatchMessage.from_bytes(o.value) for o in outs if o.topic == pipe.topics.beats]
@@ -189,8 +166,7 @@ def test_a_failing_stage_is_dead_lettered_and_the_stream_restarts(record) -> Non
 def test_metrics_endpoint_names_units_and_labels(record) -> None:
     m = PipelineMetrics()
     pipe = FramePipeline(Settings(), m)
-    for off, value in enumerate(_frames(record, n=3)):
-        pipe.handle(b"p1", value, "t", 0, off)
+    feed_pipeline(pipe, _frames(record, n=3), key=b"p1", topic="t")
     m.consumer_lag.labels("t", "0").set(0)
     server = serve_metrics(m.registry, "127.0.0.1", 0)
     try:
@@ -233,9 +209,7 @@ def test_onnx_scores_are_published_per_frame(record) -> None:
 
     m = PipelineMetrics()
     pipe = FramePipeline(Settings(), m, scorer=WindowScorer(("cae", "beat_vae")))
-    outs = []
-    for off, value in enumerate(_frames(record, n=12)):
-        outs += pipe.handle(b"p1", value, "t", 0, off)
+    outs = feed_pipeline(pipe, _frames(record, n=12), key=b"p1", topic="t")
     outs += pipe.flush_scores()  # the worker's timer does this every 0.25 s
     assert pipe.flush_scores() == []
     scores = [ScoresMessage.from_bytes(o.value) for o in outs if o.topic == pipe.topics.scores]
@@ -252,27 +226,13 @@ def test_onnx_scores_are_published_per_frame(record) -> None:
 
 
 def test_recovered_windows_are_counted_and_marked_in_the_scores(record) -> None:
-    from stream.schemas import ScoresMessage, encode_frame
+    from stream.schemas import ScoresMessage
     from stream.stages.scoring import WindowScorer
 
     m = PipelineMetrics()
     pipe = FramePipeline(Settings(), m, scorer=WindowScorer(("cae",)))
-    outs = []
-    for seq in range(12):
-        x = record.signal[seq * 360 : (seq + 1) * 360].copy()
-        if seq == 6:
-            x[100:190] = np.nan  # 0.25 s of missing samples on both leads
-        value = encode_frame(
-            stream_id="p1",
-            seq=seq,
-            fs=record.fs,
-            leads=record.leads,
-            start_time=T0 + seq,
-            samples=x,
-            record="mitdb/100",
-            sent_at=T0 + seq + 1,
-        )
-        outs += pipe.handle(b"p1", value, "t", 0, seq)
+    gap = [(6 * 360 + 100, 6 * 360 + 190)]  # 0.25 s of missing samples on both leads in frame 6
+    outs = feed_pipeline(pipe, _frames(record, n=12, nan_spans=gap), key=b"p1", topic="t")
     outs += pipe.flush_scores()
     scores = [
         sc

@@ -5,28 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.card import BEAT_720
 from stream.records import TWELVE_LEADS, read_annotations, read_record
+from stream.schemas import AlertMessage
 from stream.stages.events import DROPOUT_KINDS
-from stream.stages.processor import Frame, ProcessorOutput, StreamProcessor
+from stream.stages.processor import Frame, StreamProcessor
 from stream.stages.qrs import detect_qrs
-
-T0 = 1_700_000_000.0
-
-
-def frames(signal: np.ndarray, fs: float, leads, stream="p1", frame_s=1.0, skip=()):
-    n = round(frame_s * fs)
-    for seq, s in enumerate(range(0, signal.shape[0], n)):
-        if seq in skip:
-            continue
-        yield Frame(stream, seq, fs, tuple(leads), T0 + s / fs, signal[s : s + n])
-
-
-def run(sp: StreamProcessor, it) -> ProcessorOutput:
-    total = ProcessorOutput()
-    for f in it:
-        total.extend(sp.process(f))
-    total.extend(sp.flush())
-    return total
+from stream.testing import T0, frames_from_array, record_frames, run_processor
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +20,7 @@ def rec100(data_dir):
 
 
 def test_beats_match_the_whole_record_detector_and_annotations(rec100, data_dir):
-    out = run(
-        StreamProcessor("p1", rec100.fs, rec100.leads),
-        frames(rec100.signal, rec100.fs, rec100.leads),
-    )
+    out = run_processor(StreamProcessor("p1", rec100.fs, rec100.leads), record_frames(rec100))
     peaks = np.array([b.sample for b in out.beats])
     np.testing.assert_array_equal(peaks, detect_qrs(rec100.lead("MLII"), rec100.fs))
     ann = read_annotations(data_dir / "mitdb" / "100").beats().sample
@@ -51,10 +33,7 @@ def test_beats_match_the_whole_record_detector_and_annotations(rec100, data_dir)
 
 
 def test_windows_are_model_shaped_and_centred(rec100):
-    out = run(
-        StreamProcessor("p1", rec100.fs, rec100.leads),
-        frames(rec100.signal, rec100.fs, rec100.leads),
-    )
+    out = run_processor(StreamProcessor("p1", rec100.fs, rec100.leads), record_frames(rec100))
     w720 = [w for w in out.windows if w.kind == "beat_720"]
     w400 = [w for w in out.windows if w.kind == "beat_400"]
     assert len(w720) >= len(out.beats) - 3 and len(w400) >= len(out.beats) - 3
@@ -70,7 +49,7 @@ def test_windows_are_model_shaped_and_centred(rec100):
 def test_twelve_lead_stream_emits_leads_10s(data_dir):
     rec = read_record(data_dir / "ludb" / "data" / "1")
     assert set(TWELVE_LEADS) <= set(rec.leads)
-    out = run(StreamProcessor("l1", rec.fs, rec.leads), frames(rec.signal, rec.fs, rec.leads))
+    out = run_processor(StreamProcessor("l1", rec.fs, rec.leads), record_frames(rec))
     w = [w for w in out.windows if w.kind == "leads_10s"]
     assert len(w) == 1 and w[0].data.shape == (1000, 12) and w[0].fs == 100.0
     assert len(out.beats) >= 8
@@ -79,7 +58,7 @@ def test_twelve_lead_stream_emits_leads_10s(data_dir):
 
 def test_duplicates_are_ignored_and_gaps_become_missing_frames(rec100):
     sp = StreamProcessor("p1", rec100.fs, rec100.leads)
-    fs = list(frames(rec100.signal[: 360 * 30], rec100.fs, rec100.leads))
+    fs = list(record_frames(rec100, seconds=30))
     outs = []
     for f in fs[:10]:
         outs.append(sp.process(f))
@@ -99,10 +78,10 @@ def test_duplicates_are_ignored_and_gaps_become_missing_frames(rec100):
 def test_bad_signal_content_never_raises(rec100):
     sp = StreamProcessor("p1", rec100.fs, rec100.leads)
     sig = rec100.signal[: 360 * 20].copy()
-    sig[360 * 5 : 360 * 7] = np.nan  # NaN-only frames
     sig[360 * 10 : 360 * 12, 0] = 5.12  # clipped at the rail
     sig[360 * 14 : 360 * 16, 1] = 0.0  # flat
-    out = run(sp, frames(sig, rec100.fs, rec100.leads))
+    nan_only = [(360 * 5, 360 * 7)]  # NaN-only frames
+    out = run_processor(sp, frames_from_array(sig, rec100.fs, rec100.leads, nan_spans=nan_only))
     kinds = {(d.lead, d.kind) for d in out.dropouts}
     assert {("MLII", "nan"), ("V5", "nan"), ("MLII", "saturation"), ("V5", "flatline")} <= kinds
     assert all(d.kind in DROPOUT_KINDS for d in out.dropouts)
@@ -110,20 +89,17 @@ def test_bad_signal_content_never_raises(rec100):
 
 def test_stage_timings_are_reported(rec100):
     sp = StreamProcessor("p1", rec100.fs, rec100.leads)
-    o = sp.process(next(frames(rec100.signal, rec100.fs, rec100.leads)))
+    o = sp.process(next(record_frames(rec100)))
     assert set(o.stage_seconds) == {"filter", "qrs", "dropouts", "rules", "windows"}
     assert all(v >= 0 for v in o.stage_seconds.values()) and o.samples == 360
 
 
 @pytest.mark.parametrize("frame_s", [0.25, 2.0])
 def test_frame_length_does_not_change_beats(rec100, frame_s):
-    ref = run(
+    ref = run_processor(StreamProcessor("p1", rec100.fs, rec100.leads), record_frames(rec100))
+    got = run_processor(
         StreamProcessor("p1", rec100.fs, rec100.leads),
-        frames(rec100.signal, rec100.fs, rec100.leads),
-    )
-    got = run(
-        StreamProcessor("p1", rec100.fs, rec100.leads),
-        frames(rec100.signal, rec100.fs, rec100.leads, frame_s=frame_s),
+        record_frames(rec100, frame_seconds=frame_s),
     )
     assert [b.sample for b in got.beats] == [b.sample for b in ref.beats]
     assert [b.hr_bpm for b in got.beats] == [b.hr_bpm for b in ref.beats]
@@ -149,19 +125,21 @@ def test_without_model_windows_beats_dropouts_and_alerts_are_unchanged(rec100):
 
     sig = rec100.signal.copy()
     sig[360 * 30 : 360 * 31, 1] = np.nan
-    on = run(
+    on = run_processor(
         StreamProcessor("p1", rec100.fs, rec100.leads),
-        frames(sig, rec100.fs, rec100.leads, skip={50, 51}),
+        frames_from_array(sig, rec100.fs, rec100.leads, drop={50, 51}),
     )
-    cfg = StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=False)
-    off = run(
+    cfg = StageConfig(windows=())
+    off = run_processor(
         StreamProcessor("p1", rec100.fs, rec100.leads, cfg),
-        frames(sig, rec100.fs, rec100.leads, skip={50, 51}),
+        frames_from_array(sig, rec100.fs, rec100.leads, drop={50, 51}),
     )
     assert not off.windows and on.windows
     assert [b.to_dict() for b in off.beats] == [b.to_dict() for b in on.beats]
     assert [d.to_dict() for d in off.dropouts] == [d.to_dict() for d in on.dropouts]
-    assert [a.to_dict() for a in off.alerts] == [a.to_dict() for a in on.alerts]
+    assert [AlertMessage.from_event(a) for a in off.alerts] == [
+        AlertMessage.from_event(a) for a in on.alerts
+    ]
 
 
 def test_a_gap_in_a_250_hz_stream_gives_beat_windows_with_nan_at_360_hz(rec100):
@@ -178,8 +156,10 @@ def test_a_gap_in_a_250_hz_stream_gives_beat_windows_with_nan_at_360_hz(rec100):
         rec100.signal[: 360 * 20].astype(np.float64), ratio.numerator, ratio.denominator, axis=0
     ).astype(np.float32)
     sig[250 * 10 : 250 * 10 + 50] = np.nan  # 0.2 s missing on both leads
-    cfg = StageConfig(emit_beat_400=False, emit_leads_10s=False)
-    out = run(StreamProcessor("p1", fs, rec100.leads, cfg), frames(sig, fs, rec100.leads))
+    cfg = StageConfig(windows=(BEAT_720,))
+    out = run_processor(
+        StreamProcessor("p1", fs, rec100.leads, cfg), frames_from_array(sig, fs, rec100.leads)
+    )
     damaged = [w for w in out.windows if np.isnan(w.data).any()]
     assert damaged and all(w.data.shape == (720,) and w.fs == 360.0 for w in damaged)
     fracs = [float(np.isnan(w.data).mean()) for w in damaged]

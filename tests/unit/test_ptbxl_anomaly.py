@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.preprocessing.filtering import filter_signal
+from models.runtime.anomaly12 import Anomaly12Model, anomaly_score, preprocess
 from models.runtime.base import DEFAULT_ARTIFACTS_DIR
-from models.runtime.cae12 import Cae12Model, anomaly_score, preprocess
 from stream.errors import ModelError
 from stream.records import TWELVE_LEADS, read_record
-from stream.stages.filtering import filter_signal
 from training.config import load_config
 from training.datasets.ptbxl import load_metadata, load_ptbxl
 from training.registry import TaskContext, get_spec
@@ -79,6 +79,7 @@ def test_scoring_rules():
         anomaly_score(err, None, {**ref, "method": "elbo"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["cae12", "vae_bilstm_mha"])
 def test_train_export_evaluate_tiny(model, data_dir, tmp_path):
     over = ["data.limit=6", "train.epochs=1", "train.batch_size=8"]
@@ -97,7 +98,7 @@ def test_train_export_evaluate_tiny(model, data_dir, tmp_path):
         "CD",
         "HYP",
     }
-    wrapper = Cae12Model.load(model, ctx.artifacts_dir)
+    wrapper = Anomaly12Model.load(model, ctx.artifacts_dir)
     pred = wrapper.predict(load_ptbxl(data_dir, tmp_path, limit=1, progress=False).x[:2])
     assert pred.recon.shape == (2, 1000, 12) and pred.score.shape == (2,)
     if model == "vae_bilstm_mha":
@@ -114,7 +115,7 @@ COMMITTED = [
 
 @pytest.mark.parametrize("model", COMMITTED)
 def test_committed_artifact_matches_card_and_runs_on_real_record(model, data_dir):
-    wrapper = Cae12Model.load(model)  # verifies sha256 against the card
+    wrapper = Anomaly12Model.load(model)  # verifies sha256 against the card
     assert (DEFAULT_ARTIFACTS_DIR / f"{model}.onnx").stat().st_size < 3_000_000
     rec = read_record(data_dir / "ptbxl" / "records100" / "00000" / "00001_lr")
     pred = wrapper.predict(preprocess(rec.signal, rec.fs))

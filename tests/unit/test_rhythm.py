@@ -1,21 +1,20 @@
-"""Beat rhythm features: the offline functions, their streaming counterpart, and the processor's RR context."""
+"""Beat rhythm features: the offline functions, the stream's RR context, and the processor's windows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from stream.records import read_annotations, read_record
-from stream.stages.processor import StreamProcessor
-from stream.stages.rhythm import (
-    RhythmTracker,
+from models.preprocessing.rhythm import (
     RRContext,
     record_rhythm_scores,
     reference_rr,
     rhythm_score,
     rr_pre_post,
 )
-from tests.unit.test_processor import frames, run
+from stream.records import read_annotations, read_record
+from stream.stages.processor import StreamProcessor
+from stream.testing import record_frames, run_processor
 
 
 def test_reference_is_a_causal_rolling_quantile():
@@ -23,11 +22,6 @@ def test_reference_is_a_causal_rolling_quantile():
     ref = reference_rr(pre, 32, 0.9)
     naive = [pre[0]] + [np.quantile(pre[max(0, k - 32) : k], 0.9) for k in range(1, 300)]
     np.testing.assert_allclose(ref, naive)
-    tracker = RhythmTracker(32, 0.9)
-    for k in range(300):
-        if k:
-            assert tracker.reference() == pytest.approx(ref[k])
-        tracker.observe(pre[k])
 
 
 def test_regular_rhythm_scores_zero_and_a_premature_beat_with_a_pause_scores_high():
@@ -61,7 +55,7 @@ def test_rr_context_gives_the_offline_score():
 
 def test_stream_windows_carry_the_beats_rr_context(data_dir):
     rec = read_record(data_dir / "mitdb" / "209", sampto=360 * 600)
-    out = run(StreamProcessor("p1", rec.fs, rec.leads), frames(rec.signal, rec.fs, rec.leads))
+    out = run_processor(StreamProcessor("p1", rec.fs, rec.leads), record_frames(rec))
     w720 = [w for w in out.windows if w.kind == "beat_720"]
     assert len(w720) >= len(out.beats) - 3 and all(w.rr is not None for w in w720)
     peaks = np.array([b.sample for b in out.beats])

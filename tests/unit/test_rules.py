@@ -7,10 +7,11 @@ import pytest
 from scipy import signal as sps
 
 from stream.records import read_record
+from stream.schemas import AlertMessage
 from stream.stages.events import Beat, alert_id
 from stream.stages.processor import StreamProcessor
 from stream.stages.rules import RuleConfig, RuleEngine
-from training.eval_detectors import T0, replay
+from stream.testing import T0, frames_from_array, run_processor
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,8 @@ def rec100(data_dir):
 
 
 def _alerts(sig, rec, drop=None):
-    out = replay(StreamProcessor("p", rec.fs, rec.leads), sig, rec.fs, rec.leads, "p", drop=drop)
+    frames = frames_from_array(sig, rec.fs, rec.leads, "p", drop=drop or ())
+    out = run_processor(StreamProcessor("p", rec.fs, rec.leads), frames)
     return [(a.kind, a.status, a.start, a.end, a.id) for a in out.alerts], out
 
 
@@ -100,7 +102,7 @@ def test_alert_ids_are_deterministic_and_events_serialise():
     a1 = eng1.update(0.0, []) + eng1.update(5.0, [])
     a2 = eng2.update(0.0, []) + eng2.update(5.0, [])
     assert a1 and a1[0].id == a2[0].id == alert_id("s", "asystole", 0.0)
-    d = a1[0].to_dict()
+    d = AlertMessage.from_event(a1[0]).model_dump()
     assert (
         d["kind"] == "asystole"
         and d["severity"] == "critical"

@@ -10,14 +10,15 @@ import sys
 import numpy as np
 import pytest
 
+from models.card import load_card
+from models.preprocessing.filtering import filter_signal
+from models.preprocessing.rhythm import record_rhythm_scores
+from models.preprocessing.segmentation import beat_windows
 from models.runtime.base import DEFAULT_ARTIFACTS_DIR, OnnxModel
 from models.runtime.cae import CaeScorer, normalise_windows
 from models.runtime.lstm_ae import GapFiller
 from stream.errors import ModelError
 from stream.records import read_annotations, read_record
-from stream.stages.filtering import filter_signal
-from stream.stages.rhythm import record_rhythm_scores
-from stream.stages.segmentation import beat_windows
 
 ARTIFACTS = ("cae", "cae_pooled", "lstm_ae", "lstm_ae_seed", "lstm_ae_seed_pooled")
 
@@ -33,17 +34,21 @@ def test_artifact_sha256_matches_card_and_is_small(name):
     assert card["parity"]["max_abs_diff"] <= 1e-4
     assert card["opset"] >= 17
     for key in (
+        "card_version",
+        "role",
+        "runtime",
         "inputs",
         "outputs",
         "sampling_rate_hz",
-        "normalisation",
-        "training_data",
-        "split",
+        "preprocessing",
+        "data",
         "metrics",
         "parameters",
         "command",
     ):
         assert key in card, key
+    typed = load_card(DEFAULT_ARTIFACTS_DIR / f"{name}.card.json")  # the typed contract parses
+    assert typed.window.samples > 0 and typed.preprocessing.filter.lowpass_hz == 40.0
 
 
 def test_runtime_does_not_import_torch():

@@ -21,6 +21,7 @@ from stream.schemas import (
     parse_time,
 )
 from stream.settings import Settings
+from stream.stages.events import AlertEvent, alert_id
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -134,22 +135,17 @@ def test_oversized_uses_settings_limit() -> None:
 
 
 def test_alert_and_dead_letter_messages_round_trip() -> None:
-    from dataclasses import dataclass, field
-
-    @dataclass(frozen=True)
-    class Ev:  # same attributes as stream.stages.events.AlertEvent
-        id: str = "a1"
-        stream_id: str = "p1"
-        kind: str = "asystole"
-        severity: str = "critical"
-        status: str = "raised"
-        start: float = T0
-        end: float | None = None
-        evidence: dict = field(
-            default_factory=lambda: {"flat_s": np.float32(4.5), "leads": ("MLII",)}
-        )
-
-    alert = AlertMessage.from_event(Ev(), record="mitdb/100")
+    ev = AlertEvent(
+        "a1",
+        "p1",
+        "asystole",
+        "critical",
+        "raised",
+        T0,
+        None,
+        {"flat_s": np.float32(4.5), "leads": ("MLII",)},
+    )
+    alert = AlertMessage.from_event(ev, record="mitdb/100")
     back = AlertMessage.from_bytes(alert.to_bytes())
     assert (
         back == alert
@@ -171,4 +167,37 @@ def test_alert_and_dead_letter_messages_round_trip() -> None:
         base64.b64decode(back_dl.payload_b64) == b"\x00\x01"
         and back_dl.offset == 7
         and back_dl.key == "p1"
+    )
+
+
+def test_alert_message_bytes_are_pinned() -> None:
+    """The alerts topic's JSON, byte for byte (AlertMessage.from_event is the one alert serialiser)."""
+    ev = AlertEvent(
+        alert_id("bed-7", "bradycardia", T0 + 12.5),
+        "bed-7",
+        "bradycardia",
+        "warning",
+        "resolved",
+        T0 + 12.5,
+        T0 + 73.25,
+        {
+            "hr_bpm": np.float32(38.5),
+            "beats": np.int64(7),
+            "rr_s": np.array([1.5, np.nan]),
+            "lead": ("MLII",),
+            "inf": float("inf"),
+        },
+    )
+    assert AlertMessage.from_event(ev, record="mitdb/106", published_at=T0 + 74.0).to_bytes() == (
+        b'{"v":1,"id":"1eb00e25abc688d2dce0","stream_id":"bed-7","kind":"bradycardia",'
+        b'"severity":"warning","status":"resolved","start":"2026-01-01T00:00:12.500000+00:00",'
+        b'"start_ts":1767225612.5,"end":"2026-01-01T00:01:13.250000+00:00","end_ts":1767225673.25,'
+        b'"evidence":{"hr_bpm":38.5,"beats":7,"rr_s":[1.5,null],"lead":["MLII"],"inf":null},'
+        b'"record":"mitdb/106","published_at":1767225674.0}'
+    )
+    raised = AlertEvent("a1", "p1", "asystole", "critical", "raised", T0, None)
+    assert AlertMessage.from_event(raised).to_bytes() == (
+        b'{"v":1,"id":"a1","stream_id":"p1","kind":"asystole","severity":"critical",'
+        b'"status":"raised","start":"2026-01-01T00:00:00+00:00","start_ts":1767225600.0,'
+        b'"end":null,"end_ts":null,"evidence":{},"record":"","published_at":null}'
     )

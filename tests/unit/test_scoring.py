@@ -5,23 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.card import BEAT_400, BEAT_720, LEADS_10S
 from stream.errors import ModelError
 from stream.records import read_record
 from stream.stages.events import ModelWindow
-from stream.stages.processor import Frame, StageConfig, StreamProcessor
+from stream.stages.processor import StageConfig, StreamProcessor
 from stream.stages.scoring import WindowScorer
+from stream.testing import record_frames, run_processor
 
 
 def _run(rec, seconds: int, cfg: StageConfig) -> list[ModelWindow]:
     proc = StreamProcessor("s1", rec.fs, rec.leads, cfg)
-    n = int(rec.fs)
-    windows: list[ModelWindow] = []
-    for seq in range(seconds):
-        chunk = rec.signal[seq * n : (seq + 1) * n]
-        windows += proc.process(
-            Frame("s1", seq, rec.fs, rec.leads, 1_700_000_000.0 + seq, chunk)
-        ).windows
-    return windows
+    frames = record_frames(rec, seconds=seconds, stream_id="s1")
+    return run_processor(proc, frames, flush=False).windows
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +27,7 @@ def scorer() -> WindowScorer:
 
 def test_mitdb_beats_get_cae_and_beat_vae_scores(data_dir, scorer):
     rec = read_record(data_dir / "mitdb" / "100", sampto=360 * 40)
-    windows = _run(
-        rec, 40, StageConfig(emit_beat_720=True, emit_beat_400=True, emit_leads_10s=False)
-    )
+    windows = _run(rec, 40, StageConfig(windows=(BEAT_720, BEAT_400)))
     res = scorer.score(windows)
     cae = [s for s in res.scores if s.model == "cae"]
     vae = [s for s in res.scores if s.model == "beat_vae"]
@@ -47,9 +41,7 @@ def test_mitdb_beats_get_cae_and_beat_vae_scores(data_dir, scorer):
 
 def test_ptbxl_window_gets_cae12_score(data_dir, scorer):
     rec = read_record(data_dir / "ptbxl" / "records100" / "01000" / "01002_lr")
-    windows = _run(
-        rec, 10, StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=True)
-    )
+    windows = _run(rec, 10, StageConfig(windows=(LEADS_10S,)))
     res = scorer.score(windows)
     assert [s.model for s in res.scores] == ["cae12"] * len(
         [w for w in windows if w.kind == "leads_10s"]
@@ -63,13 +55,7 @@ def test_ptbxl_window_gets_cae12_score(data_dir, scorer):
 
 def test_every_12_lead_model_scores_and_the_attention_model_says_where(data_dir):
     rec = read_record(data_dir / "ptbxl" / "records100" / "01000" / "01002_lr")
-    windows = [
-        w
-        for w in _run(
-            rec, 10, StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=True)
-        )
-        if w.kind == "leads_10s"
-    ]
+    windows = [w for w in _run(rec, 10, StageConfig(windows=(LEADS_10S,))) if w.kind == "leads_10s"]
     assert windows
     res = WindowScorer(("cae12", "vae_bilstm", "vae_bilstm_mha")).score(windows)
     assert sorted(s.model for s in res.scores) == sorted(
@@ -89,7 +75,8 @@ def test_every_12_lead_model_scores_and_the_attention_model_says_where(data_dir)
         if s.model == "vae_bilstm_mha":
             assert s.attention_peak is not None and s.lead_attention is not None
             assert (
-                sum(s.lead_attention) == pytest.approx(1.0, abs=1e-3) and min(s.lead_attention) >= 0
+                sum(s.lead_attention.values()) == pytest.approx(1.0, abs=1e-3)
+                and min(s.lead_attention.values()) >= 0
             )
             assert s.time <= s.attention_peak < s.time + 10.0
         else:
@@ -109,13 +96,7 @@ def test_nan_window_is_skipped_with_reason_without_recovery():
 
 def test_beat_window_gap_is_filled_by_the_lstm_ae_then_scored(data_dir, scorer):
     rec = read_record(data_dir / "mitdb" / "100", sampto=360 * 20)
-    windows = [
-        w
-        for w in _run(
-            rec, 20, StageConfig(emit_beat_720=True, emit_beat_400=False, emit_leads_10s=False)
-        )
-        if w.kind == "beat_720"
-    ]
+    windows = [w for w in _run(rec, 20, StageConfig(windows=(BEAT_720,))) if w.kind == "beat_720"]
     clean = scorer.score(windows[:6])
     damaged = []
     for w in windows[:6]:
@@ -141,13 +122,7 @@ def test_beat_window_gap_is_filled_by_the_lstm_ae_then_scored(data_dir, scorer):
 
 def test_missing_leads_are_rebuilt_by_lead_recon_then_scored(data_dir, scorer):
     rec = read_record(data_dir / "ptbxl" / "records100" / "01000" / "01002_lr")
-    windows = [
-        w
-        for w in _run(
-            rec, 10, StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=True)
-        )
-        if w.kind == "leads_10s"
-    ]
+    windows = [w for w in _run(rec, 10, StageConfig(windows=(LEADS_10S,))) if w.kind == "leads_10s"]
     assert windows
     w = windows[0]
     lead_off = w.data.copy()
@@ -183,7 +158,7 @@ def test_processor_cuts_damaged_windows_and_the_scorer_recovers_them(data_dir, s
     windows = _run(
         Record(rec.name, rec.fs, rec.leads, sig, rec.units),
         20,
-        StageConfig(emit_beat_400=False, emit_leads_10s=False),
+        StageConfig(windows=(BEAT_720,)),
     )
     damaged = [w for w in windows if np.isnan(w.data).any()]
     assert damaged and all(
@@ -199,7 +174,7 @@ def test_processor_cuts_damaged_windows_and_the_scorer_recovers_them(data_dir, s
     windows = _run(
         Record(ptb.name, ptb.fs, ptb.leads, sig12, ptb.units),
         10,
-        StageConfig(emit_beat_720=False, emit_beat_400=False, emit_leads_10s=True),
+        StageConfig(windows=(LEADS_10S,)),
     )
     twelve = [w for w in windows if w.kind == "leads_10s"]
     assert twelve and all(

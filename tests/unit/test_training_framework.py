@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from stream.errors import ConfigError, DataError
-from stream.records import MITDB_DS2, MITDB_PACED
 from training.config import apply_overrides, load_config
 from training.datasets import content_hash
 from training.datasets.mitdb import load_beats
+from training.datasets.mitdb_split import MITDB_DS2, MITDB_PACED
 from training.registry import get_spec, model_names
 from training.splits import assert_disjoint, group_split, mitdb_inter_patient, mitdb_patient
 

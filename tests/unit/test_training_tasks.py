@@ -12,7 +12,7 @@ import pytest
 from training.config import load_config
 from training.registry import TaskContext, get_spec
 
-pytestmark = pytest.mark.train
+pytestmark = [pytest.mark.train, pytest.mark.slow]  # trains, exports and evaluates models
 
 # DS1: 101 106 108 (train/val), DS2: 100 103 (test)
 RECORDS = ["100", "101", "103", "106", "108"]
@@ -143,7 +143,7 @@ def test_lstm_ae_train_export_evaluate(data_dir, tmp_path):
         assert card["parity"]["max_abs_diff"] <= 1e-4
         assert [i["name"] for i in card["inputs"]] == ["signal", "mask"]
     pooled = json.loads((ctx.artifacts_dir / "lstm_ae_seed_pooled.card.json").read_text())
-    assert "NOT patient-wise" in pooled["split"]["kind"]
+    assert "NOT patient-wise" in pooled["data"]["split"]
     ev = spec.evaluate(ctx)
     for proto in ("seed", "seed_pooled", "stream"):
         figs = ev[proto]

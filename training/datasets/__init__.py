@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.errors import DataError
+from training.errors import DataError
 
 #: Bump when a preparation function changes its output for the same inputs.
 PREP_VERSION = 1

@@ -1,10 +1,10 @@
 """LUDB single-lead cardiac cycles for the beat VAE.
 
 Every one of the 200 LUDB records (500 Hz, 10 s, 12 leads; one patient per record) is filtered with
-the stream's causal band-pass (:func:`stream.stages.filtering.filter_signal`, 0.5-40 Hz). For each lead,
+the stream's causal band-pass (:func:`models.preprocessing.filtering.filter_signal`, 0.5-40 Hz). For each lead,
 the QRS peaks are the ``N`` annotations of that lead's own annotation file (``<id>.i``, ``<id>.ii``, ...,
 ``<id>.v6``; ``(``/``)`` mark wave on/offsets, ``p``/``t`` the other waves), and
-:func:`stream.stages.segmentation.beat_cycles` cuts ``before_s`` before to ``after_s`` after each peak,
+:func:`models.preprocessing.segmentation.beat_cycles` cuts ``before_s`` before to ``after_s`` after each peak,
 resampled to 400 samples. Beats are returned in mV; per-beat normalisation is the model's business
 (:func:`zscore_beats`).
 
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.errors import DataError
+from models.preprocessing.filtering import filter_signal
+from models.preprocessing.segmentation import BEAT_LENGTH, beat_cycles
 from stream.records import TWELVE_LEADS, read_annotations, read_record
-from stream.stages.filtering import filter_signal
-from stream.stages.segmentation import BEAT_LENGTH, beat_cycles
+from training.errors import DataError
 
 #: LUDB annotation file extension of each canonical lead
 LEAD_EXT: dict[str, str] = {lead: lead.lower() for lead in TWELVE_LEADS}

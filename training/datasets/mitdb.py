@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from stream.errors import DataError
-from stream.records import AAMI_CLASSES, mitdb_records, read_annotations, read_record
-from stream.stages.filtering import filter_signal
-from stream.stages.segmentation import beat_windows, resample
+from models.preprocessing.filtering import filter_signal
+from models.preprocessing.segmentation import beat_windows, resample
+from stream.records import mitdb_records, read_annotations, read_record
 from training.datasets import cached_arrays, wfdb_files
+from training.datasets.mitdb_split import AAMI_CLASSES
+from training.errors import DataError
 
 PREFERRED_LEAD = "MLII"
 

@@ -1,8 +1,8 @@
 """PTB-XL (100 Hz, 10 s, 12 leads) prepared once and cached: signals, folds, diagnostic superclasses.
 
 Preparation reads every record listed in ``ptbxl_database.csv`` under ``<data_dir>/ptbxl``, filters it
-with the stream's causal band-pass (:func:`stream.stages.filtering.filter_signal`, 0.5-40 Hz, 100 Hz)
-and cuts the one 10 s window with :func:`stream.stages.segmentation.lead_windows`, so training sees
+with the stream's causal band-pass (:func:`models.preprocessing.filtering.filter_signal`, 0.5-40 Hz, 100 Hz)
+and cuts the one 10 s window with :func:`models.preprocessing.segmentation.lead_windows`, so training sees
 exactly what the stream would compute. Signals stay in mV; normalisation belongs to each model.
 
 The result is cached as ``<cache_dir>/ptbxl/ptbxl100-<hash>.npz``; the hash covers the two CSV files,
@@ -29,10 +29,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from stream.errors import DataError
+from models.preprocessing.filtering import filter_signal
+from models.preprocessing.segmentation import TWELVE_LEAD_FS, TWELVE_LEAD_WINDOW, lead_windows
 from stream.records import TWELVE_LEADS, read_record
-from stream.stages.filtering import filter_signal
-from stream.stages.segmentation import TWELVE_LEAD_FS, TWELVE_LEAD_WINDOW, lead_windows
+from training.errors import DataError
 
 SUPERCLASSES: tuple[str, ...] = ("NORM", "MI", "STTC", "CD", "HYP")
 TRAIN_FOLDS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)

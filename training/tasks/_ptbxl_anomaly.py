@@ -19,12 +19,15 @@ Protocol (identical for the three):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stream.errors import ConfigError
+from models.card import LEADS_10S
+from models.card import contract as card_contract
 from training.datasets.ptbxl import (
     SUPERCLASSES,
     TEST_FOLDS,
@@ -33,6 +36,7 @@ from training.datasets.ptbxl import (
     PtbxlData,
     load_ptbxl,
 )
+from training.errors import ConfigError
 from training.registry import ModelSpec, TaskContext
 
 OUTPUTS_CAE = ["recon", "lead_error"]
@@ -40,8 +44,22 @@ OUTPUTS_VAE = ["recon", "lead_error", "kl"]
 OUTPUTS_MHA = ["recon", "lead_error", "kl", "lead_attention", "time_attention"]
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """What differs between the 12-lead anomaly models: the network builder (from the config's ``model``
+    section), the graph's outputs, and whether it is variational (ELBO loss and scoring rules)."""
+
+    build: Callable[[dict[str, Any]], Any]
+    outputs: tuple[str, ...]
+    variational: bool
+
+
+#: name -> architecture, filled by :func:`make_spec` (each task module declares its own)
+_ARCHITECTURES: dict[str, Architecture] = {}
+
+
 def _outputs(name: str) -> list[str]:
-    return {"cae12": OUTPUTS_CAE, "vae_bilstm": OUTPUTS_VAE, "vae_bilstm_mha": OUTPUTS_MHA}[name]
+    return list(_ARCHITECTURES[name].outputs)
 
 
 def _data(ctx: TaskContext) -> PtbxlData:
@@ -51,24 +69,36 @@ def _data(ctx: TaskContext) -> PtbxlData:
 
 def build_model(name: str, mcfg: dict[str, Any]) -> Any:
     """The torch network of ``name`` from the config's ``model`` section."""
-    if name == "cae12":
-        from models.cae12 import CAE12
+    return _ARCHITECTURES[name].build(mcfg)
 
-        return CAE12(
-            channels=tuple(mcfg.get("channels", (32, 64, 64))),
-            bottleneck=int(mcfg.get("bottleneck", 8)),
-            record_norm=mcfg.get("norm", "global") == "record",
-        )
-    from models.vae_bilstm import VAEBiLSTM
 
-    return VAEBiLSTM(
-        hidden=int(mcfg.get("hidden", 48)),
-        latent=int(mcfg.get("latent", 8)),
-        conv=int(mcfg.get("conv", 32)),
-        attention=name == "vae_bilstm_mha",
-        heads=int(mcfg.get("heads", 4)),
+def build_cae12(mcfg: dict[str, Any]) -> Any:
+    """:class:`models.cae12.CAE12` from a ``model`` config section."""
+    from models.cae12 import CAE12
+
+    return CAE12(
+        channels=tuple(mcfg.get("channels", (32, 64, 64))),
+        bottleneck=int(mcfg.get("bottleneck", 8)),
         record_norm=mcfg.get("norm", "global") == "record",
     )
+
+
+def build_vae_bilstm(attention: bool) -> Callable[[dict[str, Any]], Any]:
+    """Builder of :class:`models.vae_bilstm.VAEBiLSTM` (with or without attention)."""
+
+    def build(mcfg: dict[str, Any]) -> Any:
+        from models.vae_bilstm import VAEBiLSTM
+
+        return VAEBiLSTM(
+            hidden=int(mcfg.get("hidden", 48)),
+            latent=int(mcfg.get("latent", 8)),
+            conv=int(mcfg.get("conv", 32)),
+            attention=attention,
+            heads=int(mcfg.get("heads", 4)),
+            record_norm=mcfg.get("norm", "global") == "record",
+        )
+
+    return build
 
 
 def lead_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,20 +159,11 @@ def metrics(d: PtbxlData, score: np.ndarray, threshold: float) -> dict[str, Any]
     }
 
 
-def _torch_outputs(model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+def _torch_outputs(name: str, model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
     from training.trainer import predict_batches
 
     outs = predict_batches(model, (x,), batch=128)
-    names = _outputs_for_model(model)
-    return dict(zip(names, outs, strict=True))
-
-
-def _outputs_for_model(model: Any) -> list[str]:
-    from models.cae12 import CAE12
-
-    if isinstance(model, CAE12):
-        return OUTPUTS_CAE
-    return OUTPUTS_MHA if getattr(model, "attention", False) else OUTPUTS_VAE
+    return dict(zip(_outputs(name), outs, strict=True))
 
 
 def choose_scoring(
@@ -155,7 +176,7 @@ def choose_scoring(
     """Pick the scoring rule with the best fold-9 AUROC and its Youden threshold."""
     from sklearn.metrics import roc_auc_score
 
-    from models.runtime.cae12 import anomaly_score
+    from models.runtime.anomaly12 import anomaly_score
 
     beta = float(cfg.get("train", {}).get("beta", 1.0))
     ref = np.median(train_out["lead_error"], axis=0)
@@ -165,7 +186,7 @@ def choose_scoring(
     candidates = cfg.get("scoring", {}).get(
         "candidates", ["mean", "lead_weighted_mean", "lead_max", "top3"]
     )
-    if name == "cae12":
+    if not _ARCHITECTURES[name].variational:
         candidates = [c for c in candidates if not c.startswith("elbo")]
     keep, y = binary_targets(val)
     table = {}
@@ -225,7 +246,7 @@ def make_train(name: str) -> Any:
         val_loader: DataLoader[torch.Tensor] = DataLoader(xva, batch_size=128)  # type: ignore[arg-type]
         beta = float(tcfg.get("beta", 1.0))
 
-        if name == "cae12":
+        if not _ARCHITECTURES[name].variational:
 
             def loss_fn(m: Any, batch: Any) -> Any:
                 _, lead_err = m(batch)
@@ -249,7 +270,11 @@ def make_train(name: str) -> Any:
 
             def select_fn(m: Any) -> float:
                 sc = choose_scoring(
-                    name, cfg, _torch_outputs(m, ref_x), va_all, _torch_outputs(m, va_all.x)
+                    name,
+                    cfg,
+                    _torch_outputs(name, m, ref_x),
+                    va_all,
+                    _torch_outputs(name, m, va_all.x),
                 )
                 return max(sc["validation_auroc_by_method"].values())
 
@@ -266,10 +291,10 @@ def make_train(name: str) -> Any:
             select_fn=select_fn,
         )
         model = model.cpu().eval()
-        train_out = _torch_outputs(model, tr.x)
-        val_out = _torch_outputs(model, va_all.x)
+        train_out = _torch_outputs(name, model, tr.x)
+        val_out = _torch_outputs(name, model, va_all.x)
         scoring = choose_scoring(name, cfg, train_out, va_all, val_out)
-        from models.runtime.cae12 import anomaly_score
+        from models.runtime.anomaly12 import anomaly_score
 
         val_metrics = metrics(
             va_all,
@@ -348,7 +373,7 @@ def make_export(name: str) -> Any:
                     ],
                     "preprocessing": "stream.stages.filtering.filter_signal (causal 0.5-40 Hz) then "
                     "stream.stages.segmentation.lead_windows(target_fs=100, width=1000); "
-                    "models.runtime.cae12.preprocess does both",
+                    "models.runtime.anomaly12.preprocess does both",
                 },
                 "normalisation": {
                     "where": "inside the ONNX graph",
@@ -383,6 +408,7 @@ def make_export(name: str) -> Any:
                 "command": ctx.command,
                 "published_reference": {"unsupervised PTB-XL AUROC": [0.860, 0.872]},
             },
+            card_contract_of(name),
         )
         write_json(run_dir / "export.json", {"onnx": str(onnx_path), "sha256": card["onnx_sha256"]})
         return onnx_path
@@ -393,9 +419,9 @@ def make_export(name: str) -> Any:
 def _scores_from_onnx(
     name: str, ctx: TaskContext, x: np.ndarray
 ) -> tuple[np.ndarray, float, dict[str, Any]]:
-    from models.runtime.cae12 import Cae12Model
+    from models.runtime.anomaly12 import Anomaly12Model
 
-    model = Cae12Model.load(name, ctx.artifacts_dir)
+    model = Anomaly12Model.load(name, ctx.artifacts_dir)
     pred = model.predict(x)
     return (
         pred.score,
@@ -406,7 +432,7 @@ def _scores_from_onnx(
 
 def make_evaluate(name: str) -> Any:
     def evaluate(ctx: TaskContext) -> dict[str, Any]:
-        from models.runtime.cae12 import anomaly_score
+        from models.runtime.anomaly12 import anomaly_score
         from training.trainer import write_json
 
         data = _data(ctx)
@@ -414,7 +440,7 @@ def make_evaluate(name: str) -> Any:
         if ctx.extra.get("source", "onnx") == "checkpoint":
             model, run_dir, _ = _load_run(name, ctx)
             scoring = json.loads((run_dir / "scoring.json").read_text())
-            out = _torch_outputs(model, test.x)
+            out = _torch_outputs(name, model, test.x)
             score = anomaly_score(out["lead_error"], out.get("kl"), scoring)
             threshold = float(scoring["threshold"])
             info: dict[str, Any] = {"source": "checkpoint", "run_dir": str(run_dir)}
@@ -456,10 +482,10 @@ def make_prepare(name: str) -> Any:
 
 def make_report(name: str) -> Any:
     def report(ctx: TaskContext) -> dict[str, Any]:
-        from models.runtime.cae12 import Cae12Model
+        from models.runtime.anomaly12 import Anomaly12Model
         from training.tasks._figures import plot_12lead_reconstruction
 
-        model = Cae12Model.load(name, ctx.artifacts_dir)
+        model = Anomaly12Model.load(name, ctx.artifacts_dir)
         data = _data(ctx)
         test = data.folds(TEST_FOLDS)
         out_dir = Path(ctx.runs_dir) / name / "report"
@@ -494,15 +520,33 @@ def make_report(name: str) -> Any:
             "model": name,
             "figures": figures,
             "card": str(model.onnx_path.with_name(f"{name}.card.json")),
-            "validation_metrics": model.card.get("validation_metrics"),
+            "validation_metrics": model.card.metrics.get("validation"),
         }
 
     return report
 
 
-def make_spec(name: str, description: str) -> ModelSpec:
-    """The registry entry of one of the three anomaly models."""
+def card_contract_of(name: str) -> dict[str, Any]:
+    """The typed card contract of a 12-lead anomaly model: scorer of leads_10s windows (runtime
+    ``anomaly12``), per-lead robust normalisation inside the graph."""
+    return card_contract(
+        "scorer", "anomaly12", LEADS_10S, {"method": "per_lead_robust", "where": "graph"}
+    )
+
+
+def make_spec(
+    name: str,
+    description: str,
+    build: Callable[[dict[str, Any]], Any],
+    outputs: Sequence[str],
+    variational: bool,
+) -> ModelSpec:
+    """The registry entry of a 12-lead reconstruction anomaly model: its network ``build``er, graph
+    ``outputs`` (``recon``, ``lead_error`` and optionally ``kl``, ``lead_attention``, ``time_attention``)
+    and whether it is ``variational``. The stream serves it with the ``anomaly12`` runtime."""
+    _ARCHITECTURES[name] = Architecture(build, tuple(outputs), variational)
     return ModelSpec(
+        cards={name: card_contract_of(name)},
         name=name,
         description=description,
         prepare=make_prepare(name),

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from models.card import BEAT_400
+from models.card import contract as card_contract
 from training.datasets.ludb import (
     AFTER_S,
     BEFORE_S,
@@ -32,6 +34,12 @@ from training.datasets.ludb import (
 from training.registry import ModelSpec, TaskContext
 
 NAME = "beat_vae"
+#: the typed card contract (the stream scores beat_400 cycles with it)
+CARDS = {
+    NAME: card_contract(
+        "scorer", "beat_vae", BEAT_400, {"method": "zscore", "eps": 1e-3, "where": "runtime"}
+    )
+}
 
 
 def _split(ctx: TaskContext) -> dict[str, list[int]]:
@@ -277,6 +285,7 @@ def export(ctx: TaskContext) -> Path:
             "logvar": {0: "batch"},
             "decoded": {0: "n_latent"},
         },
+        contract=CARDS[NAME],
     )
     return path
 
@@ -378,4 +387,5 @@ SPEC = ModelSpec(
     evaluate=evaluate,
     export=export,
     report=report,
+    cards=CARDS,
 )

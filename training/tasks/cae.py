@@ -8,7 +8,7 @@ Two protocols, same code:
   (neighbouring, overlapping windows of one patient land in train and test: optimistic). ``cae_pooled.onnx``.
 
 Morphology score = weighted MSE reconstruction error (centre of the window weighted up). Decision score
-= log(morphology) + weight * rhythm, where rhythm (:mod:`stream.stages.rhythm`) is the beat's prematurity
+= log(morphology) + weight * rhythm, where rhythm (:mod:`models.preprocessing.rhythm`) is the beat's prematurity
 plus compensatory pause against a causal reference interval. The reference rule (history, quantile) is
 chosen by rhythm-only ROC-AUC on the protocol's train + validation beats (no model is fitted to it, and no
 test beat is read), the weight and the centre weighting by ROC-AUC on the validation split, and the
@@ -26,14 +26,23 @@ from typing import Any
 
 import numpy as np
 
-from stream.errors import ConfigError
-from stream.stages.rhythm import grouped_rhythm_scores
+from models.card import BEAT_720
+from models.card import contract as card_contract
+from models.preprocessing.rhythm import grouped_rhythm_scores
 from training.datasets.mitdb import BeatSet, load_beats
+from training.errors import ConfigError
 from training.registry import ModelSpec, TaskContext
 from training.splits import mitdb_inter_patient
 
 PROTOCOLS = ("inter_patient", "pooled")
 ARTIFACTS = {"inter_patient": "cae", "pooled": "cae_pooled"}
+#: the typed card contract of each artifact (the stream scores beat_720 windows with it)
+CARDS = {
+    name: card_contract(
+        "scorer", "cae_beat", BEAT_720, {"method": "zscore", "eps": 0.05, "where": "runtime"}
+    )
+    for name in ARTIFACTS.values()
+}
 #: Figures published by the seed project (pooled 70/15/15 protocol).
 SEED_FIGURES = {
     "roc_auc": 0.9721,
@@ -550,7 +559,12 @@ def export(ctx: TaskContext) -> Path:
             "run_dir": str(run_dir),
         }
         card = export_with_card(
-            model, onnx_path, {"window": real}, ["reconstruction", "score"], fields
+            model,
+            onnx_path,
+            {"window": real},
+            ["reconstruction", "score"],
+            fields,
+            CARDS[ARTIFACTS[protocol]],
         )
         # test figures from the exported artifact through the runtime wrapper (what `evaluate` recomputes)
         scorer = CaeScorer.load(ARTIFACTS[protocol], ctx.artifacts_dir)
@@ -695,4 +709,5 @@ SPEC = ModelSpec(
     evaluate=evaluate,
     export=export,
     report=report,
+    cards=CARDS,
 )

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from models.card import LEADS_10S
+from models.card import contract as card_contract
 from models.runtime.lead_recon import CONFIGURATIONS, LIMB_LEADS, derive_limb_leads
 from stream.records import TWELVE_LEADS
 from training.augment import fit_back_projection, random_rotations, rotate_heart_axis
@@ -46,6 +48,13 @@ from training.datasets.ptbxl import (
 from training.registry import ModelSpec, TaskContext
 
 NAME = "lead_recon"
+_GRAPH_NORM = {"method": "per_lead_robust", "where": "graph"}
+#: the typed card contracts: the general model rebuilds missing leads of leads_10s windows; the lead-II
+#: model is a component it routes {II}-only windows to
+CARDS = {
+    NAME: card_contract("recoverer", "lead_recon", LEADS_10S, _GRAPH_NORM),
+    f"{NAME}_ii": card_contract("component", "lead_recon", LEADS_10S, _GRAPH_NORM, member_of=NAME),
+}
 IDX = {lead: i for i, lead in enumerate(TWELVE_LEADS)}
 
 
@@ -338,7 +347,7 @@ def train_single(ctx: TaskContext) -> Path:
     :func:`single_loss`, best epoch on fold 9."""
     import torch
 
-    from stream.errors import ConfigError
+    from training.errors import ConfigError
     from training.tasks._ptbxl_anomaly import lead_stats
     from training.trainer import FitConfig, fit, select_device, start_run, write_json
 
@@ -478,7 +487,7 @@ def _load_run(ctx: TaskContext) -> tuple[Any, Path, dict[str, Any]]:
 def _load_run_dir(run_dir: Path) -> tuple[Any, Path, dict[str, Any]]:
     import torch
 
-    from stream.errors import ConfigError
+    from training.errors import ConfigError
 
     if not (run_dir / "checkpoint.pt").is_file():
         raise ConfigError(f"{run_dir} is not a trained {NAME} run (no checkpoint.pt)")
@@ -599,6 +608,7 @@ def export(ctx: TaskContext) -> Path:
             "command": ctx.command,
         },
         tolerance=1e-3,
+        contract=CARDS[path.stem],
     )
     return path
 
@@ -674,7 +684,7 @@ def _select_ensemble(
     candidates (``--run`` and the listed runs) in order of their own fold-9 mean Pearson r, each kept
     when adding it raises the average's. Returns ``(model, ensemble card section or None)``."""
     from models.lead_recon import LeadReconIIEnsemble
-    from stream.errors import ConfigError
+    from training.errors import ConfigError
 
     extra = [Path(p) for p in (ctx.config.get("single", {}).get("ensemble") or [])]
     if not extra:
@@ -794,6 +804,7 @@ def _export_single(
             "command": ctx.command,
         },
         tolerance=1e-3,
+        contract=CARDS[path.stem],
     )
     return path
 
@@ -844,4 +855,5 @@ SPEC = ModelSpec(
     evaluate=evaluate,
     export=export,
     report=report,
+    cards=CARDS,
 )

@@ -28,12 +28,28 @@ from typing import Any
 import numpy as np
 from scipy.interpolate import CubicSpline
 
-from stream.errors import ConfigError
+from models.card import BEAT_720, WindowSpec
+from models.card import contract as card_contract
+from training.errors import ConfigError
 from training.registry import ModelSpec, TaskContext
 from training.splits import mitdb_inter_patient
 
 PROTOCOLS = ("seed", "seed_pooled", "stream")
 ARTIFACTS = {"seed": "lstm_ae_seed", "seed_pooled": "lstm_ae_seed_pooled", "stream": "lstm_ae"}
+#: the seed protocols' 1.5 s beats at 125 Hz (offline comparison with the seed, not cut by the stream)
+SEED_BEAT = WindowSpec(name="seed_beat_187", kind="beat", fs=125.0, samples=187, damaged=True)
+#: the typed card contract of each artifact (the stream fills beat_720 windows with ``lstm_ae``)
+CARDS = {
+    "lstm_ae": card_contract(
+        "recoverer", "gap_filler", BEAT_720, {"method": "observed_zscore", "where": "runtime"}
+    ),
+    "lstm_ae_seed": card_contract(
+        "recoverer", "gap_filler", SEED_BEAT, {"method": "none", "where": "runtime"}
+    ),
+    "lstm_ae_seed_pooled": card_contract(
+        "recoverer", "gap_filler", SEED_BEAT, {"method": "none", "where": "runtime"}
+    ),
+}
 SECTIONS = {
     "seed": "seed_protocol",
     "seed_pooled": "seed_pooled_protocol",
@@ -660,7 +676,7 @@ def export(ctx: TaskContext) -> Path:
             | {SECTIONS[protocol]: p},
         }
         card = export_with_card(
-            model, onnx_path, {"signal": z, "mask": m_va}, ["recovered"], fields
+            model, onnx_path, {"signal": z, "mask": m_va}, ["recovered"], fields, CARDS[name]
         )
         seed_arch = metrics["test"].get("seed_lstm_ae")
         card["metrics"] = {
@@ -738,4 +754,5 @@ SPEC = ModelSpec(
     evaluate=evaluate,
     export=export,
     report=report,
+    cards=CARDS,
 )

@@ -11,12 +11,11 @@ its timing gives it away. For beat ``k`` with R-peak times ``t``:
   beat on time. The CAE task adds ``weight * score`` to the log reconstruction error (weight chosen on
   validation data); the stream computes the same from its detected peaks.
 
-Pure numpy; the same functions serve the offline evaluation and :class:`RhythmTracker` in the stream.
+Pure numpy; the same functions serve the offline evaluation (training) and :class:`RRContext` in the stream.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,23 +112,3 @@ class RRContext:
         ref = float(np.quantile(np.asarray(self.history[-history:]), quantile))
         post = self.post_s if self.post_s is not None else self.pre_s
         return float(rhythm_score(np.array([self.pre_s]), np.array([post]), np.array([ref]))[0])
-
-
-class RhythmTracker:
-    """Streaming reference interval of one stream: feed each beat's pre-RR, ask the reference before it."""
-
-    def __init__(self, history: int = 128, quantile: float = 0.9) -> None:
-        self.quantile = float(quantile)
-        self._rr: deque[float] = deque(maxlen=int(history))
-
-    def reference(self) -> float | None:
-        """Reference interval (s) from the intervals seen so far, ``None`` before the first."""
-        return float(np.quantile(np.fromiter(self._rr, float), self.quantile)) if self._rr else None
-
-    def observe(self, rr_s: float) -> None:
-        """Record one beat's pre-RR interval (s)."""
-        if np.isfinite(rr_s) and rr_s > 0:
-            self._rr.append(float(rr_s))
-
-    def reset(self) -> None:
-        self._rr.clear()

@@ -13,6 +13,8 @@ from fractions import Fraction
 import numpy as np
 from scipy import signal as sps
 
+from models.errors import ModelError
+
 CAE_FS = 360.0
 CAE_WINDOW = 720
 TWELVE_LEAD_FS = 100.0
@@ -23,7 +25,7 @@ BEAT_LENGTH = 400
 def resample(x: np.ndarray, fs: float, target_fs: float, axis: int = 0) -> np.ndarray:
     """Resample ``x`` from ``fs`` to ``target_fs`` along ``axis`` (polyphase, anti-aliased)."""
     if fs <= 0 or target_fs <= 0:
-        raise ValueError(f"sampling rates must be positive, got fs={fs}, target_fs={target_fs}")
+        raise ModelError(f"sampling rates must be positive, got fs={fs}, target_fs={target_fs}")
     if abs(fs - target_fs) < 1e-9:
         return np.asarray(x, dtype=np.float32)
     ratio = Fraction(target_fs / fs).limit_denominator(1000)
@@ -47,7 +49,7 @@ def beat_windows(
     """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 1:
-        raise ValueError(f"beat_windows takes a 1-D signal, got shape {x.shape}")
+        raise ModelError(f"beat_windows takes a 1-D signal, got shape {x.shape}")
     peaks = np.asarray(peaks, dtype=np.int64)
     if abs(fs - target_fs) > 1e-9:
         x = resample(x, fs, target_fs)
@@ -70,7 +72,7 @@ def lead_windows(
     """Multi-lead windows ``[k, width, n_leads]`` at ``target_fs`` (hop defaults to ``width``)."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
-        raise ValueError(f"lead_windows takes [n_samples, n_leads], got shape {x.shape}")
+        raise ModelError(f"lead_windows takes [n_samples, n_leads], got shape {x.shape}")
     x = resample(x, fs, target_fs, axis=0)
     hop = hop or width
     if x.shape[0] < width:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal as sps
 
+from models.errors import ModelError
+
 DEFAULT_HIGHPASS_HZ = 0.5
 DEFAULT_LOWPASS_HZ = 40.0
 
@@ -53,7 +55,7 @@ class CausalFilter:
         if one_d:
             x = x[:, None]
         if x.shape[1] != self.n_leads:
-            raise ValueError(f"chunk has {x.shape[1]} leads, filter was built for {self.n_leads}")
+            raise ModelError(f"chunk has {x.shape[1]} leads, filter was built for {self.n_leads}")
         nan = np.isnan(x)
         if nan.any():
             x = np.where(nan, 0.0, x)

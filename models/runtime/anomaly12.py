@@ -1,4 +1,4 @@
-"""ONNX Runtime wrapper of the 12-lead anomaly autoencoders (``cae12``; base of ``vae_bilstm``). No torch.
+"""ONNX Runtime runtime of the 12-lead reconstruction anomaly models (cae12, vae_bilstm, vae_bilstm_mha). No torch.
 
 Input: 10 s, 100 Hz, 12 leads (``TWELVE_LEADS`` order) filtered with the stream's causal band-pass,
 in mV, shape ``[1000, 12]`` or ``[batch, 1000, 12]`` (:func:`preprocess` builds it from a raw record).
@@ -9,16 +9,18 @@ threshold chosen on PTB-XL fold 9).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from models.errors import ModelError
+from models.preprocessing.filtering import filter_signal
+from models.preprocessing.segmentation import TWELVE_LEAD_FS, TWELVE_LEAD_WINDOW, lead_windows
 from models.runtime.base import OnnxModel
-from stream.errors import ModelError
-from stream.stages.filtering import filter_signal
-from stream.stages.segmentation import TWELVE_LEAD_FS, TWELVE_LEAD_WINDOW, lead_windows
+from models.runtime.protocol import ModelScore, Window, per_lead
+from models.runtime.registry import register
 
 SCORING_METHODS = ("mean", "lead_weighted_mean", "lead_max", "top3", "elbo", "elbo_weighted")
 
@@ -78,10 +80,49 @@ class AnomalyPrediction:
     time_attention: np.ndarray | None = None  # [B, 1000] attention models only
 
 
-class Cae12Model(OnnxModel):
-    """``cae12.onnx`` + card; ``predict(x)`` -> :class:`AnomalyPrediction`."""
+@register("anomaly12")
+class Anomaly12Model(OnnxModel):
+    """Any 12-lead reconstruction anomaly model (``cae12``, ``vae_bilstm``, ``vae_bilstm_mha``, ...):
+    ``Anomaly12Model.load("cae12").predict(x)`` -> :class:`AnomalyPrediction`; in the stream
+    ``score(windows)``. Optional outputs (``kl``, ``lead_attention``, ``time_attention``) are used when the
+    graph has them."""
 
     default_name = "cae12"
+
+    def preprocess(self, signal: np.ndarray, fs: float) -> np.ndarray:
+        """Raw 12-lead record ``[n, 12]`` mV at ``fs`` -> this model's windows (its card's filter and window)."""
+        x = np.asarray(signal, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != 12:
+            raise ModelError(f"12-lead models take [n_samples, 12], got shape {x.shape}")
+        pre = self.card.preprocessing
+        filtered = filter_signal(x, fs, pre.filter.highpass_hz, pre.filter.lowpass_hz)
+        return lead_windows(filtered, fs, pre.window.fs, pre.window.samples)
+
+    def score(self, windows: Sequence[Window]) -> list[ModelScore]:
+        """Stream scoring of 12-lead windows: score, per-lead relative error, attention where the graph has it."""
+        if not windows:
+            return []
+        q = self.predict(np.stack([w.data for w in windows]))
+        th = self.threshold_value
+        la, ta = q.lead_attention, q.time_attention
+        return [
+            ModelScore(
+                stream_id=w.stream_id,
+                model=self.name,
+                window=w.kind,
+                lead=None,
+                time=w.start,
+                score=float(q.score[i]),
+                threshold=th,
+                anomalous=bool(q.is_anomaly[i]),
+                lead_scores=per_lead(q.lead_relative_error[i]),
+                lead_attention=None if la is None else per_lead(la[i]),
+                attention_peak=None
+                if ta is None
+                else float(w.start + int(np.argmax(ta[i])) / w.fs),
+            )
+            for i, w in enumerate(windows)
+        ]
 
     @property
     def scoring(self) -> dict[str, Any]:
@@ -92,10 +133,7 @@ class Cae12Model(OnnxModel):
 
     @property
     def threshold_value(self) -> float:
-        th = self.card.threshold
-        if th is None:
-            raise ModelError(f"{self.name}: model card has no threshold")
-        return th
+        return self.threshold_or_raise()
 
     def predict(self, x: np.ndarray, batch: int = 64) -> AnomalyPrediction:
         """Score windows ``[1000, 12]`` or ``[B, 1000, 12]`` (filtered mV)."""

@@ -1,0 +1,140 @@
+"""The runtime contract every model serves the stream through.
+
+- :class:`Window`: one model input cut from the causally filtered stream, as its card's
+  :class:`~models.card.WindowSpec` declares it (NaN where samples are missing);
+- :class:`WindowModel`: scores windows of its kind (``score(windows) -> list[ModelScore]``); it owns its
+  preprocessing (normalisation, scoring rule, threshold), all read from its card;
+- :class:`Recoverer`: fills the missing samples of windows of its kind before they are scored;
+- :class:`ModelScore`: one model's verdict on one window, the one type from the runtime to the scores topic.
+
+No torch, no stream imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from models.card import ModelCard, WindowSpec
+from models.preprocessing.leads import TWELVE_LEADS
+from models.preprocessing.rhythm import RRContext
+
+
+@dataclass(frozen=True)
+class Window:
+    """Model input: ``kind`` is the window's name (its card's ``WindowSpec.name``, e.g. ``beat_720``);
+    ``data`` is ``[samples]`` (beat, cycle) or ``[samples, leads]`` (leads) at ``fs``; ``start`` the stream
+    time of its first sample; ``rr`` the beat's timing (beat windows)."""
+
+    stream_id: str
+    kind: str
+    lead: str | None
+    start: float
+    fs: float
+    data: np.ndarray
+    rr: RRContext | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stream_id": self.stream_id,
+            "kind": self.kind,
+            "lead": self.lead,
+            "start": float(self.start),
+            "fs": float(self.fs),
+            "shape": list(self.data.shape),
+            "data": np.asarray(self.data, dtype=np.float32).tolist(),
+        }
+
+
+class ScoreFields(BaseModel):
+    """What a score says about its window (the scores topic's per-window record; :class:`ModelScore`
+    adds the stream).
+
+    ``embedding``: the beat VAE's latent mean; ``lead_scores``: per-lead reconstruction error relative to
+    normal training records (12-lead models); ``lead_attention`` and ``attention_peak`` (stream time, s, of
+    the temporal attention maximum): attention models; ``recovered_by``/``recovered_fraction``: the
+    recoverer that filled missing input before scoring, and the share of samples (beat) or leads (12-lead)
+    it filled.
+    """
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    model: str
+    window: str
+    lead: str | None = None
+    time: float
+    score: float
+    threshold: float | None = None
+    anomalous: bool
+    embedding: list[float] | None = None
+    recovered_by: str | None = None
+    recovered_fraction: float = 0.0
+    lead_scores: dict[str, float] | None = None
+    lead_attention: dict[str, float] | None = None
+    attention_peak: float | None = None
+
+
+class ModelScore(ScoreFields):
+    """One model's verdict on one window of one stream."""
+
+    stream_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+def per_lead(values: Sequence[float] | np.ndarray | None) -> dict[str, float] | None:
+    """12 values in :data:`TWELVE_LEADS` order -> ``{lead: value}`` rounded to 5 decimals."""
+    if values is None:
+        return None
+    return {lead: round(float(v), 5) for lead, v in zip(TWELVE_LEADS, values, strict=True)}
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """A window whose missing samples were filled: the filled window, the recoverer and the share filled."""
+
+    window: Window
+    by: str
+    fraction: float
+
+
+@runtime_checkable
+class WindowModel(Protocol):
+    """A scorer: the windows it takes (``window``) and ``score`` (its own preprocessing inside)."""
+
+    card: ModelCard
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def window(self) -> WindowSpec: ...
+
+    def score(self, windows: Sequence[Window]) -> list[ModelScore]:
+        """Scores of complete (finite) windows of this model's kind, in order."""
+        ...
+
+
+@runtime_checkable
+class Recoverer(Protocol):
+    """Fills missing (NaN) samples of windows of its kind."""
+
+    card: ModelCard
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def window(self) -> WindowSpec: ...
+
+    def recover(
+        self, windows: Sequence[Window]
+    ) -> tuple[list[Recovered], list[tuple[Window, str]]]:
+        """``(recovered, lost)``: filled windows, and those it cannot fill with the reason (``dropout`` or
+        ``model_error: ...``)."""
+        ...

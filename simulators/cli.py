@@ -1,0 +1,114 @@
+"""``replay`` of ``ecg-monitor``: WFDB records as live telemetry, with fault injection and ground truth.
+
+``stream.cli`` never imports this package (simulators sit above stream); it finds :func:`replay` through
+the ``ecg_monitor.commands`` entry point declared in pyproject.toml and registers it as ``ecg-monitor replay``.
+``python -m simulators`` runs the same command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from stream.cli_options import BootstrapOpt, need_bootstrap, records_opt
+from stream.settings import Settings
+
+console = Console(stderr=True)
+
+
+def replay(
+    records: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--records",
+            "-r",
+            help="WFDB records or database dirs, relative to ECG_DATA_DIR (repeat or comma-separate), "
+            "e.g. mitdb/100, mitdb, ludb/data, ptbxl/records100/00000.",
+        ),
+    ] = None,
+    patients: Annotated[
+        int, typer.Option(min=1, help="Concurrent patient streams (records are reused at offsets).")
+    ] = 6,
+    speed: Annotated[
+        float, typer.Option(min=0, help="1 = real time, K = K x faster, 0 = as fast as possible.")
+    ] = 1.0,
+    loop: Annotated[bool, typer.Option(help="Restart each record at its end.")] = False,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many wall-clock seconds.")
+    ] = None,
+    faults: Annotated[
+        str, typer.Option(help="none | demo (flatline, lead-off, lost frames per stream) | random.")
+    ] = "none",
+    fault_rate: Annotated[
+        float, typer.Option(help="Faults per minute per stream with --faults random.")
+    ] = 1.0,
+    encoding: Annotated[str, typer.Option(help="Sample encoding: i16le or f32le.")] = "i16le",
+    prefix: Annotated[str, typer.Option(help="Stream id prefix.")] = "patient",
+    seed: Annotated[int, typer.Option(help="Random seed of --faults random.")] = 0,
+    bootstrap: BootstrapOpt = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port of the replay's /metrics (default ECG_METRICS_PORT + 1; -1 disables)."
+        ),
+    ] = None,
+) -> None:
+    """Replay WFDB records as live telemetry (with optional fault injection and ground truth)."""
+    import numpy as np
+
+    from simulators.replay import demo_faults, plan_streams, replay_to_kafka, resolve_sources
+    from stream.metrics import ReplayMetrics, serve_metrics
+
+    settings = Settings()
+    bs = need_bootstrap(settings, bootstrap)
+    sources = resolve_sources(records_opt(records, settings.demo_records), settings.data_dir)
+    rng = np.random.default_rng(seed)
+    fault_fn: Any = None
+    if faults == "demo":
+        fault_fn = demo_faults
+    elif faults == "random":
+        from simulators.faults import FAULT_KINDS, random_faults
+
+        horizon = duration * max(speed, 1.0) if duration else 600.0
+
+        def fault_fn(i: int, sid: str, leads: tuple[str, ...]) -> list[Any]:
+            return list(random_faults(horizon, leads, fault_rate, FAULT_KINDS, rng))
+    elif faults != "none":
+        raise typer.BadParameter(f"--faults must be none, demo or random, not {faults!r}")
+    plans = plan_streams(sources, patients, faults=fault_fn, prefix=prefix)
+    metrics = ReplayMetrics()
+    port = settings.metrics_port + 1 if metrics_port is None else metrics_port
+    server = serve_metrics(metrics.registry, settings.bind_host, port) if port >= 0 else None
+    console.print(
+        f"replaying {patients} stream(s) from {len(sources)} record(s) at "
+        f"{'max' if speed == 0 else f'{speed:g}x'} speed to {bs}"
+    )
+    loop_ = asyncio.new_event_loop()
+    task = loop_.create_task(
+        replay_to_kafka(
+            settings,
+            plans,
+            bs,
+            speed=speed,
+            loop=loop,
+            duration_s=duration,
+            encoding=encoding,
+            metrics=metrics,
+            rng=rng,
+        )
+    )
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop_.add_signal_handler(sig, task.cancel)
+    try:
+        sent = loop_.run_until_complete(task)
+        console.print(f"sent {sent} frames")
+    except asyncio.CancelledError:
+        console.print("replay stopped")
+    finally:
+        loop_.close()
+        if server is not None:
+            server.stop()
