@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.errors import ModelError
+from models.preprocessing.leads import TWELVE_LEADS
 
 #: Version of the card format written by this code.
 CARD_VERSION = 2
@@ -314,7 +315,7 @@ LEADS_10S = WindowSpec(
     kind="leads",
     fs=100.0,
     samples=1000,
-    leads=("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"),
+    leads=TWELVE_LEADS,
 )
 
 
