@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -187,6 +188,8 @@ def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) ->
         obj = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise _reject("bad_json", str(exc)[:200]) from None
+    except RecursionError:  # deeply nested JSON: a poison message, never a crash of the agent
+        raise _reject("bad_json", "JSON nested too deeply") from None
     if not isinstance(obj, dict):
         raise _reject("bad_json", f"expected a JSON object, got {type(obj).__name__}")
     if obj.get("v") != SCHEMA_VERSION:
@@ -398,12 +401,20 @@ class FaultTruthMessage(_Message):
     snr_db: float | None = None
 
 
+#: A dead-letter record keeps at most this many bytes of the rejected payload (with its length and hash),
+#: so that an oversized or hostile message never makes a record above the producer's size limit.
+DEAD_LETTER_PAYLOAD_MAX = 64 * 1024
+
+
 class DeadLetterMessage(_Message):
     """Topic ``dead_letter``: a rejected input message with its reason and where it came from."""
 
     reason: str
     detail: str = ""
-    payload_b64: str
+    payload_b64: str  # the first DEAD_LETTER_PAYLOAD_MAX bytes of the payload
+    payload_bytes: int = 0  # the whole payload's length
+    payload_sha256: str = ""  # the whole payload's hash
+    payload_truncated: bool = False
     key: str | None = None
     topic: str
     partition: int
@@ -424,11 +435,15 @@ class DeadLetterMessage(_Message):
         offset: int,
         now: float,
     ) -> DeadLetterMessage:
+        data = payload or b""
         return cls(
             reason=reason,
             detail=detail[:1000],
-            payload_b64=base64.b64encode(payload or b"").decode(),
-            key=key.decode("utf-8", "replace") if key else None,
+            payload_b64=base64.b64encode(data[:DEAD_LETTER_PAYLOAD_MAX]).decode(),
+            payload_bytes=len(data),
+            payload_sha256=hashlib.sha256(data).hexdigest(),
+            payload_truncated=len(data) > DEAD_LETTER_PAYLOAD_MAX,
+            key=key[:256].decode("utf-8", "replace") if key else None,
             topic=topic,
             partition=partition,
             offset=offset,

@@ -201,3 +201,41 @@ def test_alert_message_bytes_are_pinned() -> None:
         b'"status":"raised","start":"2026-01-01T00:00:00+00:00","start_ts":1767225600.0,'
         b'"end":null,"end_ts":null,"evidence":{},"record":"","published_at":null}'
     )
+
+
+def test_deeply_nested_json_is_a_bad_json_reject_not_a_crash():
+    from stream.errors import FrameValidationError
+    from stream.schemas import decode_frame
+
+    nested = b"[" * 200_000 + b"]" * 200_000
+    with pytest.raises(FrameValidationError) as exc:
+        decode_frame(nested)
+    assert exc.value.reason == "bad_json"
+    deep_obj = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    with pytest.raises(FrameValidationError):
+        decode_frame(deep_obj)
+
+
+def test_dead_letter_record_is_bounded_and_keeps_length_and_hash():
+    import base64
+    import hashlib
+
+    from stream.schemas import DEAD_LETTER_PAYLOAD_MAX, DeadLetterMessage
+
+    payload = b"x" * 3_000_000
+    msg = DeadLetterMessage.build(
+        reason="oversized",
+        detail="d" * 5000,
+        payload=payload,
+        key=b"k" * 10_000,
+        topic="t",
+        partition=0,
+        offset=1,
+        now=1.0,
+    )
+    raw = msg.to_bytes()
+    assert len(raw) < 2 * DEAD_LETTER_PAYLOAD_MAX
+    back = DeadLetterMessage.from_bytes(raw)
+    assert back.payload_bytes == len(payload) and back.payload_truncated
+    assert back.payload_sha256 == hashlib.sha256(payload).hexdigest()
+    assert base64.b64decode(back.payload_b64) == payload[:DEAD_LETTER_PAYLOAD_MAX]
