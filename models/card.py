@@ -14,6 +14,7 @@ No torch, no stream imports: this is the bottom layer.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from models.errors import ModelError
 from models.preprocessing.leads import TWELVE_LEADS
 
+log = logging.getLogger(__name__)
+
+#: The committed artifacts (ONNX files and their cards).
+DEFAULT_ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 #: Version of the card format written by this code.
 CARD_VERSION = 2
 CARD_SUFFIX = ".card.json"
@@ -220,13 +225,14 @@ def load_card(path: str | Path) -> ModelCard:
 
 
 def list_cards(models_dir: str | Path) -> list[ModelCard]:
-    """Every readable card in ``models_dir``, sorted by name (unreadable ones are skipped)."""
+    """Every readable card in ``models_dir``, sorted by name; an unreadable one is logged with its reason
+    and left out (loading it by name raises that reason)."""
     out = []
     for p in sorted(Path(models_dir).glob(f"*{CARD_SUFFIX}")):
         try:
             out.append(load_card(p))
-        except ModelError:
-            continue
+        except ModelError as exc:
+            log.warning("model card left out: %s", exc)
     return out
 
 

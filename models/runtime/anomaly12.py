@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from models.card import LEADS_10S, FilterSpec, WindowSpec
 from models.errors import ModelError
 from models.preprocessing.filtering import filter_signal
-from models.preprocessing.segmentation import TWELVE_LEAD_FS, TWELVE_LEAD_WINDOW, lead_windows
+from models.preprocessing.segmentation import lead_windows
 from models.runtime.base import OnnxModel
 from models.runtime.protocol import ModelScore, Window, per_lead
 from models.runtime.registry import register
@@ -25,12 +26,19 @@ from models.runtime.registry import register
 SCORING_METHODS = ("mean", "lead_weighted_mean", "lead_max", "top3", "elbo", "elbo_weighted")
 
 
-def preprocess(signal: np.ndarray, fs: float) -> np.ndarray:
-    """Raw 12-lead record ``[n, 12]`` mV at ``fs`` -> model windows ``[k, 1000, 12]`` (filtered, 100 Hz)."""
+def preprocess(
+    signal: np.ndarray,
+    fs: float,
+    window: WindowSpec = LEADS_10S,
+    band: FilterSpec = FilterSpec(),  # noqa: B008  (frozen pydantic model)
+) -> np.ndarray:
+    """Raw 12-lead record ``[n, 12]`` mV at ``fs`` -> model windows ``[k, samples, 12]``: the stream's
+    causal band-pass, then consecutive windows at the window's rate (default: 10 s at 100 Hz)."""
     x = np.asarray(signal, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != 12:
         raise ModelError(f"12-lead models take [n_samples, 12], got shape {x.shape}")
-    return lead_windows(filter_signal(x, fs), fs, TWELVE_LEAD_FS, TWELVE_LEAD_WINDOW)
+    filtered = filter_signal(x, fs, band.highpass_hz, band.lowpass_hz)
+    return lead_windows(filtered, fs, window.fs, window.samples)
 
 
 def anomaly_score(
@@ -91,12 +99,8 @@ class Anomaly12Model(OnnxModel):
 
     def preprocess(self, signal: np.ndarray, fs: float) -> np.ndarray:
         """Raw 12-lead record ``[n, 12]`` mV at ``fs`` -> this model's windows (its card's filter and window)."""
-        x = np.asarray(signal, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != 12:
-            raise ModelError(f"12-lead models take [n_samples, 12], got shape {x.shape}")
         pre = self.card.preprocessing
-        filtered = filter_signal(x, fs, pre.filter.highpass_hz, pre.filter.lowpass_hz)
-        return lead_windows(filtered, fs, pre.window.fs, pre.window.samples)
+        return preprocess(signal, fs, pre.window, pre.filter)
 
     def score(self, windows: Sequence[Window]) -> list[ModelScore]:
         """Stream scoring of 12-lead windows: score, per-lead relative error, attention where the graph has it."""

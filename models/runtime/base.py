@@ -13,10 +13,8 @@ from typing import Self
 import numpy as np
 import onnxruntime as ort
 
-from models.card import WindowSpec, load_card
+from models.card import DEFAULT_ARTIFACTS_DIR, WindowSpec, load_card
 from models.errors import ModelError
-
-DEFAULT_ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "artifacts"
 
 
 def sha256_file(path: str | Path) -> str:

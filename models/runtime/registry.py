@@ -15,11 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from models.card import ModelCard, card_path, list_cards, load_card
+from models.card import DEFAULT_ARTIFACTS_DIR, ModelCard, card_path, list_cards, load_card
 from models.errors import ModelError
 from models.runtime.protocol import Recoverer, WindowModel
-
-DEFAULT_ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "artifacts"
 
 #: runtime key -> factory building the runtime from the ONNX path (its card lies beside it)
 _RUNTIMES: dict[str, Callable[[Path], Any]] = {}

@@ -220,9 +220,9 @@ def analyse(
     max_windows: int = 12,
 ) -> dict[str, Any]:
     """Score the upload's 10 s windows (at most ``max_windows``) with ``model``; the dashboard's JSON."""
-    from models.runtime.anomaly12 import preprocess
-
-    windows = preprocess(upload.signal, upload.fs)[:max_windows]  # [k, 1000, 12] filtered, 100 Hz
+    windows = model.preprocess(upload.signal, upload.fs)[
+        :max_windows
+    ]  # [k, 1000, 12] filtered, 100 Hz
     rebuilt = [lead for lead, p in zip(TWELVE_LEADS, upload.present, strict=True) if not p]
     if rebuilt:
         if lead_recon is None:

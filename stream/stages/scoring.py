@@ -97,9 +97,7 @@ class WindowScorer:
         others go to ``skipped``."""
         res = ScoringResult()
         groups: dict[str, list[Window]] = {}
-        filled: dict[
-            tuple[str, float, str], tuple[str, float]
-        ] = {}  # (stream, start, kind) -> by, share
+        filled: dict[int, tuple[str, float]] = {}  # id(recovered window) -> (recoverer, share)
         damaged: dict[str, list[Window]] = {}
         for w in windows:
             if w.kind not in self._specs:
@@ -118,8 +116,7 @@ class WindowScorer:
             res.skipped += lost
             if ok:
                 groups.setdefault(kind, []).extend(r.window for r in ok)
-                for r in ok:
-                    filled[(r.window.stream_id, r.window.start, kind)] = (r.by, r.fraction)
+                filled.update((id(r.window), (r.by, r.fraction)) for r in ok)
                 res.recovered[rec.name] = res.recovered.get(rec.name, 0) + len(ok)
             res.model_seconds[rec.name] = (
                 res.model_seconds.get(rec.name, 0.0) + time.perf_counter() - t0
@@ -134,8 +131,8 @@ class WindowScorer:
             except ModelError as exc:
                 res.skipped += [(w, f"model_error: {exc}") for w in items]
                 scores = []
-            for s in scores:
-                by = filled.get((s.stream_id, s.time, s.window))
+            for w, s in zip(items if scores else (), scores, strict=True):  # one score per window
+                by = filled.get(id(w))
                 res.scores.append(
                     s
                     if by is None

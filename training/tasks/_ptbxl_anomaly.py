@@ -28,6 +28,7 @@ import numpy as np
 
 from models.card import LEADS_10S
 from models.card import contract as card_contract
+from models.preprocessing.leads import TWELVE_LEADS
 from training.datasets.ptbxl import (
     SUPERCLASSES,
     TEST_FOLDS,
@@ -357,20 +358,7 @@ def make_export(name: str) -> Any:
                     "shape": ["batch", 1000, 12],
                     "fs_hz": 100.0,
                     "units": "mV",
-                    "leads": [
-                        "I",
-                        "II",
-                        "III",
-                        "aVR",
-                        "aVL",
-                        "aVF",
-                        "V1",
-                        "V2",
-                        "V3",
-                        "V4",
-                        "V5",
-                        "V6",
-                    ],
+                    "leads": list(TWELVE_LEADS),
                     "preprocessing": "stream.stages.filtering.filter_signal (causal 0.5-40 Hz) then "
                     "stream.stages.segmentation.lead_windows(target_fs=100, width=1000); "
                     "models.runtime.anomaly12.preprocess does both",
