@@ -143,7 +143,15 @@ class StreamProcessor:
         self._max_hold = round(
             cfg.buffer_seconds * self.fs
         )  # longer gaps restart filter and detector
-        cap = self._max_hold if self._windows_on else 1
+        # the buffer holds the longest declared window with its post-beat wait, however long a card's
+        # window is (a window longer than the buffer would otherwise never be cut)
+        longest = max(
+            [c.length for c in self._lead_cuts]
+            + [before + after for _, before, after in self._beat_cuts],
+            default=0,
+        )
+        need = longest + round(cfg.post_rr_wait_s * self.fs) + round(self.fs)
+        cap = max(self._max_hold, need) if self._windows_on else 1
         self._buf = SampleBuffer(cap, len(self.leads))
         self._seq = SequenceTracker()
         self._rules = RuleEngine(stream_id, self.config.rules)

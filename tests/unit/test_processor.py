@@ -9,7 +9,7 @@ from models.card import BEAT_720
 from stream.records import TWELVE_LEADS, read_annotations, read_record
 from stream.schemas import AlertMessage
 from stream.stages.events import DROPOUT_KINDS
-from stream.stages.processor import Frame, StreamProcessor
+from stream.stages.processor import Frame, StageConfig, StreamProcessor
 from stream.stages.qrs import detect_qrs
 from stream.testing import T0, frames_from_array, record_frames, run_processor
 
@@ -173,3 +173,16 @@ def test_a_gap_in_a_250_hz_stream_gives_beat_windows_with_nan_at_360_hz(rec100):
     nan_t = np.flatnonzero(np.isnan(y)) / 360.0
     assert nan_t.min() >= 200 / 250 - 0.02 and nan_t.max() <= 250 / 250 + 0.02
     assert np.isfinite(y[: int(0.75 * 360)]).all() and np.isfinite(y[int(1.05 * 360) :]).all()
+
+
+def test_a_window_longer_than_the_default_buffer_is_cut():
+    from models.card import WindowSpec
+    from stream.testing import run_processor, synthetic_frames
+
+    long = WindowSpec(name="leads_20s", kind="leads", fs=100.0, samples=2000, leads=("I", "II"))
+    proc = StreamProcessor("s", 250.0, ("I", "II"), StageConfig(windows=(long,)))
+    out = run_processor(
+        proc, synthetic_frames(fs=250.0, seconds=45, leads=("I", "II")), flush=False
+    )
+    assert [w.kind for w in out.windows] == ["leads_20s", "leads_20s"]
+    assert all(w.data.shape == (2000, 2) and np.isfinite(w.data).all() for w in out.windows)
