@@ -89,6 +89,23 @@ class PipelineMetrics:
             "Frames skipped as duplicates (redelivery or repeated seq).",
             registry=r,
         )
+        self.frames_quarantined = Counter(
+            "ecg_frames_quarantined_total",
+            "Frames held because their seq or start time jumped far from their stream's "
+            "(applied once confirmed by the next frames, else dead-lettered as sequence_jump).",
+            registry=r,
+        )
+        self.stream_resyncs = Counter(
+            "ecg_stream_resyncs_total",
+            "Streams resynchronised to a confirmed jump or a run of backwards frames (a new session).",
+            registry=r,
+        )
+        self.offset_resets = Counter(
+            "ecg_offset_resets_total",
+            "Messages below the partition's processed position that carried new frames (the broker "
+            "lost its log, e.g. a local-broker restart): processed, and the position resynchronised.",
+            registry=r,
+        )
         self.stream_restarts = Counter(
             "ecg_stream_restarts_total",
             "Streams whose sequence restarted with a later start time (device restart): a new session.",
@@ -237,7 +254,20 @@ class ReplayMetrics:
         self.registry = registry or _registry()
         r = self.registry
         self.frames_sent = Counter(
-            "ecg_replay_frames_sent_total", "Telemetry frames published.", registry=r
+            "ecg_replay_frames_sent_total",
+            "Telemetry frames published and acknowledged by the broker.",
+            registry=r,
+        )
+        self.send_failures = Counter(
+            "ecg_replay_send_failures_total",
+            "Messages given up after their send retries (lost), by topic role.",
+            ["topic"],  # telemetry | ground_truth
+            registry=r,
+        )
+        self.send_retries = Counter(
+            "ecg_replay_send_retries_total",
+            "Sends retried after a failed or timed-out send.",
+            registry=r,
         )
         self.frames_dropped = Counter(
             "ecg_replay_frames_withheld_total",

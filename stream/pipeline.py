@@ -23,7 +23,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from stream.errors import FrameValidationError
@@ -90,6 +90,32 @@ class _StreamState:
     last_seq: int
     last_seen: float
     last_start: float = float("-inf")
+    #: frames held after a jump far from the stream's seq or clock, with their message coordinates
+    quarantine: list[_Held] = field(default_factory=list)
+    #: the run of consecutive frames going backwards (dead-lettered); a long enough run resynchronises
+    backwards: list[Frame] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A quarantined frame and where its message came from."""
+
+    frame: Frame
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+def follows(prev: Frame, nxt: Frame, max_frames: int = 10) -> bool:
+    """``nxt`` continues ``prev``'s sequence: seq a little higher and start time consistent with it."""
+    gap = nxt.seq - prev.seq
+    if not 0 < gap <= max_frames:
+        return False
+    duration = prev.n_samples / prev.fs
+    dt = nxt.start_time - prev.start_time
+    return 0 < dt <= gap * duration + max(1.0, duration)
 
 
 def default_processor_factory(
@@ -304,15 +330,31 @@ class FramePipeline:
         m = self.metrics
         m.frames_received.inc()
         tp = (topic, partition)
-        if offset < self.positions.get(tp, -1):
-            m.frames_duplicate.inc()  # redelivered after a rebalance: already processed by this worker
-            return []
-        self.positions[tp] = offset + 1
+        below = offset < self.positions.get(tp, -1)
         try:
             frame = decode_frame(value, self.limits)
         except FrameValidationError as exc:
+            if below:  # a redelivered reject: it has its dead letter already
+                m.frames_duplicate.inc()
+                return []
+            self.positions[tp] = offset + 1
             return [self._dead_letter(exc.reason, exc.detail, key, value, topic, partition, offset)]
         state = self._streams.get(frame.stream_id)
+        if below:
+            if state is None or frame.seq <= state.last_seq or state.quarantine:
+                m.frames_duplicate.inc()  # redelivered after a rebalance: already processed
+                return []
+            # a new frame below the processed position: the broker lost its log (e.g. the local broker
+            # restarted with memory storage) and offsets started again; follow the new offsets
+            m.offset_resets.inc()
+            log.warning(
+                "offset reset on %s[%d]: offset %d below %d carries new frames; resynchronised",
+                topic,
+                partition,
+                offset,
+                self.positions[tp],
+            )
+        self.positions[tp] = offset + 1
         out: list[Outgoing] = []
         if state is not None and (state.fs != frame.fs or state.leads != frame.leads):
             log.info("stream %s changed fs/leads; restarting its processor", frame.stream_id)
@@ -322,6 +364,14 @@ class FramePipeline:
             if frame.seq == state.last_seq:
                 m.frames_duplicate.inc()
                 return out
+            held = _Held(frame, key, value, topic, partition, offset)
+            jump = self._jump(state, frame)
+            if jump is not None or state.quarantine:
+                handled, state, more = self._quarantine(state, held, jump)
+                out += more
+                if handled:
+                    return out
+        if state is not None:
             if frame.seq < state.last_seq and frame.start_time > state.last_start:
                 # the device restarted its sequence (power cycle, new session) while time moved on: a new session
                 log.info(
@@ -333,6 +383,17 @@ class FramePipeline:
                 out += self._emit(frame.stream_id, state.record, state.processor.flush(), None)
                 state = None
             elif frame.seq < state.last_seq:
+                run = state.backwards
+                if run and not follows(run[-1], frame):
+                    run.clear()
+                run.append(frame)
+                if len(run) >= self.settings.resync_frames:
+                    # a run of consecutive frames below the stream's seq: the stream's position is the
+                    # wrong one (e.g. set by a forged first frame); resynchronise to the run
+                    log.warning("stream %s resynchronised to a backwards run", frame.stream_id)
+                    m.stream_resyncs.inc()
+                    out += self._emit(frame.stream_id, state.record, state.processor.flush(), None)
+                    del self._streams[frame.stream_id]
                 return [
                     *out,
                     self._dead_letter(
@@ -346,18 +407,26 @@ class FramePipeline:
                     ),
                 ]
         if state is None:
-            state = _StreamState(
-                self._factory(frame.stream_id, frame.fs, frame.leads),
-                frame.fs,
-                frame.leads,
-                frame.record,
-                frame.seq,
-                self._clock(),
-            )
+            state = self._new_state(frame)
             self._streams[frame.stream_id] = state
+        return out + self._apply(state, frame, key, value, topic, partition, offset)
+
+    def _apply(
+        self,
+        state: _StreamState,
+        frame: Frame,
+        key: bytes | None,
+        value: bytes | None,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> list[Outgoing]:
+        """Run an admitted frame through its stream's processor; its outputs, or its dead letter."""
+        out: list[Outgoing] = []
         state.last_seq = frame.seq
         state.last_start = frame.start_time
         state.last_seen = self._clock()
+        state.backwards.clear()
         try:
             result = state.processor.process(frame)
             out += self._emit(frame.stream_id, frame.record, result, frame)
@@ -389,6 +458,69 @@ class FramePipeline:
             ]
         return out
 
+    def _jump(self, state: _StreamState, frame: Frame) -> str | None:
+        """Why ``frame`` is too far from its stream's sequence or clock to be applied at once (None: it
+        is not): a forged or corrupt frame must not reset a patient's stream."""
+        cfg = self.settings
+        if frame.seq - state.last_seq > cfg.max_seq_jump:
+            return f"seq {frame.seq} is {frame.seq - state.last_seq} frames after {state.last_seq}"
+        if frame.start_time - state.last_start > cfg.max_time_jump_s:
+            return f"start time {frame.start_time - state.last_start:.0f} s after the stream's last frame"
+        return None
+
+    def _quarantine(
+        self, state: _StreamState, held: _Held, jump: str | None
+    ) -> tuple[bool, _StreamState | None, list[Outgoing]]:
+        """Hold frames after a jump until ``resync_frames`` consecutive ones confirm it (then the stream
+        resynchronises to them as a new session); a frame continuing the stream's own sequence instead
+        ends the quarantine, whose frames are dead-lettered as ``sequence_jump``. Returns (handled, the
+        stream's state, messages)."""
+        m = self.metrics
+        q = state.quarantine
+        frame = held.frame
+        if q and follows(q[-1].frame, frame):
+            q.append(held)
+            m.frames_quarantined.inc()
+            if len(q) < self.settings.resync_frames:
+                return True, state, []
+            log.warning("stream %s resynchronised to a confirmed jump", frame.stream_id)
+            m.stream_resyncs.inc()
+            out = self._emit(frame.stream_id, state.record, state.processor.flush(), None)
+            fresh = self._new_state(q[0].frame)
+            self._streams[frame.stream_id] = fresh
+            for h in q:
+                out += self._apply(fresh, h.frame, h.key, h.value, h.topic, h.partition, h.offset)
+            return True, fresh, out
+        out = self._drop_quarantine(state)
+        if jump is None:  # the stream's own sequence goes on: process the frame normally
+            return False, state, out
+        q.append(held)
+        m.frames_quarantined.inc()
+        return True, state, out
+
+    def _drop_quarantine(self, state: _StreamState) -> list[Outgoing]:
+        """Dead-letter the frames a quarantine holds (their jump was never confirmed)."""
+        out = []
+        for h in state.quarantine:
+            detail = f"seq {h.frame.seq} (stream at {state.last_seq}): jump not confirmed"
+            out.append(
+                self._dead_letter(
+                    "sequence_jump", detail, h.key, h.value, h.topic, h.partition, h.offset
+                )
+            )
+        state.quarantine.clear()
+        return out
+
+    def _new_state(self, frame: Frame) -> _StreamState:
+        return _StreamState(
+            self._factory(frame.stream_id, frame.fs, frame.leads),
+            frame.fs,
+            frame.leads,
+            frame.record,
+            frame.seq,
+            self._clock(),
+        )
+
     def flush_all(self) -> list[Outgoing]:
         """End of every stream (shutdown): close open episodes and publish what they produce."""
         out: list[Outgoing] = []
@@ -403,6 +535,7 @@ class FramePipeline:
         out: list[Outgoing] = []
         for stream_id, state in list(self._streams.items()):
             if now - state.last_seen > idle_s:
+                out += self._drop_quarantine(state)
                 out += self._emit(stream_id, state.record, state.processor.flush(), None)
                 del self._streams[stream_id]
         self.metrics.active_streams.set(

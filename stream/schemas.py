@@ -60,6 +60,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "unknown_lead",  # a lead name outside stream.records.KNOWN_LEADS
     "sampling_rate",  # fs outside [Settings.min_fs, Settings.max_fs]
     "sequence_backwards",  # seq lower than the last one processed for the stream (checked by the worker)
+    "sequence_jump",  # seq or start time far ahead of the stream's, never confirmed by the next frames
     "processing_error",  # the stages raised on a valid frame (a bug; the stream's state is restarted)
     "lead_mismatch",  # raised by the stages: samples do not match the stream's leads
     "fs_mismatch",  # raised by the stages: sampling rate differs from the stream's

@@ -84,6 +84,23 @@ class Settings(BaseSettings):
     )
     min_fs: float = 50.0
     max_fs: float = 2000.0
+    max_seq_jump: int = Field(
+        3600,
+        ge=1,
+        description="A frame whose seq jumps further ahead of its stream's is quarantined, not applied.",
+    )
+    max_time_jump_s: float = Field(
+        3600.0,
+        gt=0,
+        description="A frame starting this much later than its stream's clock is quarantined.",
+    )
+    resync_frames: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Consecutive frames that confirm a quarantined jump (or a backwards run): the stream "
+        "then resynchronises to them as a new session.",
+    )
 
     # servers
     bind_host: str = "127.0.0.1"
@@ -96,6 +113,12 @@ class Settings(BaseSettings):
     )
     dashboard_max_upload_bytes: int = Field(
         20_000_000, gt=0, description="Uploads larger than this are refused (413)."
+    )
+    dashboard_max_samples: int = Field(
+        7_200_000,
+        gt=0,
+        description="Uploads declaring more decoded samples (all signals, all frames) than this are "
+        "refused (413) before anything is decoded; the default is 12 leads x 10 min at 1 kHz.",
     )
     dashboard_max_windows: int = Field(
         12, ge=1, le=360, description="10 s windows analysed per upload (the first ones)."
