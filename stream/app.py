@@ -23,6 +23,7 @@ from stream.broker import faust_broker_credentials, faust_broker_url
 from stream.errors import ConfigError
 from stream.metrics import PipelineMetrics, serve_metrics
 from stream.pipeline import FramePipeline, Outgoing, ProcessorFactory, Scorer
+from stream.publish import Publisher
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -130,11 +131,16 @@ def create_app(
     ):  # declared so the worker creates them if missing
         app.topic(name, key_type=bytes, value_type=bytes, partitions=settings.partitions)
 
-    async def publish(outs: list[Outgoing]) -> None:
+    async def send(topic: str, key: bytes, value: bytes) -> Any:
         # straight to the app's producer (Topic.send adds channel/sensor layers per message); Faust flushes
         # this producer before committing offsets, so outputs are durable before their input is committed
-        for out in outs:
-            await app.producer.send(out.topic, out.key, out.value, None, None, None)
+        return await app.producer.send(topic, key, value, None, None, None)
+
+    publisher = Publisher(send, metrics, settings.topics)
+
+    async def publish(outs: list[Outgoing]) -> None:
+        # acknowledged, retried and counted by the publisher: a failed send never reaches the agent
+        await publisher.publish(outs)
 
     @app.agent(telemetry, name="ecg-process-telemetry")
     async def process_telemetry(stream: faust.StreamT) -> None:

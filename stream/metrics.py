@@ -182,6 +182,29 @@ class PipelineMetrics:
             ["model"],
             registry=r,
         )
+        self.outputs_published = Counter(
+            "ecg_output_messages_total",
+            "Output messages acknowledged by the broker, by topic role (dead_letter: equals the records "
+            "on the dead-letter topic).",
+            ["topic"],
+            registry=r,
+        )
+        self.publish_retries = Counter(
+            "ecg_output_publish_retries_total",
+            "Output sends retried after a failure, by topic role.",
+            ["topic"],
+            registry=r,
+        )
+        self.publish_failures = Counter(
+            "ecg_output_publish_failures_total",
+            "Output messages given up after their retries (lost), by topic role.",
+            ["topic"],
+            registry=r,
+        )
+        for role in ("alerts", "dropouts", "beats", "dead_letter", "scores"):
+            self.outputs_published.labels(role)
+            self.publish_retries.labels(role)
+            self.publish_failures.labels(role)
         # touch the label sets users expect so they are exported at 0 before the first event
         self.latency.labels("processed")
         self.frame_age.labels("processed")

@@ -220,6 +220,16 @@ def test_malformed_frames_go_to_dead_letter_and_processing_continues(
     )
     for reason in [*bad, "sequence_backwards"]:
         assert m[f'ecg_frames_rejected_total{{reason="{reason}"}}'] == 1, reason
+    # the acknowledged dead letters and the records on the dead-letter topic agree
+    m = wait_until(
+        lambda: (
+            (mm := worker.metrics()).get('ecg_output_messages_total{topic="dead_letter"}', 0)
+            >= len(dead)
+            and mm
+        )
+    )
+    assert m['ecg_output_messages_total{topic="dead_letter"}'] == len(dead)
+    assert m['ecg_output_publish_failures_total{topic="dead_letter"}'] == 0
     assert m["ecg_frames_received_total"] == len(messages)
 
 
