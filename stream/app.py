@@ -148,6 +148,18 @@ def create_app(
             msg = event.message
             await publish(pipeline.handle(msg.key, msg.value, msg.topic, msg.partition, msg.offset))
 
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's stub wants a `signal` kwarg
+    async def on_revoked(sender: Any, revoked: Any, *args: Any, **kwargs: Any) -> None:
+        # close the episodes of the streams this worker is losing while it still owns them (never orphaned,
+        # never resolved by a worker that no longer owns the stream)
+        await publish(pipeline.flush_partitions((tp.topic, tp.partition) for tp in revoked))
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def on_shutdown(sender: Any, *args: Any, **kwargs: Any) -> None:
+        # the consumer has stopped, the producer is flushed after this: close every open episode
+        await publish(pipeline.flush_all())
+        await publisher.drain()
+
     @app.timer(SCORE_FLUSH_INTERVAL_S)
     async def flush_scores() -> None:
         await publish(pipeline.flush_scores())

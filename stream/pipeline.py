@@ -90,6 +90,8 @@ class _StreamState:
     last_seq: int
     last_seen: float
     last_start: float = float("-inf")
+    #: the (topic, partition) the stream's frames come from (this worker owns the stream while it owns it)
+    source: tuple[str, int] | None = None
     #: frames held after a jump far from the stream's seq or clock, with their message coordinates
     quarantine: list[_Held] = field(default_factory=list)
     #: the run of consecutive frames going backwards (dead-lettered); a long enough run resynchronises
@@ -426,6 +428,7 @@ class FramePipeline:
         state.last_seq = frame.seq
         state.last_start = frame.start_time
         state.last_seen = self._clock()
+        state.source = (topic, partition)
         state.backwards.clear()
         try:
             result = state.processor.process(frame)
@@ -523,10 +526,22 @@ class FramePipeline:
 
     def flush_all(self) -> list[Outgoing]:
         """End of every stream (shutdown): close open episodes and publish what they produce."""
+        return self._flush_streams(list(self._streams))
+
+    def flush_partitions(self, partitions: Iterable[tuple[str, int]]) -> list[Outgoing]:
+        """The worker is losing these (topic, partition)s (a rebalance revokes them): close the open
+        episodes of their streams while it still owns them, and forget the streams (the next owner starts
+        them afresh from the committed offsets); other streams are untouched."""
+        lost = set(partitions)
+        return self._flush_streams([s for s, st in self._streams.items() if st.source in lost])
+
+    def _flush_streams(self, stream_ids: Iterable[str]) -> list[Outgoing]:
         out: list[Outgoing] = []
-        for stream_id, state in list(self._streams.items()):
+        for stream_id in stream_ids:
+            state = self._streams.pop(stream_id)
+            out += self._drop_quarantine(state)
             out += self._emit(stream_id, state.record, state.processor.flush(), None)
-        self._streams.clear()
+        out += self.flush_scores()  # windows already cut are scored and published now
         return out
 
     def expire_idle(self, idle_s: float = 300.0, active_s: float = 60.0) -> list[Outgoing]:

@@ -49,6 +49,9 @@ ENCODINGS: tuple[str, ...] = ("i16le", "f32le")
 I16_MISSING = -32768
 DEFAULT_GAIN = 1000.0
 
+#: Largest ``seq`` accepted (a signed 64-bit integer, as in Kafka clients of other languages).
+MAX_SEQ = 2**63 - 1
+
 #: Bounded set of dead-letter reasons (the ``reason`` label of ``ecg_frames_rejected_total``).
 REJECT_REASONS: tuple[str, ...] = (
     "oversized",  # message larger than Settings.max_frame_bytes
@@ -186,7 +189,7 @@ def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) ->
     if len(raw) > limits.max_bytes:
         raise _reject("oversized", f"{len(raw)} bytes > max_frame_bytes={limits.max_bytes}")
     try:
-        obj = json.loads(raw)
+        obj = json.loads(raw.decode("utf-8-sig"))  # UTF-8 only (json.loads(bytes) would take UTF-16/32)
     except (UnicodeDecodeError, ValueError) as exc:
         raise _reject("bad_json", str(exc)[:200]) from None
     except RecursionError:  # deeply nested JSON: a poison message, never a crash of the agent
@@ -202,8 +205,8 @@ def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) ->
         raise _reject("bad_shape", f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     if not env.stream_id.strip() or len(env.stream_id) > 128:
         raise _reject("bad_value", "stream_id must be 1-128 characters")
-    if env.seq < 0:
-        raise _reject("bad_value", f"seq={env.seq} < 0")
+    if not 0 <= env.seq <= MAX_SEQ:
+        raise _reject("bad_value", f"seq={str(env.seq)[:40]} outside [0, 2**63 - 1]")
     try:
         start = parse_time(env.start_time)
     except ValueError as exc:

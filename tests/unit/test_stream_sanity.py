@@ -43,7 +43,7 @@ def test_a_forged_frame_far_ahead_never_blinds_the_stream():
     msgs = list(encode_frames(frames))
     out = feed_pipeline(pipe, msgs[:10], key=b"p1", topic=TOPIC)
     out = []
-    for offset, (seq, ahead_s) in enumerate(((1_000_000, 116 * 86400.0), (10**30, 5.0)), 100):
+    for offset, (seq, ahead_s) in enumerate(((1_000_000, 116 * 86400.0), (2**62, 5.0)), 100):
         forged = dataclasses.replace(
             frames[10], seq=seq, start_time=frames[10].start_time + ahead_s
         )
@@ -98,3 +98,24 @@ def test_a_forged_first_frame_is_outvoted_by_the_real_stream():
     assert [d.reason for d in dead] == ["sequence_backwards"] * n
     assert _receipts(pipe, out) == list(range(n, 15))  # after the run, the real stream is followed
     assert _value(m, "ecg_stream_resyncs_total") == 1
+
+
+def test_losing_a_partition_closes_its_streams_episodes_and_keeps_the_others():
+    from stream.schemas import AlertMessage
+
+    pipe, _ = _pipe()
+
+    def flat(seq, x):  # a flat line on every lead from the 10th second: signal loss
+        return x * 0 + 0.1 if seq >= 10 else x
+
+    lost = list(encode_frames(_frames(20, stream_id="a", transform=flat)))
+    kept = list(encode_frames(_frames(20, stream_id="b")))
+    out = feed_pipeline(pipe, lost, key=b"a", topic=TOPIC, partition=0)
+    feed_pipeline(pipe, kept, key=b"b", topic=TOPIC, partition=1)
+    raised = [AlertMessage.from_bytes(o.value) for o in out if o.topic == pipe.topics.alerts]
+    assert [a.status for a in raised] == ["raised"] and raised[0].kind == "signal_loss"
+    out = pipe.flush_partitions([(TOPIC, 0)])
+    closed = [AlertMessage.from_bytes(o.value) for o in out if o.topic == pipe.topics.alerts]
+    assert [(a.id, a.status) for a in closed] == [(raised[0].id, "resolved")]
+    assert pipe.stream_ids == ["b"]  # the other partition's stream is untouched
+    assert pipe.flush_partitions([(TOPIC, 0)]) == []
