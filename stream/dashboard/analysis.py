@@ -18,13 +18,13 @@ Accepted uploads:
 Leads absent from the upload are rebuilt from the present ones by ``lead_recon`` before scoring (and
 flagged as rebuilt); at least one of the 12 leads must be there. NaN or infinite samples, wrong shapes,
 rates outside the configured range, recordings shorter than 10 s, unknown lead names and unreadable or
-corrupt files are refused with their reason.
+corrupt files are refused with their reason. What an upload may decode is bounded before it is decoded
+(:mod:`stream.dashboard.uploads`): file names, the ``.npy`` header and the WFDB header are checked first,
+against ``max_samples`` (``ECG_DASHBOARD_MAX_SAMPLES``) among others.
 """
 
 from __future__ import annotations
 
-import io
-import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +34,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.preprocessing.segmentation import TWELVE_LEAD_FS, TWELVE_LEAD_WINDOW
+from stream.dashboard.uploads import (
+    DEFAULT_MAX_SAMPLES,
+    MAX_HEADER_BYTES,
+    UploadError,
+    check_filename,
+    inspect_wfdb,
+    npy_array,
+)
 from stream.errors import DataError
 from stream.records import TWELVE_LEADS, canonical_lead, read_record
 
@@ -50,29 +58,8 @@ def dashboard_models(models_dir: str | Path) -> tuple[str, ...]:
     return tuple(c.name for c in available(models_dir, role="scorer") if c.runtime == "anomaly12")
 
 
-#: Reasons an upload is refused (the label values of ``ecg_dashboard_rejected_uploads_total``).
-REJECT_REASONS: tuple[str, ...] = (
-    "too_large",
-    "format",
-    "shape",
-    "rate",
-    "too_short",
-    "nan",
-    "unknown_lead",
-    "corrupt_wfdb",
-    "unknown_model",
-)
 #: Modified limb leads (MIT-BIH) read as the standard ones.
 _MODIFIED_LIMB = {"MLI": "I", "MLII": "II", "MLIII": "III"}
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-
-
-class UploadError(DataError):
-    """An upload the dashboard refuses; ``reason`` is one of :data:`REJECT_REASONS`."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -146,17 +133,11 @@ def load_npy(
     leads: list[str] | None,
     min_fs: float = 50.0,
     max_fs: float = 2000.0,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
 ) -> Upload:
-    """An uploaded ``.npy`` array (mV) -> :class:`Upload`."""
-    try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except Exception as exc:  # numpy raises ValueError/OSError/EOFError... on a bad file
-        raise UploadError("format", f"{name} is not a readable .npy array: {exc}") from exc
-    if not np.issubdtype(arr.dtype, np.number) or arr.ndim != 2:
-        raise UploadError(
-            "shape",
-            f"{name}: expected a 2-D numeric array [n_samples, n_leads], got {arr.dtype} {arr.shape}",
-        )
+    """An uploaded ``.npy`` array (mV) -> :class:`Upload`; its header is checked before it is read
+    (:func:`stream.dashboard.uploads.npy_array`)."""
+    arr = npy_array(name, data, max_samples)
     names = list(leads) if leads else list(TWELVE_LEADS)
     if arr.shape[1] != len(names) and arr.shape[0] == len(names):
         arr = arr.T  # [n_leads, n_samples]
@@ -165,26 +146,41 @@ def load_npy(
     return _assemble(name, np.asarray(arr, dtype=np.float32), float(fs), names, min_fs, max_fs)
 
 
-def load_wfdb(files: Mapping[str, bytes], min_fs: float = 50.0, max_fs: float = 2000.0) -> Upload:
-    """An uploaded WFDB record (one ``.hea`` and its signal files) -> :class:`Upload`."""
+def load_wfdb(
+    files: Mapping[str, bytes],
+    min_fs: float = 50.0,
+    max_fs: float = 2000.0,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+) -> Upload:
+    """An uploaded WFDB record (one ``.hea`` and its signal files) -> :class:`Upload`. The header is
+    checked first (:func:`stream.dashboard.uploads.inspect_wfdb`: names, declared size against
+    ``max_samples``, signal file sizes) and the signals are read only up to its declared length."""
     headers = [n for n in files if n.lower().endswith(".hea")]
     if len(headers) != 1:
         raise UploadError(
             "format", f"a WFDB upload needs exactly one .hea header, got {len(headers)}"
         )
     for n in files:
-        if not _SAFE_NAME.match(n):
-            raise UploadError(
-                "format", f"file name {n!r} is not allowed (letters, digits, '_', '.', '-')"
-            )
+        check_filename(n, wfdb=True)
+    hea = headers[0]
+    if not hea.endswith(".hea"):
+        raise UploadError("bad_filename", f"name the header {hea[:-4]}.hea (lower-case extension)")
+    if len(files[hea]) > MAX_HEADER_BYTES:
+        raise UploadError(
+            "corrupt_wfdb",
+            f"{hea} is {len(files[hea])} bytes; a WFDB header is at most {MAX_HEADER_BYTES}",
+        )
     with tempfile.TemporaryDirectory(prefix="ecg-dashboard-") as tmp:
-        for n, data in files.items():
-            (Path(tmp) / n).write_bytes(data)
-        stem = headers[0][: -len(".hea")]
+        (Path(tmp) / hea).write_bytes(files[hea])
+        layout = inspect_wfdb(Path(tmp) / hea, files, max_samples, min_fs, max_fs)
+        for n in layout.files:
+            (Path(tmp) / n).write_bytes(files[n])
         try:
-            rec = read_record(Path(tmp) / stem)
+            rec = read_record(Path(tmp) / layout.record, sampto=layout.sampto)
         except DataError as exc:
             raise UploadError("corrupt_wfdb", str(exc).replace(tmp + "/", "")) from exc
+    if rec.signal.size > max_samples:  # never: the header was checked; a last guard
+        raise UploadError("too_many_samples", f"{rec.name}: {rec.signal.size} samples decoded")
     return _assemble(rec.name, rec.signal, rec.fs, list(rec.leads), min_fs, max_fs)
 
 
@@ -194,18 +190,22 @@ def load_upload(
     leads: list[str] | None = None,
     min_fs: float = 50.0,
     max_fs: float = 2000.0,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
 ) -> Upload:
-    """Uploaded files (name -> bytes) -> :class:`Upload`: one ``.npy``, or one WFDB record."""
+    """Uploaded files (name -> bytes) -> :class:`Upload`: one ``.npy``, or one WFDB record. Nothing is
+    decoded past ``max_samples`` samples: headers are checked first."""
     if not files:
         raise UploadError("format", "no file uploaded")
+    for n in files:
+        check_filename(n)
     npy = [n for n in files if n.lower().endswith(".npy")]
     if npy:
         if len(files) != 1:
             raise UploadError(
                 "format", "upload one .npy file alone, or one WFDB record (.hea + .dat)"
             )
-        return load_npy(npy[0], files[npy[0]], fs, leads, min_fs, max_fs)
-    return load_wfdb(files, min_fs, max_fs)
+        return load_npy(npy[0], files[npy[0]], fs, leads, min_fs, max_fs, max_samples)
+    return load_wfdb(files, min_fs, max_fs, max_samples)
 
 
 def _rounded(a: np.ndarray, digits: int = 4) -> list[Any]:

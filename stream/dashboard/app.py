@@ -11,7 +11,10 @@ Routes:
 - ``POST /api/analyze``: multipart form with ``files`` (one ``.npy``, or a WFDB ``.hea`` with its signal
   files), ``model``, and for ``.npy`` ``fs`` and optionally ``leads`` (comma-separated names). Answers
   the JSON of :func:`stream.dashboard.analysis.analyse`, or 4xx ``{"error", "reason"}``: 413 for an upload
-  over ``ECG_DASHBOARD_MAX_UPLOAD_BYTES``, 422 for bad input;
+  over ``ECG_DASHBOARD_MAX_UPLOAD_BYTES`` (refused by its declared length, or as soon as that many bytes
+  of a chunked body came: :mod:`stream.dashboard.form`) or declaring more decoded samples than
+  ``ECG_DASHBOARD_MAX_SAMPLES`` (:mod:`stream.dashboard.uploads`), 400 for a bad file name, 422 for bad
+  input;
 - ``GET /metrics``: ``ecg_dashboard_analyses_total{model}``,
   ``ecg_dashboard_rejected_uploads_total{reason}``, ``ecg_dashboard_analysis_duration_seconds``;
 - ``GET /healthz``.
@@ -22,9 +25,9 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import (
@@ -35,18 +38,44 @@ from prometheus_client import (
     generate_latest,
 )
 
-from stream.dashboard.analysis import (
-    REJECT_REASONS,
-    UploadError,
-    analyse,
-    dashboard_models,
-    load_upload,
-)
+from stream.dashboard.analysis import analyse, dashboard_models, load_upload
+from stream.dashboard.form import FILES_FIELD, read_upload_form
+from stream.dashboard.uploads import REJECT_REASONS, REJECT_STATUS, UploadError
 from stream.errors import ModelError
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
+#: The upload form as the API docs show it (the handler reads the body itself: :mod:`.form`).
+_ANALYZE_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FILES_FIELD],
+                    "properties": {
+                        FILES_FIELD: {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "one .npy, or a WFDB .hea with its signal files",
+                        },
+                        "model": {"type": "string"},
+                        "fs": {
+                            "type": "number",
+                            "description": "sampling rate of a .npy upload, Hz",
+                        },
+                        "leads": {
+                            "type": "string",
+                            "description": "lead names of a .npy upload, comma-separated",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 class DashboardMetrics:
@@ -143,6 +172,7 @@ def create_dashboard(settings: Settings, models: tuple[str, ...] | None = None) 
             "models": [_model_info(m) for m in loaded.values()],
             "default": next(iter(loaded)),
             "max_upload_bytes": limit,
+            "max_samples": settings.dashboard_max_samples,
             "max_windows": settings.dashboard_max_windows,
             "lead_recon": lead_recon is not None,
         }
@@ -151,55 +181,46 @@ def create_dashboard(settings: Settings, models: tuple[str, ...] | None = None) 
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.middleware("http")
-    async def refuse_large_uploads(request: Request, call_next: Any) -> Any:
-        """Refuse by the declared length before anything is read (the handler re-checks what it reads)."""
-        declared = request.headers.get("content-length")
-        if (
-            request.url.path == "/api/analyze"
-            and declared
-            and declared.isdigit()
-            and int(declared) > limit
-        ):
+    @app.post("/api/analyze", openapi_extra=_ANALYZE_FORM)
+    async def analyze(request: Request) -> Any:
+        t0 = time.perf_counter()
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:  # refused before anything is read
             return reject(
                 413, "too_large", f"upload of {int(declared)} bytes is over the {limit}-byte limit"
             )
-        return await call_next(request)
-
-    @app.post("/api/analyze")
-    async def analyze(
-        files: Annotated[
-            list[UploadFile], File(description="one .npy, or a WFDB .hea with its signal files")
-        ],
-        model: Annotated[str, Form()] = "",
-        fs: Annotated[float | None, Form(description="sampling rate of a .npy upload, Hz")] = None,
-        leads: Annotated[
-            str, Form(description="lead names of a .npy upload, comma-separated")
-        ] = "",
-    ) -> Any:
-        t0 = time.perf_counter()
-        name = model or next(iter(loaded))
-        if name not in loaded:
-            return reject(422, "unknown_model", f"unknown model {name!r}; offered: {list(loaded)}")
-        data: dict[str, bytes] = {}
-        total = 0
-        for f in files:
-            content = await f.read(limit + 1 - total)
-            total += len(content)
-            if total > limit:
-                return reject(413, "too_large", f"upload is over the {limit}-byte limit")
-            data[Path(f.filename or "upload").name] = content
         try:
-            upload = load_upload(
-                data,
-                fs,
-                [s for s in leads.split(",") if s.strip()] or None,
-                settings.min_fs,
-                settings.max_fs,
-            )
+            form = await read_upload_form(request, limit)
+            name = form.fields.get("model") or next(iter(loaded))
+            if name not in loaded:
+                raise UploadError(
+                    "unknown_model", f"unknown model {name[:64]!r}; offered: {list(loaded)}"
+                )
+            fs_text = form.fields.get("fs", "").strip()
+            try:
+                fs = float(fs_text) if fs_text else None
+            except ValueError as exc:
+                raise UploadError(
+                    "format", f"malformed request: fs: {fs_text[:64]!r} is not a number"
+                ) from exc
+            leads = [s.strip() for s in form.fields.get("leads", "").split(",") if s.strip()]
+            try:
+                upload = load_upload(
+                    form.files,
+                    fs,
+                    leads or None,
+                    settings.min_fs,
+                    settings.max_fs,
+                    settings.dashboard_max_samples,
+                )
+            except UploadError:
+                raise
+            except Exception as exc:  # a file no check foresaw: still the upload's fault, not a 500
+                log.warning("unreadable upload", exc_info=True)
+                raise UploadError("format", f"unreadable upload: {type(exc).__name__}") from exc
             result = analyse(upload, loaded[name], lead_recon, settings.dashboard_max_windows)
         except UploadError as exc:
-            return reject(422, exc.reason, str(exc))
+            return reject(REJECT_STATUS.get(exc.reason, 422), exc.reason, str(exc))
         except ModelError as exc:
             return reject(422, "shape", str(exc))
         metrics.analyses.labels(name).inc()
