@@ -57,11 +57,25 @@ def replay(
         ),
     ] = None,
 ) -> None:
-    """Replay WFDB records as live telemetry (with optional fault injection and ground truth)."""
+    """Replay WFDB records as live telemetry (with optional fault injection and ground truth).
+
+    Every send is acknowledged or retried (bounded, with backoff) and counted; the last line says how many
+    frames were sent (acknowledged), lost and retried. SIGINT/SIGTERM stop it after waiting a few seconds
+    for the outstanding acknowledgements; a second signal stops it at once.
+    """
     import numpy as np
 
-    from simulators.replay import demo_faults, plan_streams, replay_to_kafka, resolve_sources
+    from simulators.replay import (
+        Replay,
+        demo_faults,
+        plan_streams,
+        replay_to_kafka,
+        resolve_sources,
+    )
+    from stream.logutil import CLIENT_LOGGERS, install_rate_limit
     from stream.metrics import ReplayMetrics, serve_metrics
+
+    install_rate_limit(prefixes=(*CLIENT_LOGGERS, "simulators"))
 
     settings = Settings()
     bs = need_bootstrap(settings, bootstrap)
@@ -87,28 +101,36 @@ def replay(
         f"replaying {patients} stream(s) from {len(sources)} record(s) at "
         f"{'max' if speed == 0 else f'{speed:g}x'} speed to {bs}"
     )
-    loop_ = asyncio.new_event_loop()
-    task = loop_.create_task(
-        replay_to_kafka(
-            settings,
-            plans,
-            bs,
-            speed=speed,
-            loop=loop,
-            duration_s=duration,
-            encoding=encoding,
-            metrics=metrics,
-            rng=rng,
-        )
+    runner = Replay(
+        settings,
+        plans,
+        speed=speed,
+        loop=loop,
+        duration_s=duration,
+        encoding=encoding,
+        metrics=metrics,
+        rng=rng,
     )
+    loop_ = asyncio.new_event_loop()
+    task = loop_.create_task(replay_to_kafka(settings, plans, bs, replay=runner))
+    signals = 0
+
+    def on_signal() -> None:  # first signal: stop and drain; second: cancel
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            runner.stop()
+        else:
+            task.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop_.add_signal_handler(sig, task.cancel)
+        loop_.add_signal_handler(sig, on_signal)
     try:
-        sent = loop_.run_until_complete(task)
-        console.print(f"sent {sent} frames")
+        loop_.run_until_complete(task)
     except asyncio.CancelledError:
-        console.print("replay stopped")
+        console.print("replay cancelled")
     finally:
         loop_.close()
+        console.print(f"replay: {runner.summary()}", soft_wrap=True, highlight=False)
         if server is not None:
             server.stop()

@@ -12,14 +12,24 @@ stream at the record's start (sequence numbers and times keep increasing). :meth
 Faults (``simulators.faults``) are injected into the samples before framing; a ``lost_frames`` fault makes
 the replay skip the frames it overlaps (their ``seq`` is never sent). Every fault is published to the
 ground-truth topic with its times in stream time.
+
+Delivery (:class:`Sender`): sends are not awaited one by one (that would serialise the replay on the
+broker's round trip); up to ``max_in_flight`` messages wait for their acknowledgement at once, taken in as
+they arrive and at every tick. A failed send is retried ``send_retries`` times with exponential backoff, then
+given up. ``ecg_replay_frames_sent_total`` counts acknowledged frames only; ``ecg_replay_send_retries_total``
+the retries and ``ecg_replay_send_failures_total{topic}`` the messages given up (lost). At the end the
+replay waits up to ``drain_timeout_s`` for the outstanding acknowledgements and counts the rest as lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
+import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +140,221 @@ def demo_faults(index: int, stream_id: str, leads: Sequence[str]) -> list[Any]:
     ]
 
 
+def is_retriable(exc: BaseException) -> bool:
+    """Whether a failed send is worth retrying: timeouts, lost connections and Kafka's retriable errors; not
+    a closed producer, a record too large, an authorisation failure or a serialisation error."""
+    from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
+
+    if isinstance(exc, ProducerClosed):
+        return False
+    if isinstance(exc, KafkaTimeoutError):
+        return True
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable)
+    return isinstance(exc, (TimeoutError, ConnectionError))
+
+
+def _consume_result(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+@dataclass
+class _Message:
+    topic: str
+    key: bytes
+    value: bytes
+    role: str  # metric label: telemetry | ground_truth
+    frame: tuple[str, int] | None  # (stream id, seq) of a telemetry frame
+    attempts: int = 0
+
+
+class Sender:
+    """Sends through a producer without awaiting each acknowledgement, and accounts for every message.
+
+    ``producer.send(topic, value=, key=)`` (aiokafka: enqueues the message and returns a future the broker's
+    acknowledgement resolves) is awaited; the future is kept. At most ``max_in_flight`` messages are
+    outstanding (waiting for their acknowledgement or for a retry): beyond, :meth:`send` waits for
+    acknowledgements (backpressure). Acknowledgements and failures are taken in by :meth:`poll` (called by
+    every :meth:`send` and at every tick of the replay). A failure that :func:`is_retriable` is sent again
+    after ``backoff_s * 2**(attempt - 1)`` (at most ``max_backoff_s``) seconds, up to ``retries`` times, then
+    given up. A producer whose ``send`` returns None (no delivery report) counts the message as acknowledged.
+    ``on_frame_acked(stream_id, seq)`` is called for every acknowledged telemetry frame.
+    """
+
+    def __init__(
+        self,
+        producer: Any,
+        metrics: ReplayMetrics,
+        *,
+        max_in_flight: int = 1000,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 5.0,
+        on_frame_acked: Callable[[str, int], None] | None = None,
+    ) -> None:
+        if max_in_flight < 1 or retries < 0:
+            raise ValueError("max_in_flight must be >= 1 and retries >= 0")
+        self.producer = producer
+        self.metrics = metrics
+        self.max_in_flight = max_in_flight
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.on_frame_acked = on_frame_acked
+        self.acked = self.lost = self.retried = 0  # messages (any topic); retried counts re-sends
+        self.frames_acked = self.frames_lost = 0  # telemetry frames
+        self.peak_in_flight = 0
+        self.last_error = ""
+        self._in_flight: dict[asyncio.Future[Any], _Message] = {}
+        self._done: deque[asyncio.Future[Any]] = deque()
+        self._retry: list[tuple[float, int, _Message]] = []  # heap of (due, tie-break, message)
+        self._order = itertools.count()
+        self._progress = asyncio.Event()
+        self._interrupted = False
+
+    @property
+    def outstanding(self) -> int:
+        """Messages sent and not acknowledged yet, or waiting for a retry."""
+        return len(self._in_flight) + len(self._retry)
+
+    def interrupt(self) -> None:
+        """Stop waiting for room in :meth:`send` (the replay is stopping); :meth:`drain` still waits."""
+        self._interrupted = True
+        self._progress.set()
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes,
+        *,
+        role: str = "telemetry",
+        frame: tuple[str, int] | None = None,
+    ) -> None:
+        """Send one message; wait first while ``max_in_flight`` messages are outstanding."""
+        await self.poll()
+        if self.outstanding >= self.max_in_flight and not self._interrupted:
+            await self._wait(lambda: self.outstanding < self.max_in_flight or self._interrupted)
+        await self._submit(_Message(topic, key, value, role, frame))
+
+    async def poll(self) -> None:
+        """Take in the acknowledgements and failures that arrived; send again the retries that are due."""
+        while self._done:
+            fut = self._done.popleft()
+            msg = self._in_flight.pop(fut, None)
+            if msg is None:
+                continue
+            exc: BaseException | None = (
+                asyncio.CancelledError("send future cancelled")
+                if fut.cancelled()
+                else fut.exception()
+            )
+            if exc is None:
+                self._acked(msg)
+            else:
+                self._failed(msg, exc)
+        now = time.monotonic()
+        while self._retry and self._retry[0][0] <= now:
+            _, _, msg = heapq.heappop(self._retry)
+            await self._submit(msg)
+
+    async def drain(self, timeout_s: float | None = None) -> bool:
+        """Wait until every message is acknowledged or given up (retries included); after ``timeout_s``
+        give up on the rest. Return whether nothing had to be given up for the timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        if await self._wait(lambda: self.outstanding == 0, deadline):
+            return True
+        reason = f"not acknowledged within the {timeout_s:g} s drain timeout"
+        for fut, msg in list(self._in_flight.items()):
+            fut.remove_done_callback(self._on_done)
+            fut.add_done_callback(
+                _consume_result
+            )  # no "Future exception was never retrieved" later
+            self._give_up(msg, reason)
+        for _, _, msg in self._retry:
+            self._give_up(msg, reason)
+        self._in_flight.clear()
+        self._retry.clear()
+        self._done.clear()
+        return False
+
+    # --------------------------------------------------------------------------------------- internals
+    async def _submit(self, msg: _Message) -> None:
+        msg.attempts += 1
+        try:
+            fut = await self.producer.send(msg.topic, value=msg.value, key=msg.key)
+        except (
+            Exception
+        ) as exc:  # could not even be enqueued (buffer full for request_timeout, closed)
+            self._failed(msg, exc)
+            return
+        if fut is None:
+            self._acked(msg)
+            return
+        self._in_flight[fut] = msg
+        self.peak_in_flight = max(self.peak_in_flight, len(self._in_flight))
+        fut.add_done_callback(self._on_done)
+
+    def _on_done(self, fut: asyncio.Future[Any]) -> None:
+        self._done.append(fut)
+        self._progress.set()
+
+    def _acked(self, msg: _Message) -> None:
+        self.acked += 1
+        if msg.frame is not None:
+            self.frames_acked += 1
+            self.metrics.frames_sent.inc()
+            if self.on_frame_acked is not None:
+                self.on_frame_acked(*msg.frame)
+
+    def _failed(self, msg: _Message, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if msg.attempts <= self.retries and is_retriable(exc):
+            delay = min(self.max_backoff_s, self.backoff_s * 2 ** (msg.attempts - 1))
+            heapq.heappush(self._retry, (time.monotonic() + delay, next(self._order), msg))
+            self.retried += 1
+            self.metrics.send_retries.inc()
+            log.warning(
+                "send to %s failed (%s); retry %d of %d in %.1f s",
+                msg.topic,
+                self.last_error,
+                msg.attempts,
+                self.retries,
+                delay,
+            )
+        else:
+            self._give_up(msg, self.last_error)
+
+    def _give_up(self, msg: _Message, reason: str) -> None:
+        self.lost += 1
+        self.metrics.send_failures.labels(msg.role).inc()
+        if msg.frame is not None:
+            self.frames_lost += 1
+        log.warning(
+            "gave up a message to %s after %d attempt(s): %s", msg.topic, msg.attempts, reason
+        )
+
+    async def _wait(self, done: Callable[[], bool], deadline: float | None = None) -> bool:
+        """Take in acknowledgements and send due retries until ``done()`` or ``deadline``; return ``done()``."""
+        while True:
+            await self.poll()
+            if done():
+                return True
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            self._progress.clear()
+            if self._done:
+                continue
+            wakes = [
+                t for t in (deadline, self._retry[0][0] if self._retry else None) if t is not None
+            ]
+            timeout = max(0.0, min(wakes) - now) if wakes else 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), timeout)
+
+
 @dataclass
 class _Stream:
     plan: StreamPlan
@@ -161,6 +386,10 @@ class Replay:
         rng: np.random.Generator | None = None,
         max_frames: int | None = None,
         record_sent: bool = False,
+        max_in_flight: int = 1000,
+        send_retries: int = 3,
+        retry_backoff_s: float = 0.5,
+        drain_timeout_s: float = 2.0,
     ) -> None:
         if speed < 0:
             raise ValueError("speed must be >= 0 (0 = as fast as possible)")
@@ -174,16 +403,45 @@ class Replay:
         self.start_time = start_time
         self.rng = rng or np.random.default_rng(0)
         self.max_frames = max_frames
+        self.max_in_flight = max_in_flight
+        self.send_retries = send_retries
+        self.retry_backoff_s = retry_backoff_s
+        self.drain_timeout_s = drain_timeout_s
+        #: frames acknowledged by the broker / given up after their retries / withheld by lost_frames faults
         self.frames_sent = 0
-        #: (stream id, seq) of every frame published, when ``record_sent``
+        self.frames_lost = 0
+        self.frames_withheld = 0
+        #: False when the final wait for acknowledgements timed out (the broker is probably gone)
+        self.drained = True
+        #: (stream id, seq) of every frame acknowledged, when ``record_sent``
         self.sent: list[tuple[str, int]] | None = [] if record_sent else None
+        self.sender: Sender | None = None
         self._stop = asyncio.Event()
         self._records: dict[Path, Record] = {}
         self._noise: dict[str, np.ndarray] | None = None
 
     def stop(self) -> None:
-        """Ask :meth:`run` to return after the frame being sent."""
+        """Ask :meth:`run` to return after the frame being sent (it still waits up to ``drain_timeout_s`` for
+        the outstanding acknowledgements)."""
         self._stop.set()
+        if self.sender is not None:
+            self.sender.interrupt()
+
+    def summary(self) -> str:
+        """One line: frames sent (acknowledged), lost and withheld, sends retried."""
+        s = self.sender
+        retried = s.retried if s is not None else 0
+        other = (s.lost - s.frames_lost) if s is not None else 0
+        line = (
+            f"sent {self.frames_sent} frames (acknowledged), lost {self.frames_lost} "
+            f"(given up after {self.send_retries} retries), {retried} send(s) retried, "
+            f"{self.frames_withheld} withheld by lost_frames faults"
+        )
+        if other:
+            line += f", {other} ground-truth message(s) lost"
+        if s is not None and s.last_error and (s.lost or retried):
+            line += f"; last send error: {s.last_error}"
+        return line
 
     # ------------------------------------------------------------------------------------------- setup
     def _record(self, path: Path) -> Record:
@@ -283,12 +541,12 @@ class Replay:
         return out
 
     async def run(self, producer: Any) -> int:
-        """Publish until every stream ends, ``duration_s`` elapses or :meth:`stop`; return frames sent.
+        """Publish until every stream ends, ``duration_s`` elapses or :meth:`stop`; return the frames
+        acknowledged (:attr:`frames_lost` holds the frames given up).
 
-        ``producer`` is a started ``aiokafka.AIOKafkaProducer`` (or anything with ``send(topic, value, key)``).
+        ``producer`` is a started ``aiokafka.AIOKafkaProducer`` (or anything whose ``async send(topic, value=,
+        key=)`` returns a future of the acknowledgement, or None for no delivery report); see :class:`Sender`.
         """
-        topics = self.settings.topics
-        frame_s = self.settings.frame_seconds
         for plan in self.plans:  # read every record before the clock starts
             self._record(plan.path)
         wall0 = time.time()
@@ -296,8 +554,38 @@ class Replay:
         streams = [self._build(p, i, t_start) for i, p in enumerate(self.plans)]
         wall0 = time.time()  # fault injection above may take a while on many streams
         self.metrics.streams.set(len(streams))
+
+        def acked(stream_id: str, seq: int) -> None:
+            self.frames_sent += 1
+            if self.sent is not None:
+                self.sent.append((stream_id, seq))
+
+        sender = self.sender = Sender(
+            producer,
+            self.metrics,
+            max_in_flight=self.max_in_flight,
+            retries=self.send_retries,
+            backoff_s=self.retry_backoff_s,
+            on_frame_acked=acked,
+        )
+        if self._stop.is_set():
+            sender.interrupt()
+        try:
+            await self._publish(sender, streams, wall0, t_start)
+        except asyncio.CancelledError:  # no waiting: what is outstanding is counted neither way
+            self.frames_lost = sender.frames_lost
+            raise
+        self.drained = await sender.drain(self.drain_timeout_s)
+        self.frames_lost = sender.frames_lost
+        return self.frames_sent
+
+    async def _publish(
+        self, sender: Sender, streams: list[_Stream], wall0: float, t_start: float
+    ) -> None:
+        topics = self.settings.topics
+        frame_s = self.settings.frame_seconds
         for key, value in self.truth_messages(streams):
-            await producer.send(topics.ground_truth, value=value, key=key)
+            await sender.send(topics.ground_truth, value=value, key=key, role="ground_truth")
         for s in streams:
             for f in s.plan.faults:
                 self.metrics.faults.labels(f.kind).inc()
@@ -313,6 +601,9 @@ class Replay:
             if deadline is not None and (now if self.speed == 0 else due) >= deadline:
                 break
             if self.speed > 0 and due > now:
+                await sender.poll()  # every tick: take in acknowledgements, send due retries
+                now = time.time()
+            if self.speed > 0 and due > now:
                 try:
                     await asyncio.wait_for(self._stop.wait(), due - now)
                     break
@@ -320,6 +611,7 @@ class Replay:
                     pass
             elif self.speed == 0 and sent % 200 == 0:
                 await asyncio.sleep(0)  # let the producer flush
+                await sender.poll()
             s = streams[i]
             nxt = self._next_frame(s)
             if nxt is None:
@@ -328,6 +620,7 @@ class Replay:
             start = s.t0 + seq * frame_s
             if seq in s.lost:
                 self.metrics.frames_dropped.inc()
+                self.frames_withheld += 1
             else:
                 sent_at = time.time()
                 if self.speed > 0:
@@ -344,15 +637,14 @@ class Replay:
                     sent_at=sent_at,
                     encoding=self.encoding,
                 )
-                await producer.send(topics.telemetry, value=value, key=s.plan.stream_id.encode())
-                self.metrics.frames_sent.inc()
+                await sender.send(
+                    topics.telemetry,
+                    value=value,
+                    key=s.plan.stream_id.encode(),
+                    frame=(s.plan.stream_id, seq),
+                )
                 sent += 1
-                if self.sent is not None:
-                    self.sent.append((s.plan.stream_id, seq))
             heapq.heappush(heap, (self._due(s, s.seq, wall0, t_start, frame_s), i))
-        self.frames_sent = sent
-        await producer.flush()
-        return sent
 
     def _due(self, s: _Stream, seq: int, wall0: float, t_start: float, frame_s: float) -> float:
         """Wall time at which frame ``seq`` of stream ``s`` is complete (0 for as-fast-as-possible)."""
@@ -361,19 +653,40 @@ class Replay:
         return wall0 + ((s.t0 - t_start) + (seq + 1) * frame_s) / self.speed
 
 
+#: Delivery timeout of the replay's producer: a message not acknowledged within it fails (and is retried).
+REQUEST_TIMEOUT_MS = 10_000
+
+
 async def replay_to_kafka(
-    settings: Settings, plans: Sequence[StreamPlan], bootstrap: str | None = None, **kwargs: Any
+    settings: Settings,
+    plans: Sequence[StreamPlan],
+    bootstrap: str | None = None,
+    *,
+    request_timeout_ms: int = REQUEST_TIMEOUT_MS,
+    stop_timeout_s: float = 5.0,
+    **kwargs: Any,
 ) -> int:
     """Run a :class:`Replay` (built from ``kwargs``, or passed as ``replay=``) with its own aiokafka producer;
-    return the number of frames sent."""
+    return the number of frames acknowledged. Stopping the producer is bounded by ``stop_timeout_s``, and by
+    1 s when the replay's final wait for acknowledgements timed out (the broker is gone: the producer would
+    wait for every queued batch to time out)."""
     from aiokafka import AIOKafkaProducer
 
     from stream.broker import client_kwargs
 
     replay = kwargs.pop("replay", None) or Replay(settings, plans, **kwargs)
-    producer = AIOKafkaProducer(**client_kwargs(settings, bootstrap), linger_ms=5, acks=1)
+    producer = AIOKafkaProducer(
+        **client_kwargs(settings, bootstrap),
+        linger_ms=5,
+        acks=1,
+        request_timeout_ms=request_timeout_ms,
+    )
     await producer.start()
     try:
         return await replay.run(producer)
     finally:
-        await producer.stop()
+        timeout = stop_timeout_s if replay.drained else min(stop_timeout_s, 1.0)
+        try:
+            await asyncio.wait_for(producer.stop(), timeout)
+        except TimeoutError:
+            log.warning("producer did not stop within %.0f s (broker unreachable?)", timeout)

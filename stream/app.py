@@ -21,6 +21,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream.broker import faust_broker_credentials, faust_broker_url
 from stream.errors import ConfigError
+from stream.logutil import install_rate_limit
 from stream.metrics import PipelineMetrics, serve_metrics
 from stream.pipeline import FramePipeline, Outgoing, ProcessorFactory, Scorer
 from stream.publish import Publisher
@@ -208,6 +209,7 @@ class _Worker(faust.Worker):
         for name in ("aiokafka", "faust", "mode"):
             logging.getLogger(name).setLevel(max(wanted, logging.INFO))
         super().on_setup_root_logger(logger, level)
+        install_rate_limit()  # aiokafka/faust/mode: same line at most 3 times per 10 s (outages)
 
 
 def run_worker(

@@ -282,3 +282,129 @@ def run_bench(
     }
     result["per_run"] = per_run
     return result
+
+
+def rss_mb(pid: int | None) -> float | None:
+    """Resident memory of process ``pid`` in MB (Linux /proc), None when it is gone."""
+    if pid is None:
+        return None
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def run_soak(
+    settings: Settings,
+    *,
+    patients: int,
+    minutes: int,
+    models: str | None = None,
+    records: tuple[str, ...] = ("mitdb",),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``patients`` real-time streams for ``minutes`` on the local stack; per minute: broker and worker RSS,
+    frames processed per second and the p99 end-to-end latency of that minute's frames. The verdict (from
+    10 minutes on): RSS growth after the first 5 minutes under 10 % for broker and worker, and the p99 of
+    the last 5 minutes within 1.5x of the first 5."""
+    from rich.console import Console
+
+    console = Console(stderr=True, quiet=not progress)
+    log_dir = Path(tempfile.mkdtemp(prefix="ecg-soak-"))
+    port = free_port(settings.bind_host)
+    rows: list[dict[str, Any]] = []
+    with local_stack(
+        settings, log_dir=log_dir, metrics_port=port, replay=False, workers=1, models=models
+    ) as stack:
+        bs = stack["bootstrap"]
+        worker = stack["procs"]["worker"]
+        wait_for_metrics(settings.bind_host, port, proc=worker)
+        broker = stack.get("broker")
+        broker_proc = broker.process if broker is not None else None
+        collector = _BeatsCollector(settings, bs)
+        collector.start()
+        env = {"ECG_KAFKA_BOOTSTRAP": bs, "ECG_DATA_DIR": str(Path(settings.data_dir).resolve())}
+        replay = spawn_cli(
+            [
+                "replay",
+                "--bootstrap",
+                bs,
+                "--patients",
+                str(patients),
+                "--speed",
+                "1",
+                "--faults",
+                "none",
+                "--loop",
+                "--records",
+                ",".join(records),
+                "--prefix",
+                "soak",
+                "--metrics-port",
+                "-1",
+                "--duration",
+                str(minutes * 60 + 30),
+            ],
+            {**os.environ, **env},
+            log_dir / "replay.log",
+        )
+        try:
+            start = time.time()
+            for minute in range(1, minutes + 1):
+                end = start + 60 * minute
+                while time.time() < end:
+                    if replay.poll() is not None or worker.poll() is not None:
+                        raise RuntimeError(f"the replay or the worker exited; logs in {log_dir}")
+                    time.sleep(1.0)
+                window = [r for r in collector.take("soak") if end - 60 <= r[0] < end]
+                lat = [r[1] for r in window]
+                row = {
+                    "minute": minute,
+                    "frames_per_s": round(len(window) / 60, 1),
+                    "p99_s": round(float(np.percentile(lat, 99)), 4) if lat else None,
+                    "broker_rss_mb": rss_mb(broker_proc.pid if broker_proc else None),
+                    "worker_rss_mb": rss_mb(worker.pid),
+                }
+                rows.append(row)
+                console.print(
+                    f"minute {minute:3d}: {row['frames_per_s']:7.1f} frames/s  p99 {row['p99_s']} s  "
+                    f"broker RSS {row['broker_rss_mb']} MB  worker RSS {row['worker_rss_mb']} MB"
+                )
+        finally:
+            terminate(replay)
+            collector.stop()
+    return {"patients": patients, "minutes": minutes, "per_minute": rows, **soak_verdict(rows)}
+
+
+def soak_verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Growth of broker and worker RSS after the first 5 minutes and the p99 drift (last 5 vs first 5
+    minutes, medians of the per-minute p99); ``held`` when both stay in bounds (needs >= 10 minutes)."""
+    if len(rows) < 10:
+        return {"held": None, "why": "a verdict needs at least 10 minutes"}
+
+    def growth(key: str) -> float | None:
+        a, b = rows[4][key], rows[-1][key]
+        return None if a is None or b is None else round((b - a) / a, 4)
+
+    def med(part: list[dict[str, Any]]) -> float | None:
+        vals = [r["p99_s"] for r in part if r["p99_s"] is not None]
+        return float(np.median(vals)) if vals else None
+
+    first, last = med(rows[:5]), med(rows[-5:])
+    drift = None if not first or last is None else round(last / first, 3)
+    g_broker, g_worker = growth("broker_rss_mb"), growth("worker_rss_mb")
+    held = (
+        all(g is not None and g < 0.10 for g in (g_broker, g_worker))
+        and drift is not None
+        and drift <= 1.5
+    )
+    return {
+        "broker_rss_growth_after_5_min": g_broker,
+        "worker_rss_growth_after_5_min": g_worker,
+        "p99_last5_over_first5": drift,
+        "held": held,
+    }

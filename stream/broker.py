@@ -88,6 +88,11 @@ class LocalBroker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The broker's child process (None before :meth:`start` and after :meth:`stop`)."""
+        return self._proc
+
     def start(self) -> LocalBroker:
         """Start Tansu and wait until it listens."""
         if self.running:

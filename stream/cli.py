@@ -197,10 +197,25 @@ def up(
     ] = None,
 ) -> None:
     """Main job: embedded broker (unless ECG_KAFKA_BOOTSTRAP), worker, /metrics and a replay of MIT-BIH records
-    with injected faults; prints alerts as they arrive. Ctrl-C (or --duration) stops everything."""
-    from stream.schemas import AlertMessage
-    from stream.stack import local_stack, scrape_metrics
+    with injected faults; prints alerts as they arrive. Ctrl-C (or --duration) stops everything.
 
+    Exit status: 0 after --duration or Ctrl-C; 3 when the broker, the worker or the replay exits on its own
+    (the line before says which, with its exit code and log; the others are stopped); 2 for other errors."""
+    from rich.markup import escape
+
+    from stream.logutil import install_rate_limit
+    from stream.schemas import AlertMessage
+    from stream.stack import (
+        EXIT_CHILD_DIED,
+        ChildExitedError,
+        exited_child,
+        local_stack,
+        scrape_metrics,
+        stack_processes,
+        terminate_all,
+    )
+
+    install_rate_limit()  # the alerts consumer's client logs, while the broker is unreachable
     settings = _settings()
     log_dir = log_dir or Path(settings.cache_dir) / "logs"
 
@@ -255,12 +270,9 @@ def up(
             while True:
                 if duration is not None and time.monotonic() - t_start > duration:
                     return
-                for name in ("worker", "replay"):
-                    proc = stack["procs"][name]
-                    if proc is not None and proc.poll() not in (None, 0):
-                        raise EcgMonitorError(
-                            f"{name} exited with {proc.returncode}; see {log_dir}/{name}.log"
-                        )
+                child = exited_child(stack)  # broker, worker, replay: all run until stopped
+                if child is not None:
+                    raise ChildExitedError(child)
                 if pump_task.done() and pump_task.exception() is not None:
                     raise EcgMonitorError(f"alerts consumer failed: {pump_task.exception()}")
                 try:
@@ -293,15 +305,29 @@ def up(
                             f"rejected {m.get('ecg_frames_rejected_total', 0):.0f}[/]"
                         )
 
+        died: ChildExitedError | None = None
         try:
             asyncio.run(watch())
         except KeyboardInterrupt:
             console.print("stopping...")
+        except ChildExitedError as exc:
+            died = exc
+            others = [n for n in stack_processes(stack) if n != exc.child.name]
+            console.print(
+                f"[bold red]ecg-monitor up: {escape(exc.child.describe())}. It died before the end "
+                f"of the run: stopping {' and '.join(others)}; exit status {EXIT_CHILD_DIED}[/]",
+                soft_wrap=True,
+                highlight=False,
+            )
+            terminate_all(stack["procs"].values(), timeout_s=3.0)  # SIGKILL after 3 s
         n_alerts = sum(1 for _, status in seen if status == "raised")
         console.print(
             f"[bold]{n_alerts} alert(s) raised, {len(seen) - n_alerts} resolved in "
-            f"{time.monotonic() - t_start:.0f} s[/]; stopping worker, replay and broker"
+            f"{time.monotonic() - t_start:.0f} s[/]"
+            + ("" if died else "; stopping worker, replay and broker")
         )
+    if died is not None:
+        raise typer.Exit(EXIT_CHILD_DIED)
 
 
 # ------------------------------------------------------------------------------------------------ bench
@@ -356,6 +382,34 @@ def bench(
         print(json.dumps(result))
     else:
         out.print_json(json.dumps(result))
+
+
+@app.command()
+def soak(
+    patients: Annotated[int, typer.Option(min=1, help="Concurrent real-time streams.")] = 50,
+    minutes: Annotated[int, typer.Option(min=1, help="Duration in minutes.")] = 30,
+    models: Annotated[
+        str, typer.Option(help="Models the worker scores with, or 'none'.")
+    ] = DEFAULT_MODELS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """A long run: N real-time MIT-BIH streams for M minutes on the local stack, printing per minute the
+    broker's and the worker's RSS, frames/s and p99 end-to-end latency; then the verdict (RSS growth after
+    the first 5 minutes < 10 %, p99 of the last 5 minutes within 1.5x of the first 5). Exit 1 when it
+    does not hold."""
+    from stream.bench import run_soak
+
+    settings = _settings()
+    _models_opt(models, settings)
+    result = run_soak(
+        settings, patients=patients, minutes=minutes, models=models, progress=not as_json
+    )
+    if as_json:
+        print(json.dumps(result))
+    else:
+        out.print_json(json.dumps(result))
+    if result.get("held") is False:
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------------------------------------ plug-ins

@@ -189,7 +189,9 @@ def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) ->
     if len(raw) > limits.max_bytes:
         raise _reject("oversized", f"{len(raw)} bytes > max_frame_bytes={limits.max_bytes}")
     try:
-        obj = json.loads(raw.decode("utf-8-sig"))  # UTF-8 only (json.loads(bytes) would take UTF-16/32)
+        obj = json.loads(
+            raw.decode("utf-8-sig")
+        )  # UTF-8 only (json.loads(bytes) would take UTF-16/32)
     except (UnicodeDecodeError, ValueError) as exc:
         raise _reject("bad_json", str(exc)[:200]) from None
     except RecursionError:  # deeply nested JSON: a poison message, never a crash of the agent

@@ -2,6 +2,10 @@
 
 Used by ``ecg-monitor up``, ``ecg-monitor bench`` and the integration tests. Children run in their own
 sessions, get SIGTERM on exit (SIGKILL after a timeout) and write logs to ``log_dir``.
+
+Supervision: :func:`exited_child` tells which child (broker first, then workers, then the replay) has exited;
+``ecg-monitor up`` checks it every second and, when one died on its own, prints which one, with its exit code
+and log, stops the others (:func:`terminate_all`) and exits with :data:`EXIT_CHILD_DIED`.
 """
 
 from __future__ import annotations
@@ -11,12 +15,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stream.errors import EcgMonitorError
 from stream.settings import Settings
+
+#: Exit status of ``ecg-monitor up`` when one of its child processes (broker, worker, replay) exits on its own
+#: before ``--duration`` ends or Ctrl-C. (0: normal end; 2: an error of the command itself, e.g. a bad option,
+#: a broker that does not start or the alerts consumer failing.)
+EXIT_CHILD_DIED = 3
 
 
 def spawn_cli(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -44,6 +55,74 @@ def terminate(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> 
         proc.wait(timeout_s)
 
 
+def terminate_all(procs: Iterable[subprocess.Popen[bytes] | None], timeout_s: float = 10.0) -> None:
+    """SIGTERM every running child at once, wait up to ``timeout_s`` for all of them together, then SIGKILL
+    the ones left."""
+    running = [p for p in procs if p is not None and p.poll() is None]
+    for proc in running:
+        with suppress(ProcessLookupError):  # exited in between
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for proc in running:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout_s)
+
+
+@dataclass(frozen=True)
+class ChildExit:
+    """A child of the local stack that exited: its name, pid, exit code (negative: killed by that signal) and
+    log file."""
+
+    name: str
+    pid: int
+    returncode: int
+    log: Path | None
+
+    def describe(self) -> str:
+        code = self.returncode
+        how = f"exited with code {code}"
+        if code < 0:
+            with suppress(ValueError):
+                how = f"was killed by {signal.Signals(-code).name} (exit code {code})"
+        return f"{self.name} (pid {self.pid}) {how}" + (f"; log: {self.log}" if self.log else "")
+
+
+class ChildExitedError(EcgMonitorError):
+    """A child of the local stack exited while it should have been running."""
+
+    def __init__(self, child: ChildExit) -> None:
+        super().__init__(child.describe())
+        self.child = child
+
+
+def stack_processes(
+    stack: dict[str, Any],
+) -> dict[str, tuple[subprocess.Popen[bytes], Path | None]]:
+    """The running stack's child processes by name (broker first) with their log files."""
+    logs: dict[str, Path] = stack.get("logs", {})
+    out: dict[str, tuple[subprocess.Popen[bytes], Path | None]] = {}
+    broker = stack.get("broker")
+    if broker is not None and broker.process is not None:
+        out["broker"] = (broker.process, broker.log_path)
+    for name, proc in stack["procs"].items():
+        if proc is not None:
+            out[name] = (proc, logs.get(name))
+    return out
+
+
+def exited_child(stack: dict[str, Any]) -> ChildExit | None:
+    """The first child of the stack (broker, workers, replay) that has exited, whatever its code; None while
+    all run. In ``ecg-monitor up`` every child is meant to run until it is stopped."""
+    for name, (proc, log) in stack_processes(stack).items():
+        code = proc.poll()
+        if code is not None:
+            return ChildExit(name, proc.pid, code, log)
+    return None
+
+
 @contextmanager
 def local_stack(
     settings: Settings,
@@ -63,12 +142,14 @@ def local_stack(
 ) -> Iterator[dict[str, Any]]:
     """Broker (unless a bootstrap is set) + ``workers`` worker subprocesses (one consumer group; worker i serves
     /metrics on ``metrics_port + i``; the replay on ``metrics_port + workers``) + a replay subprocess; all stopped
-    on exit. Yields ``{"bootstrap", "procs" (name -> Popen), "worker_ports", "broker"}``."""
+    on exit. Yields ``{"bootstrap", "procs" (name -> Popen), "logs" (name -> log file), "worker_ports",
+    "broker"}``."""
     from stream.broker import LocalBroker, ensure_topics_sync
 
     log_dir.mkdir(parents=True, exist_ok=True)
     broker = None
     procs: dict[str, subprocess.Popen[bytes] | None] = {"worker": None, "replay": None}
+    logs: dict[str, Path] = {}
     try:
         if settings.local_mode:
             broker = LocalBroker(
@@ -89,7 +170,8 @@ def local_stack(
             args = ["worker", "--bootstrap", bs, mode, "--metrics-port", str(metrics_port + i)]
             if models is not None:
                 args += ["--models", models]
-            procs[name] = spawn_cli(args, env, log_dir / f"{name}.log")
+            logs[name] = log_dir / f"{name}.log"
+            procs[name] = spawn_cli(args, env, logs[name])
         if replay:
             args = [
                 "replay",
@@ -112,16 +194,17 @@ def local_stack(
                 args.append("--loop")
             if duration:
                 args += ["--duration", str(duration)]
-            procs["replay"] = spawn_cli(args, env, log_dir / "replay.log")
+            logs["replay"] = log_dir / "replay.log"
+            procs["replay"] = spawn_cli(args, env, logs["replay"])
         yield {
             "bootstrap": bs,
             "procs": procs,
+            "logs": logs,
             "broker": broker,
             "worker_ports": [metrics_port + i for i in range(workers)],
         }
     finally:
-        for proc in procs.values():
-            terminate(proc)
+        terminate_all(procs.values())
         if broker is not None:
             broker.stop()
 
