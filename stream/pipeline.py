@@ -297,6 +297,7 @@ class FramePipeline:
         max_alert_ids: int = 100_000,
         scorer: Scorer | None = None,
         score_batch: int = 64,
+        max_seen: int = 100_000,
     ) -> None:
         """``scorer``: optional :class:`stream.stages.scoring.WindowScorer`; its scores go to the scores topic
         (windows scored in batches of ``score_batch``, or sooner by :meth:`flush_scores`)."""
@@ -317,6 +318,10 @@ class FramePipeline:
         self._factory = processor_factory or default_processor_factory(settings, windows=specs)
         self._clock = clock
         self._streams: dict[str, _StreamState] = {}
+        #: last (seq, end time) processed per stream, kept when a stream is flushed (revocation, idle
+        #: expiry) so that redeliveries stay duplicates and a resumed stream's gap is counted
+        self._seen: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._max_seen = max_seen
         self._alerts = AlertDeduplicator(max_alert_ids)
         #: next offset to process per (topic, partition): drives redelivery detection and consumer lag
         self.positions: dict[tuple[str, int], int] = {}
@@ -343,7 +348,10 @@ class FramePipeline:
             return [self._dead_letter(exc.reason, exc.detail, key, value, topic, partition, offset)]
         state = self._streams.get(frame.stream_id)
         if below:
-            if state is None or frame.seq <= state.last_seq or state.quarantine:
+            seen = self._seen.get(frame.stream_id)
+            if (seen is not None and frame.seq <= seen[0]) or (
+                state is not None and state.quarantine
+            ):
                 m.frames_duplicate.inc()  # redelivered after a rebalance: already processed
                 return []
             # a new frame below the processed position: the broker lost its log (e.g. the local broker
@@ -409,6 +417,7 @@ class FramePipeline:
                     ),
                 ]
         if state is None:
+            out += self._resumed_gap(frame)
             state = self._new_state(frame)
             self._streams[frame.stream_id] = state
         return out + self._apply(state, frame, key, value, topic, partition, offset)
@@ -430,6 +439,10 @@ class FramePipeline:
         state.last_seen = self._clock()
         state.source = (topic, partition)
         state.backwards.clear()
+        self._seen[frame.stream_id] = (frame.seq, frame.start_time + frame.n_samples / frame.fs)
+        self._seen.move_to_end(frame.stream_id)
+        if len(self._seen) > self._max_seen:
+            self._seen.popitem(last=False)
         try:
             result = state.processor.process(frame)
             out += self._emit(frame.stream_id, frame.record, result, frame)
@@ -513,6 +526,26 @@ class FramePipeline:
             )
         state.quarantine.clear()
         return out
+
+    def _resumed_gap(self, frame: Frame) -> list[Outgoing]:
+        """A stream this worker had flushed (partition revoked, broker restart, idle) resumes after lost
+        frames: count them (``ecg_frames_missing_total``) and publish a ``missing_frames`` dropout per
+        lead over the gap, as the processor does for a gap within a stream."""
+        seen = self._seen.get(frame.stream_id)
+        if seen is None:
+            return []
+        gap = frame.seq - seen[0] - 1
+        if not 0 < gap <= self.settings.max_seq_jump or frame.start_time <= seen[1]:
+            return []
+        from stream.stages.events import DropoutSegment
+        from stream.stages.processor import ProcessorOutput
+
+        lost = ProcessorOutput(gap_frames=gap)
+        lost.dropouts = [
+            DropoutSegment(frame.stream_id, lead, seen[1], frame.start_time, "missing_frames")
+            for lead in frame.leads
+        ]
+        return self._emit(frame.stream_id, frame.record, lost, None)
 
     def _new_state(self, frame: Frame) -> _StreamState:
         return _StreamState(
