@@ -236,6 +236,8 @@ class FuzzReport:
     good_p50_s: float | None
     good_p99_s: float | None
     seconds: float
+    worker_rss_start_mb: float | None = None
+    worker_rss_end_mb: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -411,6 +413,7 @@ def run_fuzz(
     import uuid
     from pathlib import Path
 
+    from stream.bench import rss_mb
     from stream.broker import free_port
     from stream.settings import Settings
     from stream.stack import local_stack, scrape_metrics, wait_for_metrics
@@ -427,6 +430,7 @@ def run_fuzz(
         worker = stack["procs"]["worker"]
         wait_for_metrics("127.0.0.1", port, proc=worker)
         asyncio.run(_probe(settings, stack["bootstrap"], prefix))  # the worker consumes: start
+        rss_start = rss_mb(worker.pid)
         good, truth, sent = asyncio.run(
             _produce(settings, stack["bootstrap"], hostile, prefix, streams, seconds, seed)
         )
@@ -436,6 +440,7 @@ def run_fuzz(
         time.sleep(1.0)
         metrics = scrape_metrics("127.0.0.1", port)
         alive = worker.poll() is None
+        rss_end = rss_mb(worker.pid)
         log_text = stack["logs"]["worker"].read_text(errors="replace")
     matched = [truth.get(d.payload_sha256) for d in dead]
     latencies = [v for k, v in receipts.items() if k in good and v is not None]
@@ -460,6 +465,8 @@ def run_fuzz(
         good_p50_s=float(np.percentile(latencies, 50)) if latencies else None,
         good_p99_s=float(np.percentile(latencies, 99)) if latencies else None,
         seconds=time.monotonic() - started,
+        worker_rss_start_mb=rss_start,
+        worker_rss_end_mb=rss_end,
     )
 
 
