@@ -34,9 +34,14 @@ test-fast: venv  ## unit tests without the slow ones (model training, long real-
 test-integration: venv  ## integration tests only (embedded broker, worker subprocesses, Prometheus)
 	$(BIN)/python -m pytest -q -m integration $(ARGS)
 
-check-deploy:  ## promtool checks of deploy/prometheus.yml and deploy/alert-rules.yml
+check-deploy: venv  ## deploy/ without Docker: promtool, amtool, hadolint, compose schema + structure (tests/unit/test_deploy.py)
 	promtool check config deploy/prometheus.yml
 	promtool check rules deploy/alert-rules.yml
+	promtool test rules deploy/rules-tests/*.yml
+	promtool check config deploy/prometheus.compose.yml
+	amtool check-config deploy/alertmanager.yml
+	$(BIN)/hadolint deploy/Dockerfile
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_deploy.py
 
 lint: venv  ## ruff (lint and format check) and import-linter (layering: training > simulators > stream > models)
 	$(BIN)/ruff check stream simulators models training tests

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -41,7 +41,11 @@ def replay(
         float | None, typer.Option(help="Stop after this many wall-clock seconds.")
     ] = None,
     faults: Annotated[
-        str, typer.Option(help="none | demo (flatline, lead-off, lost frames per stream) | random.")
+        str,
+        typer.Option(
+            help="none | demo (flatline, lead-off, lost frames per stream, on every pass of the record) "
+            "| random (planned 10 minutes of stream time at a time, for as long as the replay runs)."
+        ),
     ] = "none",
     fault_rate: Annotated[
         float, typer.Option(help="Faults per minute per stream with --faults random.")
@@ -62,16 +66,22 @@ def replay(
     Every send is acknowledged or retried (bounded, with backoff) and counted; the last line says how many
     frames were sent (acknowledged), lost and retried. SIGINT/SIGTERM stop it after waiting a few seconds
     for the outstanding acknowledgements; a second signal stops it at once.
+
+    Fails before sending anything, with one line and its exit status, when the records or their database are
+    missing (6), a record is unknown (7), the metrics port is in use (5) or the broker is unreachable (4).
     """
     import numpy as np
 
     from simulators.replay import (
+        FaultPlanner,
         Replay,
-        demo_faults,
+        demo_fault_planner,
         plan_streams,
+        random_fault_planner,
         replay_to_kafka,
         resolve_sources,
     )
+    from stream.cli_errors import check_broker_reachable, check_port_free
     from stream.logutil import CLIENT_LOGGERS, install_rate_limit
     from stream.metrics import ReplayMetrics, serve_metrics
 
@@ -79,23 +89,22 @@ def replay(
 
     settings = Settings()
     bs = need_bootstrap(settings, bootstrap)
-    sources = resolve_sources(records_opt(records, settings.demo_records), settings.data_dir)
     rng = np.random.default_rng(seed)
-    fault_fn: Any = None
+    planner: FaultPlanner | None = None
     if faults == "demo":
-        fault_fn = demo_faults
+        planner = demo_fault_planner
     elif faults == "random":
-        from simulators.faults import FAULT_KINDS, random_faults
-
-        horizon = duration * max(speed, 1.0) if duration else 600.0
-
-        def fault_fn(i: int, sid: str, leads: tuple[str, ...]) -> list[Any]:
-            return list(random_faults(horizon, leads, fault_rate, FAULT_KINDS, rng))
+        planner = random_fault_planner(fault_rate, rng)
     elif faults != "none":
         raise typer.BadParameter(f"--faults must be none, demo or random, not {faults!r}")
-    plans = plan_streams(sources, patients, faults=fault_fn, prefix=prefix)
-    metrics = ReplayMetrics()
+    # the checks that need nothing started: data (6, 7), the metrics port (5), the broker (4)
+    sources = resolve_sources(records_opt(records, settings.demo_records), settings.data_dir)
     port = settings.metrics_port + 1 if metrics_port is None else metrics_port
+    if port >= 0:
+        check_port_free(settings.bind_host, port, "the replay's /metrics", "--metrics-port")
+    check_broker_reachable(bs)
+    plans = plan_streams(sources, patients, prefix=prefix)
+    metrics = ReplayMetrics()
     server = serve_metrics(metrics.registry, settings.bind_host, port) if port >= 0 else None
     console.print(
         f"replaying {patients} stream(s) from {len(sources)} record(s) at "
@@ -110,6 +119,7 @@ def replay(
         encoding=encoding,
         metrics=metrics,
         rng=rng,
+        fault_planner=planner,
     )
     loop_ = asyncio.new_event_loop()
     task = loop_.create_task(replay_to_kafka(settings, plans, bs, replay=runner))

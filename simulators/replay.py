@@ -11,7 +11,10 @@ stream at the record's start (sequence numbers and times keep increasing). :meth
 
 Faults (``simulators.faults``) are injected into the samples before framing; a ``lost_frames`` fault makes
 the replay skip the frames it overlaps (their ``seq`` is never sent). Every fault is published to the
-ground-truth topic with its times in stream time.
+ground-truth topic with its times in stream time. A plan's own ``faults`` apply to the first pass of its
+record; a ``fault_planner`` plans the faults of every stream lazily, window by window (``fault_window_s`` of
+stream time, and each pass of a looping replay starts a new window), so faults keep coming for as long as the
+replay runs; each window's faults are injected and published when the stream reaches it.
 
 Delivery (:class:`Sender`): sends are not awaited one by one (that would serialise the replay on the
 broker's round trip); up to ``max_in_flight`` messages wait for their acknowledgement at once, taken in as
@@ -31,7 +34,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +42,7 @@ import numpy as np
 
 from simulators.errors import DataError
 from stream.metrics import ReplayMetrics
-from stream.records import Record, list_records, read_record
+from stream.records import Record, read_record, resolve_record_specs
 from stream.schemas import FaultTruthMessage, encode_frame, iso
 from stream.settings import DEMO_RECORDS, Settings
 
@@ -60,28 +63,36 @@ class StreamPlan:
     faults: tuple[Any, ...] = ()  # simulators.faults.FaultSpec
 
 
+@dataclass(frozen=True)
+class FaultWindow:
+    """A span of one stream whose faults a ``fault_planner`` plans: stream ``index`` / ``stream_id`` with its
+    ``leads`` at ``fs`` Hz, ``length_s`` seconds starting ``start_s`` seconds after the stream's start (over
+    every pass of a looping replay), ``pass_offset_s`` seconds into pass ``pass_no`` of the record."""
+
+    index: int
+    stream_id: str
+    leads: tuple[str, ...]
+    fs: float
+    start_s: float
+    length_s: float
+    pass_no: int
+    pass_offset_s: float
+
+
+#: Plans the faults of a :class:`FaultWindow`: ``simulators.faults.FaultSpec`` in seconds from the window's
+#: start (a fault starting after the window's end is ignored; one running past it is cut there).
+FaultPlanner = Callable[[FaultWindow], Sequence[Any]]
+
+#: Stream seconds a ``fault_planner`` plans at once (a window never spans the end of a record's pass).
+FAULT_WINDOW_S = 600.0
+
+
 def resolve_sources(specs: Sequence[str], data_dir: Path) -> list[tuple[str, Path]]:
     """Turn record paths (``mitdb/100``) and database dirs (``mitdb``, ``ludb/data``, ``ptbxl/records100``)
-    into ``(display name, WFDB path)`` pairs. Paths are tried as given, then under ``data_dir``."""
-    out: list[tuple[str, Path]] = []
-    for spec in specs:
-        spec = spec.strip()
-        if not spec:
-            continue
-        for base in (Path(spec), data_dir / spec):
-            if base.with_suffix(".hea").is_file() or Path(f"{base}.hea").is_file():
-                out.append((spec, base))
-                break
-            if base.is_dir():
-                out += [(f"{spec.rstrip('/')}/{name}", base / name) for name in list_records(base)]
-                break
-        else:
-            raise DataError(
-                f"no WFDB record or database at {spec!r} (also tried under ECG_DATA_DIR={data_dir})"
-            )
-    if not out:
-        raise DataError(f"no records found in {list(specs)}")
-    return out
+    into ``(display name, WFDB path)`` pairs. Paths are tried as given, then under ``data_dir``; a missing
+    database is :class:`stream.errors.DataMissingError`, an unknown record
+    :class:`stream.errors.UnknownRecordError` (:func:`stream.records.resolve_record_specs`)."""
+    return resolve_record_specs(specs, data_dir)
 
 
 def record_leads(path: Path) -> tuple[str, ...]:
@@ -120,6 +131,29 @@ def plan_streams(
             specs = tuple(faults(i, sid, leads[path]))
         plans.append(StreamPlan(sid, name, path, offset, specs))
     return plans
+
+
+def demo_fault_planner(window: FaultWindow) -> list[Any]:
+    """:func:`demo_faults` at the start of every pass of the record (a looping ``up`` keeps raising alerts)."""
+    if window.pass_offset_s > 0:
+        return []
+    return demo_faults(window.index, window.stream_id, window.leads)
+
+
+def random_fault_planner(
+    rate_per_min: float, rng: np.random.Generator, kinds: Sequence[str] | None = None
+) -> FaultPlanner:
+    """Random faults (:func:`simulators.faults.random_faults`) at ``rate_per_min`` per stream over every window;
+    NSTDB noise kinds only on 360 Hz records (the noise records' rate)."""
+    from simulators.faults import FAULT_KINDS, random_faults
+
+    chosen = tuple(kinds or FAULT_KINDS)
+
+    def plan(window: FaultWindow) -> list[Any]:
+        usable = [k for k in chosen if not k.startswith("noise_") or abs(window.fs - 360.0) < 1e-6]
+        return random_faults(window.length_s, window.leads, rate_per_min, usable, rng)
+
+    return plan
 
 
 def demo_faults(index: int, stream_id: str, leads: Sequence[str]) -> list[Any]:
@@ -367,6 +401,13 @@ class _Stream:
     seq: int = 0
     pos: int = 0  # next sample of `signal` to send
     done: bool = False
+    index: int = 0  # of the stream in the replay's plans
+    passes: int = 0  # completed passes over the record (looping)
+    win_pass: int = -1  # pass of the window planned by the fault planner (-1: none yet)
+    win_end: int = 0  # sample of `signal` where that window ends
+    win_head: np.ndarray | None = None  # faulted copy of the window's samples from win_head_pos
+    win_head_pos: int = 0
+    pending_truth: list[tuple[bytes, bytes]] = field(default_factory=list)  # to publish
 
 
 class Replay:
@@ -384,6 +425,8 @@ class Replay:
         metrics: ReplayMetrics | None = None,
         start_time: float | None = None,
         rng: np.random.Generator | None = None,
+        fault_planner: FaultPlanner | None = None,
+        fault_window_s: float = FAULT_WINDOW_S,
         max_frames: int | None = None,
         record_sent: bool = False,
         max_in_flight: int = 1000,
@@ -402,6 +445,10 @@ class Replay:
         self.metrics = metrics or ReplayMetrics()
         self.start_time = start_time
         self.rng = rng or np.random.default_rng(0)
+        self.fault_planner = fault_planner
+        if fault_window_s <= 0:
+            raise ValueError("fault_window_s must be > 0")
+        self.fault_window_s = fault_window_s
         self.max_frames = max_frames
         self.max_in_flight = max_in_flight
         self.send_retries = send_retries
@@ -481,7 +528,7 @@ class Replay:
             head = inject(
                 np.array(signal[:span]), rec.fs, rec.leads, sample_faults, noise=noise, rng=self.rng
             )
-        return _Stream(plan, rec, signal, head, lost, frame_len, t0)
+        return _Stream(plan, rec, signal, head, lost, frame_len, t0, index=index)
 
     # -------------------------------------------------------------------------------------------- run
     def _next_frame(self, s: _Stream) -> tuple[int, np.ndarray] | None:
@@ -495,49 +542,123 @@ class Replay:
                 s.done = True
                 return None
             s.pos = 0
-            s.head = None  # faults are injected on the first pass only
-        src = s.head if s.head is not None and s.pos + s.frame_len <= s.head.shape[0] else s.signal
-        chunk = src[s.pos : s.pos + s.frame_len]
+            s.head = None  # a plan's own faults are injected on the first pass only
+            s.passes += 1
+        if self.fault_planner is not None and (s.win_pass != s.passes or s.pos >= s.win_end):
+            self._plan_window(s)
+        end = s.pos + s.frame_len
+        if s.head is not None and end <= s.head.shape[0]:
+            chunk = s.head[s.pos : end]
+        elif (
+            s.win_head is not None
+            and s.win_head_pos <= s.pos
+            and end <= s.win_head_pos + s.win_head.shape[0]
+        ):
+            chunk = s.win_head[s.pos - s.win_head_pos : end - s.win_head_pos]
+        else:
+            chunk = s.signal[s.pos : end]
         seq = s.seq
         s.seq += 1
         s.pos += s.frame_len
         return seq, chunk
 
+    def _plan_window(self, s: _Stream) -> None:
+        """Plan the faults of the stream's next window (from ``s.pos``, at most ``fault_window_s``, never past
+        the end of the pass): inject them into a copy of its samples, withhold its lost frames and queue its
+        ground truth (``s.pending_truth``)."""
+        from simulators.faults import frames_to_drop, inject
+
+        assert self.fault_planner is not None
+        fs = s.record.fs
+        pass_end = (s.signal.shape[0] // s.frame_len) * s.frame_len
+        window = max(1, round(self.fault_window_s * fs / s.frame_len)) * s.frame_len
+        start, end = s.pos, min(s.pos + window, pass_end)
+        s.win_pass, s.win_end, s.win_head = s.passes, end, None
+        length_s = (end - start) / fs
+        faults = [
+            f
+            for f in self.fault_planner(
+                FaultWindow(
+                    index=s.index,
+                    stream_id=s.plan.stream_id,
+                    leads=s.record.leads,
+                    fs=fs,
+                    start_s=s.seq * self.settings.frame_seconds,
+                    length_s=length_s,
+                    pass_no=s.passes,
+                    pass_offset_s=start / fs,
+                )
+            )
+            if f.start_s < length_s
+        ]
+        if not faults:
+            return
+        s.lost = {q for q in s.lost if q >= s.seq} | {
+            s.seq + q for q in frames_to_drop(faults, end - start, fs, s.frame_len)
+        }
+        sample_faults = [f for f in faults if f.kind != "lost_frames"]
+        if sample_faults:
+            # the second before: what a flatline holds, where a lead-off steps from
+            ctx = min(start, int(fs))
+            span = min(end, start + int(max(f.end_s for f in sample_faults) * fs) + s.frame_len)
+            noise = (
+                self._noise_arrays()
+                if any(f.kind.startswith("noise") for f in sample_faults)
+                else None
+            )
+            shifted = [replace(f, start_s=f.start_s + ctx / fs) for f in sample_faults]
+            x = inject(
+                np.array(s.signal[start - ctx : span]),
+                fs,
+                s.record.leads,
+                shifted,
+                noise=noise,
+                rng=self.rng,
+            )
+            s.win_head, s.win_head_pos = x[ctx:], start
+        for f in faults:
+            self.metrics.faults.labels(f.kind).inc()
+        t_window = s.t0 + s.seq * self.settings.frame_seconds
+        s.pending_truth.extend(self._truth(s, faults, t_window, end - start))
+
     def truth_messages(self, streams: Sequence[_Stream]) -> list[tuple[bytes, bytes]]:
-        """Ground-truth messages (key, value) for every fault of every stream (first pass of the record)."""
+        """Ground-truth messages (key, value) for every fault of every stream's plan (first pass of the
+        record; a ``fault_planner``'s faults are published as their windows come)."""
+        out = []
+        for s in streams:
+            if s.plan.faults:
+                out += self._truth(s, s.plan.faults, s.t0, s.signal.shape[0])
+        return out
+
+    def _truth(
+        self, s: _Stream, faults: Sequence[Any], t0: float, n_samples: int
+    ) -> list[tuple[bytes, bytes]]:
+        """Ground-truth messages (key, value) of ``faults`` of stream ``s``, seconds from stream time ``t0``
+        over ``n_samples`` samples."""
         from simulators.faults import ground_truth
 
         out = []
-        for s in streams:
-            if not s.plan.faults:
-                continue
-            snrs = [
-                (f.kind, f.lead, s.t0 + f.start_s, f.snr_db)
-                for f in s.plan.faults
-                if f.snr_db is not None
-            ]
-            for ev in ground_truth(
-                s.plan.stream_id, s.plan.faults, s.t0, s.record.fs, s.frame_len, s.signal.shape[0]
-            ):
-                msg = FaultTruthMessage(
-                    stream_id=ev.stream_id,
-                    record=s.plan.record,
-                    lead=ev.lead,
-                    kind=ev.kind,
-                    start=iso(ev.start) or "",
-                    start_ts=ev.start,
-                    end=iso(ev.end) or "",
-                    end_ts=ev.end,
-                    snr_db=next(
-                        (
-                            v
-                            for k, ld, t, v in snrs
-                            if k == ev.kind and ld == ev.lead and abs(t - ev.start) < 1e-3
-                        ),
-                        None,
+        snrs = [(f.kind, f.lead, t0 + f.start_s, f.snr_db) for f in faults if f.snr_db is not None]
+        for ev in ground_truth(s.plan.stream_id, faults, t0, s.record.fs, s.frame_len, n_samples):
+            msg = FaultTruthMessage(
+                stream_id=ev.stream_id,
+                record=s.plan.record,
+                lead=ev.lead,
+                kind=ev.kind,
+                start=iso(ev.start) or "",
+                start_ts=ev.start,
+                end=iso(ev.end) or "",
+                end_ts=ev.end,
+                snr_db=next(
+                    (
+                        v
+                        for k, ld, t, v in snrs
+                        if k == ev.kind and ld == ev.lead and abs(t - ev.start) < 1e-3
                     ),
-                )
-                out.append((s.plan.stream_id.encode(), msg.to_bytes()))
+                    None,
+                ),
+            )
+            out.append((s.plan.stream_id.encode(), msg.to_bytes()))
         return out
 
     async def run(self, producer: Any) -> int:
@@ -614,6 +735,12 @@ class Replay:
                 await sender.poll()
             s = streams[i]
             nxt = self._next_frame(s)
+            if s.pending_truth:  # faults the planner just planned for the window this frame opens
+                for key, value in s.pending_truth:
+                    await sender.send(
+                        topics.ground_truth, value=value, key=key, role="ground_truth"
+                    )
+                s.pending_truth.clear()
             if nxt is None:
                 continue
             seq, chunk = nxt

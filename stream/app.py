@@ -176,11 +176,17 @@ def create_app(
 
 
 def update_consumer_lag(app: faust.App, pipeline: FramePipeline, metrics: PipelineMetrics) -> None:
-    """Set ``ecg_consumer_lag_messages`` from the fetch high-watermarks (ListOffsets is wrong on Tansu)."""
+    """Set ``ecg_consumer_lag_messages`` from the fetch high-watermarks (ListOffsets is wrong on Tansu) for
+    the partitions assigned, and stop exporting it for those no longer assigned."""
     try:
         assigned = app.consumer.assignment()
     except Exception:  # consumer not started yet / rebalancing
         return
+    owned = {(tp.topic, tp.partition) for tp in assigned}
+    # a revoked partition's last lag would stay exported (and read as a stalled worker: EcgWorkerStalled)
+    for topic, partition in pipeline.positions:
+        if (topic, partition) not in owned:
+            metrics.consumer_lag.remove(topic, str(partition))
     for tp in assigned:
         try:
             hw = app.consumer.highwater(tp)
@@ -232,6 +238,7 @@ def run_worker(
         from stream.stages.scoring import WindowScorer
 
         scorer = WindowScorer(models, settings.models_dir)
+        metrics.preset_models(scorer.models, [r.name for r in scorer.recoverers.values()])
     app = create_app(
         settings,
         bootstrap=bootstrap,

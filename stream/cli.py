@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+import sys
 import time
 from contextlib import suppress
 from importlib.metadata import entry_points
@@ -15,8 +16,15 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from stream.cli_errors import (
+    check_broker_reachable,
+    check_port_free,
+    error_line_group,
+    exit_codes_epilog,
+    one_line,
+)
 from stream.cli_options import BootstrapOpt, need_bootstrap, records_opt
-from stream.errors import ConfigError, EcgMonitorError
+from stream.errors import EcgMonitorError, UnknownModelError, exit_code_for
 from stream.settings import Settings
 
 app = typer.Typer(
@@ -24,6 +32,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     help="Real-time ECG monitoring on Kafka: replay WFDB telemetry, detect beats/dropouts, raise alerts.",
+    # a project error ends any command with `ecg-monitor: <message>` and its exit status (stream/cli_errors.py)
+    cls=error_line_group("ecg-monitor"),
+    epilog=exit_codes_epilog("ecg-monitor"),
 )
 console = Console(stderr=True)
 out = Console()
@@ -35,7 +46,8 @@ DEFAULT_MODELS = "cae,beat_vae,vae_bilstm_mha"
 
 def parse_models(models: str, models_dir: Path) -> tuple[str, ...]:
     """``--models``: comma-separated names of scoring model cards in ``models_dir``, or ``none``;
-    :class:`ConfigError` naming the known ones for an unknown name."""
+    :class:`UnknownModelError` (a :class:`ConfigError`; exit status 7) naming the known ones for an unknown
+    name."""
     from stream.stages.scoring import scoring_models
 
     if models.strip().lower() in ("", "none"):
@@ -44,18 +56,14 @@ def parse_models(models: str, models_dir: Path) -> tuple[str, ...]:
     known = scoring_models(models_dir)
     unknown = [m for m in names if m not in known]
     if unknown:
-        raise ConfigError(
+        raise UnknownModelError(
             f"unknown model(s) {unknown} in --models; known: {known} (cards in {models_dir})"
         )
     return names
 
 
 def _models_opt(models: str, settings: Settings) -> tuple[str, ...]:
-    try:
-        return parse_models(models, settings.models_dir)
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
+    return parse_models(models, settings.models_dir)  # unknown: one line, exit status 7
 
 
 def _settings() -> Settings:
@@ -86,14 +94,20 @@ def worker(
 ) -> None:
     """Run a stream worker: consume telemetry, detect beats/dropouts, publish alerts, serve /metrics.
 
-    Without a bootstrap an embedded broker is started for this worker (and stopped with it).
+    Without a bootstrap an embedded broker is started for this worker (and stopped with it). Before starting
+    anything it checks the models (unknown: exit 7), the metrics port (in use: 5) and the broker (a bootstrap
+    that accepts no connection within 3 s: 4).
     """
     from stream.app import run_worker
     from stream.broker import LocalBroker, ensure_topics_sync
 
     settings = _settings()
     chosen = _models_opt(models, settings)
+    port = settings.metrics_port if metrics_port is None else metrics_port
+    check_port_free(settings.bind_host, port, "the worker's /metrics", "--metrics-port")
     bs = bootstrap or settings.kafka_bootstrap
+    if bs:
+        check_broker_reachable(bs)
     broker = None
     if not bs:
         broker = LocalBroker(port=settings.local_broker_port).start()
@@ -107,7 +121,7 @@ def worker(
             bootstrap=bs,
             embedded_broker=embedded if embedded is not None else broker is not None,
             loglevel=loglevel,
-            metrics_port=metrics_port,
+            metrics_port=port,
             models=chosen,
         )
     finally:
@@ -160,21 +174,72 @@ def alerts(
     idle: Annotated[
         float, typer.Option(help="Without --follow, exit after this many idle seconds.")
     ] = 3.0,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="One JSON object (the alert message) per line, for scripts."),
+    ] = False,
+    stream: Annotated[
+        list[str] | None,
+        typer.Option("--stream", help="Only these stream ids (repeat or comma-separate)."),
+    ] = None,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kind", help="Only these kinds: asystole, bradycardia, tachycardia, signal_loss."
+        ),
+    ] = None,
+    severity: Annotated[
+        list[str] | None,
+        typer.Option("--severity", help="Only these severities: critical, warning, info."),
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group",
+            help="Join this consumer group and commit what was printed: each alert is delivered once per "
+            "group (members share the partitions; a new group starts at the beginning of the topic).",
+        ),
+    ] = None,
+    from_beginning: Annotated[
+        bool,
+        typer.Option(
+            "--from-beginning",
+            help="With --group: read the topic from its start again, whatever the group committed. "
+            "Without --group every run reads from the start.",
+        ),
+    ] = False,
 ) -> None:
-    """Print alerts as JSON lines (from the start of the alerts topic, de-duplicated by id and status)."""
+    """Print alerts, one line each (readable, or JSON with --json), de-duplicated by id and status.
+
+    Without --group: every alert of the topic from its beginning (nothing committed). With --group NAME: the
+    group's next alerts, offsets committed after printing. --stream/--kind/--severity filter what is printed.
+    """
+    from stream.alertfeed import AlertFilter, Dedup, alert_values, format_alert
     from stream.schemas import AlertMessage
 
     settings = _settings()
+    keep = AlertFilter.from_options(stream, kind, severity)
     bs = need_bootstrap(settings, bootstrap)
+    check_broker_reachable(bs)
 
     async def main() -> None:
-        seen: set[tuple[str, str]] = set()
-        async for value in _consume(settings, bs, settings.topics.alerts, follow, idle):
-            msg = AlertMessage.from_bytes(value)
-            if (msg.id, msg.status) in seen:
+        seen = Dedup()
+        async for value in alert_values(
+            settings, bs, group=group, follow=follow, idle_s=idle, from_beginning=from_beginning
+        ):
+            try:
+                msg = AlertMessage.from_bytes(value)
+            except (EcgMonitorError, ValueError) as exc:
+                console.print(
+                    f"ecg-monitor alerts: skipped an undecodable message: {one_line(str(exc))}",
+                    soft_wrap=True,
+                    markup=False,
+                    highlight=False,
+                )
                 continue
-            seen.add((msg.id, msg.status))
-            print(msg.model_dump_json(), flush=True)
+            if not seen.first(msg) or not keep.matches(msg):
+                continue
+            print(msg.model_dump_json() if as_json else format_alert(msg), flush=True)
 
     with suppress(KeyboardInterrupt):
         asyncio.run(main())
@@ -195,15 +260,26 @@ def up(
     log_dir: Annotated[
         Path | None, typer.Option(help="Where broker/worker/replay logs go.")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65534,
+            help="Port of the worker's /metrics (default ECG_METRICS_PORT); the replay's is the next one.",
+        ),
+    ] = None,
 ) -> None:
     """Main job: embedded broker (unless ECG_KAFKA_BOOTSTRAP), worker, /metrics and a replay of MIT-BIH records
     with injected faults; prints alerts as they arrive. Ctrl-C (or --duration) stops everything.
 
+    Before starting anything it checks the records to replay under ECG_DATA_DIR (missing: exit 6, unknown
+    record: 7), the two metrics ports (in use: 5) and, with ECG_KAFKA_BOOTSTRAP, the broker (4).
     Exit status: 0 after --duration or Ctrl-C; 3 when the broker, the worker or the replay exits on its own
     (the line before says which, with its exit code and log; the others are stopped); 2 for other errors."""
     from rich.markup import escape
 
     from stream.logutil import install_rate_limit
+    from stream.records import resolve_record_specs
     from stream.schemas import AlertMessage
     from stream.stack import (
         EXIT_CHILD_DIED,
@@ -227,6 +303,13 @@ def up(
         signal.SIGINT, _interrupt
     )  # also when started with SIGINT ignored (background jobs)
     recs = records_opt(records, settings.demo_records)
+    port = settings.metrics_port if metrics_port is None else metrics_port
+    # everything that can be checked before a process is started (the reason would end up in a log)
+    resolve_record_specs(recs, settings.data_dir)
+    check_port_free(settings.bind_host, port, "the worker's /metrics", "--metrics-port")
+    check_port_free(settings.bind_host, port + 1, "the replay's /metrics", "--metrics-port")
+    if not settings.local_mode:
+        check_broker_reachable(settings.kafka_bootstrap)
     t_start = time.monotonic()
     with local_stack(
         settings,
@@ -237,7 +320,7 @@ def up(
         loop=True,
         duration=None,
         log_dir=log_dir,
-        metrics_port=settings.metrics_port,
+        metrics_port=port,
     ) as stack:
         bs = stack["bootstrap"]
         console.print(
@@ -245,9 +328,7 @@ def up(
             f"({'embedded' if stack['broker'] else 'cluster'}), {patients} patients from "
             f"{', '.join(recs)} at {speed:g}x, faults={faults}"
         )
-        console.print(
-            f"metrics: http://{settings.bind_host}:{settings.metrics_port}/metrics   logs: {log_dir}"
-        )
+        console.print(f"metrics: http://{settings.bind_host}:{port}/metrics   logs: {log_dir}")
         seen: set[tuple[str, str]] = set()
 
         async def watch() -> None:
@@ -295,7 +376,7 @@ def up(
                         )
                 if time.monotonic() - last_summary > 15:
                     last_summary = time.monotonic()
-                    m = scrape_metrics(settings.bind_host, settings.metrics_port)
+                    m = scrape_metrics(settings.bind_host, port)
                     if m:
                         console.print(
                             f"[dim]frames {m.get('ecg_frames_received_total', 0):.0f}  "
@@ -345,6 +426,12 @@ def dashboard(
     from stream.dashboard.app import serve_dashboard
 
     settings = _settings()
+    check_port_free(
+        host or settings.bind_host,
+        settings.dashboard_port if port is None else port,
+        "the dashboard",
+        "--port",
+    )
     console.print(
         f"dashboard on [bold]http://{host or settings.bind_host}:{settings.dashboard_port if port is None else port}/[/]"
     )
@@ -412,6 +499,54 @@ def soak(
         raise typer.Exit(1)
 
 
+@app.command()
+def schema(
+    topic: Annotated[
+        str | None,
+        typer.Argument(
+            help="Topic setting name (telemetry, dead_letter, alerts, dropouts, beats, ground_truth, "
+            "scores) or default topic name (ecg.alerts.v1); all topics when omitted."
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write <topic>.schema.json file(s) into this directory instead of printing.",
+        ),
+    ] = None,
+) -> None:
+    """JSON Schema (draft 2020-12) of a topic's messages, generated from the message models (the files
+    committed in stream/topic_schemas/). Without TOPIC: a JSON object {topic: schema} of every topic."""
+    from stream.topic_schemas import (
+        TOPIC_NAMES,
+        resolve_topic,
+        topic_json_schema,
+        topic_json_schemas,
+        write_schemas,
+    )
+
+    name = None
+    if topic is not None:
+        name = resolve_topic(topic)
+        if name is None:
+            typer.echo(
+                f"ecg-monitor: unknown topic {topic!r}; known: {', '.join(TOPIC_NAMES)}", err=True
+            )
+            raise typer.Exit(2)
+    if out_dir is not None:
+        for path in write_schemas(out_dir, None if name is None else [name]):
+            print(path)
+        return
+    print(
+        json.dumps(
+            topic_json_schemas() if name is None else topic_json_schema(name),
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
+
+
 # ------------------------------------------------------------------------------------------------ plug-ins
 #: Entry-point group of commands other packages add to ``ecg-monitor`` (``replay`` from simulators):
 #: each entry point names a Typer command function, registered under the entry point's name.
@@ -449,9 +584,9 @@ def main() -> None:
     )
     try:
         app()
-    except EcgMonitorError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise SystemExit(2) from exc
+    except EcgMonitorError as exc:  # outside a command (commands end in error_line_group)
+        print(f"ecg-monitor: {one_line(str(exc))}", file=sys.stderr)
+        raise SystemExit(exit_code_for(exc)) from None
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from stream.errors import ConfigError
 from stream.settings import Settings
 
 BootstrapOpt = Annotated[
@@ -19,10 +20,11 @@ BootstrapOpt = Annotated[
 
 
 def need_bootstrap(settings: Settings, bootstrap: str | None) -> str:
-    """``bootstrap`` or the configured one; a usage error when there is none."""
+    """``bootstrap`` or the configured one; a usage error (:class:`ConfigError`, exit status 2) when there is
+    none."""
     bs = bootstrap or settings.kafka_bootstrap
     if not bs:
-        raise typer.BadParameter(
+        raise ConfigError(
             "no broker: pass --bootstrap or set ECG_KAFKA_BOOTSTRAP (or use `ecg-monitor up`)"
         )
     return bs

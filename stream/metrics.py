@@ -24,6 +24,9 @@ from prometheus_client import (
     start_http_server,
 )
 
+from stream.schemas import REJECT_REASONS
+from stream.stages.events import DROPOUT_KINDS
+
 if TYPE_CHECKING:
     from stream.stages.events import AlertEvent
     from stream.stages.frame import Frame
@@ -60,6 +63,18 @@ STAGE_BUCKETS: tuple[float, ...] = (
     0.1,
     1.0,
 )
+
+
+#: The (kind, severity) pairs the alert rules raise (:mod:`stream.stages.rules`): the label sets of the alert
+#: metrics exported at 0 before the first alert.
+ALERT_LABELS: tuple[tuple[str, str], ...] = (
+    ("asystole", "critical"),
+    ("bradycardia", "warning"),
+    ("tachycardia", "warning"),
+    ("signal_loss", "warning"),
+)
+#: Reasons of ``ecg_model_windows_skipped_total`` (:meth:`PipelineObserver.scored`).
+SKIP_REASONS: tuple[str, ...] = ("dropout", "model_error")
 
 
 def _registry() -> CollectorRegistry:
@@ -129,6 +144,12 @@ class PipelineMetrics:
             ["kind", "severity"],
             registry=r,
         )
+        self.alerts_open = Gauge(
+            "ecg_alerts_open",
+            "Alert episodes raised and not yet resolved (alarms currently open), by kind and severity.",
+            ["kind", "severity"],
+            registry=r,
+        )
         self.latency = Histogram(
             "ecg_end_to_end_latency_seconds",
             "Time from a frame's publication by the gateway/replay (sent_at; equal to acquisition of its last "
@@ -160,6 +181,17 @@ class PipelineMetrics:
         )
         self.active_streams = Gauge(
             "ecg_active_streams", "Streams with a frame in the last 60 s.", registry=r
+        )
+        # 0 until the first message, so an outage that began before a worker (re)started still shows
+        self.last_frame_received = Gauge(
+            "ecg_last_frame_received_timestamp_seconds",
+            "Unix time the last telemetry message was consumed (valid or not); 0 before the first.",
+            registry=r,
+        )
+        self.last_frame_processed = Gauge(
+            "ecg_last_frame_processed_timestamp_seconds",
+            "Unix time the last valid frame went through the stages; 0 before the first.",
+            registry=r,
         )
         self.model_scores = Counter(
             "ecg_model_scores_total", "Windows scored by an ONNX model.", ["model"], registry=r
@@ -209,6 +241,25 @@ class PipelineMetrics:
         self.latency.labels("processed")
         self.frame_age.labels("processed")
         self.latency.labels("alert")
+        self.frame_age.labels("alert")
+        for reason in REJECT_REASONS:
+            self.frames_rejected.labels(reason)
+        for kind in DROPOUT_KINDS:
+            self.dropouts.labels(kind)
+        for kind, severity in ALERT_LABELS:
+            self.alerts.labels(kind, severity)
+            self.alerts_open.labels(kind, severity)
+        for reason in SKIP_REASONS:
+            self.windows_skipped.labels(reason)
+
+    def preset_models(self, models: Sequence[str], recoverers: Sequence[str] = ()) -> None:
+        """Export the per-model series of the scoring ``models`` and the recovery models at 0 before the
+        first window (a worker calls it once its scorer is loaded)."""
+        for model in models:
+            self.model_scores.labels(model)
+            self.model_anomalies.labels(model)
+        for model in recoverers:
+            self.windows_recovered.labels(model)
 
 
 class PipelineObserver:
@@ -217,6 +268,13 @@ class PipelineObserver:
 
     def __init__(self, metrics: PipelineMetrics) -> None:
         self.metrics = metrics
+        #: alert id -> (kind, severity) of the episodes raised and not yet resolved (``ecg_alerts_open``)
+        self._open: dict[str, tuple[str, str]] = {}
+
+    def received(self, now: float) -> None:
+        """One telemetry message consumed (before validation), at ``now``."""
+        self.metrics.frames_received.inc()
+        self.metrics.last_frame_received.set(now)
 
     def processed(
         self,
@@ -227,7 +285,8 @@ class PipelineObserver:
     ) -> None:
         """One processor result: samples, missing frames, beats, stage times and dropouts by kind; the
         published alert transitions (``alerts``: de-duplicated) by kind and severity, with their latency and
-        frame age; and for a processed ``frame`` (None for a flush) its latency and frame age."""
+        frame age, and the episodes open (a resolution whose raise this worker never saw changes nothing);
+        and for a processed ``frame`` (None for a flush) its latency, frame age and time."""
         m = self.metrics
         m.samples_processed.inc(result.samples)
         if result.gap_frames:
@@ -242,11 +301,17 @@ class PipelineObserver:
         for ev in alerts:
             if ev.status == "raised":
                 m.alerts.labels(ev.kind, ev.severity).inc()
+                if ev.id not in self._open:
+                    self._open[ev.id] = (ev.kind, ev.severity)
+                    m.alerts_open.labels(ev.kind, ev.severity).inc()
+            elif (opened := self._open.pop(ev.id, None)) is not None:
+                m.alerts_open.labels(*opened).dec()
             if sent_at is not None:
                 m.latency.labels("alert").observe(max(0.0, now - sent_at))
             if frame is not None:
                 m.frame_age.labels("alert").observe(max(0.0, now - frame.start_time))
         if frame is not None:
+            m.last_frame_processed.set(now)
             if sent_at is not None:
                 m.latency.labels("processed").observe(max(0.0, now - sent_at))
             m.frame_age.labels("processed").observe(max(0.0, now - frame.start_time))
@@ -287,6 +352,8 @@ class ReplayMetrics:
             ["topic"],  # telemetry | ground_truth
             registry=r,
         )
+        for role in ("telemetry", "ground_truth"):
+            self.send_failures.labels(role)
         self.send_retries = Counter(
             "ecg_replay_send_retries_total",
             "Sends retried after a failed or timed-out send.",
@@ -321,6 +388,16 @@ class MetricsServer:
 
 
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> MetricsServer:
-    """Serve ``registry`` on ``http://host:port/metrics`` from a daemon thread (port 0 picks a free port)."""
-    server, thread = start_http_server(port, addr=host, registry=registry)
+    """Serve ``registry`` on ``http://host:port/metrics`` from a daemon thread (port 0 picks a free port);
+    :class:`~stream.errors.PortInUseError` when the port is taken."""
+    import errno
+
+    from stream.errors import PortInUseError
+
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise PortInUseError(f"port {port} on {host} is in use (/metrics)") from None
     return MetricsServer(host, int(server.server_address[1]), server, thread)

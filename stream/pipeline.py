@@ -335,7 +335,7 @@ class FramePipeline:
     ) -> list[Outgoing]:
         """Process one telemetry message; return the messages to publish (never raises on content)."""
         m = self.metrics
-        m.frames_received.inc()
+        self.observer.received(self._clock())
         tp = (topic, partition)
         below = offset < self.positions.get(tp, -1)
         try:

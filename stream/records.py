@@ -7,6 +7,7 @@ Databases live under ``Settings.data_dir`` in their PhysioNet layout::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import wfdb
 
 from models.preprocessing.leads import TWELVE_LEADS  # canonical 12-lead order, re-exported here
-from stream.errors import DataError
+from stream.errors import DataError, DataMissingError, UnknownRecordError
 
 _LEAD_ALIASES = {name.lower(): name for name in TWELVE_LEADS}
 _LEAD_ALIASES.update({"mlii": "MLII", "mli": "MLI", "mliii": "MLIII"})
@@ -133,6 +134,64 @@ def list_records(db_dir: str | Path) -> list[str]:
         if names:
             return names
     return sorted(str(p.relative_to(db_dir).with_suffix("")) for p in db_dir.rglob("*.hea"))
+
+
+def resolve_record_specs(specs: Sequence[str], data_dir: str | Path) -> list[tuple[str, Path]]:
+    """Turn record paths (``mitdb/100``) and database dirs (``mitdb``, ``ludb/data``, ``ptbxl/records100``)
+    into ``(display name, WFDB path)`` pairs, reading headers only. Paths are tried as given, then under
+    ``data_dir``.
+
+    A spec that is nowhere is :class:`DataMissingError` when its database is missing (``ECG_DATA_DIR`` does
+    not exist, or ``mitdb/...`` is asked and ``data_dir/mitdb`` is not there) and :class:`UnknownRecordError`
+    when the database is there but holds no such record.
+    """
+    data_dir = Path(data_dir)
+    out: list[tuple[str, Path]] = []
+    for spec in specs:
+        spec = spec.strip()
+        if not spec:
+            continue
+        for base in (Path(spec), data_dir / spec):
+            if base.with_suffix(".hea").is_file() or Path(f"{base}.hea").is_file():
+                out.append((spec, base))
+                break
+            if base.is_dir():
+                out += [(f"{spec.rstrip('/')}/{name}", base / name) for name in list_records(base)]
+                break
+        else:
+            raise _missing_source(spec, data_dir)
+    if not out:
+        raise DataMissingError(
+            f"no WFDB records found in {list(specs)} under ECG_DATA_DIR={data_dir}"
+        )
+    return out
+
+
+def _missing_source(spec: str, data_dir: Path) -> DataError:
+    """Why ``spec`` is neither a record nor a database: its database is missing, or it is not in it."""
+    download = "python -m training data download"
+    path = Path(spec)
+    if path.is_absolute():
+        if path.parent.is_dir():
+            return UnknownRecordError(f"no WFDB record or database at {spec!r}: unknown record")
+        return DataMissingError(
+            f"no WFDB record or database at {spec!r}: {path.parent} does not exist"
+        )
+    if not data_dir.is_dir():
+        return DataMissingError(
+            f"no WFDB record or database at {spec!r}: ECG_DATA_DIR={data_dir} does not exist "
+            f"(set ECG_DATA_DIR or run `{download}`)"
+        )
+    db = path.parts[0] if path.parts else spec
+    if not (data_dir / db).is_dir():
+        hint = f"run `{download} --db {db}`" if db in PHYSIONET_DATABASES else f"run `{download}`"
+        return DataMissingError(
+            f"no WFDB record or database at {spec!r}: database {db!r} not found under "
+            f"ECG_DATA_DIR={data_dir} ({hint})"
+        )
+    return UnknownRecordError(
+        f"no WFDB record or database at {spec!r}: unknown record (not under ECG_DATA_DIR={data_dir})"
+    )
 
 
 def mitdb_records(data_dir: str | Path) -> list[str]:

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from models.runtime.protocol import ScoreFields
 from stream.errors import FrameValidationError
 from stream.records import KNOWN_LEADS
-from stream.stages.events import AlertEvent, DropoutSegment, jsonable
+from stream.stages.events import DROPOUT_KINDS, AlertEvent, DropoutSegment, jsonable
 from stream.stages.frame import Frame
 
 if TYPE_CHECKING:
@@ -98,22 +98,74 @@ class FrameLimits:
         return cls(settings.max_frame_bytes, settings.min_fs, settings.max_fs)
 
 
-class _FrameEnvelope(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=False)
+def _frame_schema_extra(schema: dict[str, Any]) -> None:
+    """JSON Schema of a telemetry frame: ``start_ts`` is sent (informational; ``start_time`` is parsed)."""
+    schema["properties"]["start_ts"] = {
+        "type": "number",
+        "title": "Start Ts",
+        "description": "Epoch seconds of start_time (informational: decoders parse start_time).",
+    }
 
-    v: int
-    stream_id: str
-    record: str = ""
-    leads: list[str]
-    fs: float
-    seq: int
-    start_time: str
-    sent_at: float | None = None
-    units: list[str] = Field(default_factory=list)
-    n_samples: int
-    encoding: str = "i16le"
-    gain: list[float] | None = None
-    samples: str
+
+class _FrameEnvelope(BaseModel):
+    """Topic ``telemetry``: one frame (default 1 s) of one stream's multi-lead ECG, as a bedside gateway or
+    the replay publishes it. Other keys are kept as the frame's ``extra``. ``decode_frame`` checks more than
+    this schema can say (sample bytes = n_samples x leads x width, ``fs`` within ECG_MIN_FS..ECG_MAX_FS,
+    gains positive) and dead-letters what fails, with a reason."""
+
+    model_config = ConfigDict(
+        extra="allow", strict=False, title="TelemetryFrame", json_schema_extra=_frame_schema_extra
+    )
+
+    v: int = Field(
+        description="Schema version; any other value is dead-lettered (schema_version).",
+        json_schema_extra={"const": SCHEMA_VERSION},
+    )
+    stream_id: str = Field(
+        description="Patient stream id (1-128 characters); also the message key.",
+        json_schema_extra={"minLength": 1, "maxLength": 128},
+    )
+    record: str = Field("", description="Source record, e.g. mitdb/100 (informational).")
+    leads: list[str] = Field(
+        description="Lead names, distinct, in the order of the interleaved samples.",
+        json_schema_extra={
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": {"type": "string", "enum": list(sorted(KNOWN_LEADS))},
+        },
+    )
+    fs: float = Field(description="Sampling rate, Hz (50-2000 by default: ECG_MIN_FS, ECG_MAX_FS).")
+    seq: int = Field(
+        description="Frame sequence number of the stream (0, 1, 2 ...; a gap is reported as missing_frames).",
+        json_schema_extra={"minimum": 0, "maximum": MAX_SEQ},
+    )
+    start_time: str = Field(
+        description="ISO-8601 time of the frame's first sample, with an explicit UTC offset (stream time).",
+        json_schema_extra={"format": "date-time"},
+    )
+    sent_at: float | None = Field(
+        None,
+        description="Epoch seconds (wall clock) when the frame was published; end-to-end latency starts here.",
+    )
+    units: list[str] = Field(
+        default_factory=list, description="Physical unit per lead (default mV for every lead)."
+    )
+    n_samples: int = Field(
+        description="Samples per lead in this frame.", json_schema_extra={"minimum": 1}
+    )
+    encoding: str = Field(
+        "i16le",
+        description="Encoding of samples: i16le (int16 / gain, -32768 = missing) or f32le (float32, NaN = missing).",
+        json_schema_extra={"enum": list(ENCODINGS)},
+    )
+    gain: list[float] | None = Field(
+        None,
+        description="i16le only: units per mV, one per lead (default 1000 = 1 uV per unit).",
+    )
+    samples: str = Field(
+        description="Base64 of the sample-major interleaved array (s0/lead0, s0/lead1, s1/lead0 ...).",
+        json_schema_extra={"contentEncoding": "base64"},
+    )
 
 
 _ENVELOPE_FIELDS = frozenset([*_FrameEnvelope.model_fields, "start_ts"])
@@ -274,7 +326,11 @@ def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) ->
 class _Message(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    v: int = SCHEMA_VERSION
+    v: int = Field(
+        SCHEMA_VERSION,
+        description="Schema version of the message.",
+        json_schema_extra={"const": SCHEMA_VERSION},
+    )
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -284,24 +340,105 @@ class _Message(BaseModel):
         return cls.model_validate_json(data)
 
 
+class _Evidence(BaseModel):
+    """What every ``resolved`` alert adds to the evidence of its ``raised`` message."""
+
+    duration_s: float | None = Field(
+        None,
+        description="Resolved only (every resolved message has it): seconds from the episode start "
+        "to its end.",
+    )
+    closed_by: Literal["end_of_stream"] | None = Field(
+        None,
+        description="Resolved only, when the episode was closed by the end of its stream (worker shutdown, "
+        "partition revoked, stream idle) rather than by the signal.",
+    )
+
+
+class AsystoleEvidence(_Evidence):
+    """``evidence`` of an ``asystole`` alert (critical): no beat for 4 s of usable signal on the QRS lead."""
+
+    no_beat_s: float = Field(description="Seconds of usable signal without a beat when raised.")
+    last_beat_time: float | None = Field(
+        description="Epoch seconds (stream time) of the last beat before the pause; null when the stream "
+        "had no beat yet."
+    )
+    resumed_beat_time: float | None = Field(
+        None,
+        description="Resolved only: epoch seconds (stream time) of the beat that ended the pause.",
+    )
+
+
+class HeartRateEvidence(_Evidence):
+    """``evidence`` of a ``bradycardia`` or ``tachycardia`` alert (warning): heart rate below 40 / above
+    150 bpm at every beat for 10 s (default thresholds, ``stream.stages.rules.RuleConfig``)."""
+
+    hr_bpm: float = Field(description="Heart rate (median of the last 8 RR), bpm, when raised.")
+    sustained_s: float = Field(description="Seconds the rate had been out of limits when raised.")
+    hr_bpm_at_resolution: float | None = Field(
+        None,
+        description="Resolved only: heart rate, bpm, at the beat that resolved the episode "
+        "(back inside the limits by 5 bpm for 5 s).",
+    )
+
+
+class SignalLossEvidence(_Evidence):
+    """``evidence`` of a ``signal_loss`` alert (warning): every lead in a dropout for 5 s."""
+
+    lost_s: float = Field(description="Seconds every lead had been in a dropout when raised.")
+
+
+#: The evidence model of each alert kind (the alerts schema selects it by ``kind``).
+ALERT_EVIDENCE: dict[str, type[BaseModel]] = {
+    "asystole": AsystoleEvidence,
+    "bradycardia": HeartRateEvidence,
+    "tachycardia": HeartRateEvidence,
+    "signal_loss": SignalLossEvidence,
+}
+
+
 class AlertMessage(_Message):
     """Topic ``alerts``: one message per alert transition (``raised``, then ``resolved``) of an episode.
 
     ``id`` is deterministic (stream + kind + episode start), so consumers de-duplicate by (id, status).
     """
 
-    id: str
-    stream_id: str
-    kind: Literal["asystole", "bradycardia", "tachycardia", "signal_loss"] | str
-    severity: Literal["critical", "warning", "info"]
-    status: Literal["raised", "resolved"]
-    start: str
-    start_ts: float
-    end: str | None = None
-    end_ts: float | None = None
-    evidence: dict[str, Any] = Field(default_factory=dict)
-    record: str = ""
-    published_at: float | None = None
+    id: str = Field(
+        description="Episode id: a hash of stream, kind and episode start (same for raised and resolved)."
+    )
+    stream_id: str = Field(description="Patient stream id; also the message key.")
+    kind: Literal["asystole", "bradycardia", "tachycardia", "signal_loss"] | str = Field(
+        description="Alert kind; selects the shape of evidence."
+    )
+    severity: Literal["critical", "warning", "info"] = Field(
+        description="critical (asystole) or warning (the others)."
+    )
+    status: Literal["raised", "resolved"] = Field(
+        description="raised when the condition has held long enough, resolved when the episode ends."
+    )
+    start: str = Field(
+        description="ISO-8601 UTC time of the episode start (stream time).",
+        json_schema_extra={"format": "date-time"},
+    )
+    start_ts: float = Field(description="Epoch seconds (stream time) of the episode start.")
+    end: str | None = Field(
+        None,
+        description="ISO-8601 UTC time of the episode end (stream time); null while raised.",
+        json_schema_extra={"format": "date-time"},
+    )
+    end_ts: float | None = Field(
+        None, description="Epoch seconds (stream time) of the episode end; null while raised."
+    )
+    evidence: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Measurements behind the alert; keys per kind (AsystoleEvidence, "
+        "HeartRateEvidence, SignalLossEvidence); a resolved message repeats the raised evidence and adds "
+        "duration_s.",
+    )
+    record: str = Field("", description="Source record of the stream (from its frames).")
+    published_at: float | None = Field(
+        None, description="Epoch seconds (wall clock) when the worker published the message."
+    )
 
     @classmethod
     def from_event(
@@ -327,14 +464,24 @@ class AlertMessage(_Message):
 class DropoutMessage(_Message):
     """Topic ``dropouts``: a closed segment of unusable signal on one lead (kind in DROPOUT_KINDS)."""
 
-    stream_id: str
-    lead: str
-    kind: str
-    start: str
-    start_ts: float
-    end: str
-    end_ts: float
-    duration_s: float
+    stream_id: str = Field(description="Patient stream id; also the message key.")
+    lead: str = Field(description="Lead of the segment (missing_frames: one message per lead).")
+    kind: str = Field(
+        description="flatline, nan (missing samples), saturation, lead_off, or missing_frames (frames "
+        "never received: a sequence gap).",
+        json_schema_extra={"enum": list(DROPOUT_KINDS)},
+    )
+    start: str = Field(
+        description="ISO-8601 UTC time of the segment start (stream time).",
+        json_schema_extra={"format": "date-time"},
+    )
+    start_ts: float = Field(description="Epoch seconds (stream time) of the segment start.")
+    end: str = Field(
+        description="ISO-8601 UTC time of the segment end, exclusive (stream time).",
+        json_schema_extra={"format": "date-time"},
+    )
+    end_ts: float = Field(description="Epoch seconds (stream time) of the segment end, exclusive.")
+    duration_s: float = Field(description="end_ts - start_ts, seconds.")
 
     @classmethod
     def from_event(cls, ev: DropoutSegment) -> DropoutMessage:
@@ -352,12 +499,18 @@ class DropoutMessage(_Message):
 
 
 class BeatOut(BaseModel):
+    """One detected beat (QRS complex) on the stream's QRS lead."""
+
     model_config = ConfigDict(frozen=True)
 
-    sample: int
-    time: float
-    rr_s: float | None = None
-    hr_bpm: float | None = None
+    sample: int = Field(description="Index of the R peak among the stream's samples (from 0).")
+    time: float = Field(description="Epoch seconds (stream time) of the R peak.")
+    rr_s: float | None = Field(
+        None, description="Seconds since the previous beat; null for the stream's first beat."
+    )
+    hr_bpm: float | None = Field(
+        None, description="Heart rate at this beat (median of the last 8 RR), bpm."
+    )
 
 
 class BeatBatchMessage(_Message):
@@ -366,17 +519,33 @@ class BeatBatchMessage(_Message):
     ``beats`` are the beats detected while processing this frame; ``latency_s`` = ``processed_at - sent_at``.
     """
 
-    stream_id: str
-    seq: int
-    frame_start_ts: float
-    sent_at: float | None = None
-    processed_at: float
-    latency_s: float | None = None
-    samples: int
-    gap_frames: int = 0
-    duplicate: bool = False
-    heart_rate_bpm: float | None = None
-    beats: list[BeatOut] = Field(default_factory=list)
+    stream_id: str = Field(description="Patient stream id; also the message key.")
+    seq: int = Field(description="seq of the processed frame.")
+    frame_start_ts: float = Field(
+        description="Epoch seconds (stream time) of the frame's first sample."
+    )
+    sent_at: float | None = Field(
+        None, description="Epoch seconds (wall clock): the frame's sent_at, null if it had none."
+    )
+    processed_at: float = Field(
+        description="Epoch seconds (wall clock) when the worker processed the frame."
+    )
+    latency_s: float | None = Field(
+        None, description="processed_at - sent_at, seconds (>= 0); null without sent_at."
+    )
+    samples: int = Field(description="Samples per lead processed from this frame.")
+    gap_frames: int = Field(
+        0, description="Frames missing (never received) just before this one: a sequence gap."
+    )
+    duplicate: bool = Field(
+        False, description="True for a frame repeating an already processed seq (ignored)."
+    )
+    heart_rate_bpm: float | None = Field(
+        None, description="The stream's current heart rate (median of the last 8 RR), bpm."
+    )
+    beats: list[BeatOut] = Field(
+        default_factory=list, description="Beats detected while processing this frame."
+    )
 
 
 #: One window's score on the scores topic: the runtime's :class:`~models.runtime.protocol.ModelScore`
@@ -388,23 +557,40 @@ class ScoresMessage(_Message):
     """Topic ``scores``: ONNX model scores of one stream's windows, scored in a batch across streams
     (at most 64 windows or 0.25 s); ``seq`` is the stream's last frame in that batch."""
 
-    stream_id: str
-    seq: int | None = None
-    scores: list[ScoreOut] = Field(default_factory=list)
+    stream_id: str = Field(description="Patient stream id; also the message key.")
+    seq: int | None = Field(
+        None,
+        description="seq of the last frame whose windows are in the batch; null when they all came from "
+        "the end of the stream (a flush).",
+    )
+    scores: list[ScoreOut] = Field(
+        default_factory=list, description="One record per scored window (and model), in order."
+    )
 
 
 class FaultTruthMessage(_Message):
     """Topic ``ground_truth``: one injected fault (simulator ground truth), times in stream time."""
 
-    stream_id: str
-    record: str = ""
-    lead: str | None = None
-    kind: str
-    start: str
-    start_ts: float
-    end: str
-    end_ts: float
-    snr_db: float | None = None
+    stream_id: str = Field(description="Patient stream id; also the message key.")
+    record: str = Field("", description="Source record of the stream.")
+    lead: str | None = Field(None, description="Faulted lead; null for every lead.")
+    kind: str = Field(
+        description="Injected fault: flatline, zero, nan, lead_off, saturation, lost_frames, noise_bw or "
+        "noise_ma (simulators/faults.py)."
+    )
+    start: str = Field(
+        description="ISO-8601 UTC time of the fault start (stream time).",
+        json_schema_extra={"format": "date-time"},
+    )
+    start_ts: float = Field(description="Epoch seconds (stream time) of the fault start.")
+    end: str = Field(
+        description="ISO-8601 UTC time of the fault end (stream time).",
+        json_schema_extra={"format": "date-time"},
+    )
+    end_ts: float = Field(description="Epoch seconds (stream time) of the fault end.")
+    snr_db: float | None = Field(
+        None, description="Signal-to-noise ratio of noise faults (noise_bw, noise_ma), dB."
+    )
 
 
 #: A dead-letter record keeps at most this many bytes of the rejected payload (with its length and hash),
@@ -415,18 +601,32 @@ DEAD_LETTER_PAYLOAD_MAX = 64 * 1024
 class DeadLetterMessage(_Message):
     """Topic ``dead_letter``: a rejected input message with its reason and where it came from."""
 
-    reason: str
-    detail: str = ""
-    payload_b64: str  # the first DEAD_LETTER_PAYLOAD_MAX bytes of the payload
-    payload_bytes: int = 0  # the whole payload's length
-    payload_sha256: str = ""  # the whole payload's hash
-    payload_truncated: bool = False
-    key: str | None = None
-    topic: str
-    partition: int
-    offset: int
-    time: str
-    time_ts: float
+    reason: str = Field(
+        description="Why it was rejected (the reason label of ecg_frames_rejected_total).",
+        json_schema_extra={"enum": list(REJECT_REASONS)},
+    )
+    detail: str = Field("", description="Human-readable detail (at most 1000 characters).")
+    payload_b64: str = Field(
+        description="Base64 of the first 64 KiB of the rejected message value.",
+        json_schema_extra={"contentEncoding": "base64"},
+    )
+    payload_bytes: int = Field(0, description="Length of the whole rejected value, bytes.")
+    payload_sha256: str = Field("", description="SHA-256 (hex) of the whole rejected value.")
+    payload_truncated: bool = Field(
+        False,
+        description="True when the value was longer than 64 KiB (payload_b64 holds its start).",
+    )
+    key: str | None = Field(
+        None, description="The rejected message's key (first 256 bytes, UTF-8 with replacement)."
+    )
+    topic: str = Field(description="Topic the rejected message was read from.")
+    partition: int = Field(description="Its partition.")
+    offset: int = Field(description="Its offset.")
+    time: str = Field(
+        description="ISO-8601 UTC time (wall clock) of the rejection.",
+        json_schema_extra={"format": "date-time"},
+    )
+    time_ts: float = Field(description="Epoch seconds (wall clock) of the rejection.")
 
     @classmethod
     def build(

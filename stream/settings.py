@@ -67,7 +67,9 @@ class Settings(BaseSettings):
 
     # data
     data_dir: Path = Field(
-        Path("data"), description="Root holding mitdb/, nstdb/, ludb/, ptbxl/ (WFDB layout)."
+        Path("../shared/data"),
+        description="Root holding mitdb/, nstdb/, ludb/, ptbxl/ (WFDB layout). The default, relative to "
+        "the repository root, is the one of the Makefile, .ci/run, the tests and deploy/ (/data in the image).",
     )
     cache_dir: Path = Field(
         Path(".cache/ecg-monitor"), description="Prepared datasets and run outputs."

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stream.errors import EXIT_CHILD_DIED as EXIT_CHILD_DIED  # re-exported (ecg-monitor up)
 from stream.errors import EcgMonitorError
 from stream.settings import Settings
 
-#: Exit status of ``ecg-monitor up`` when one of its child processes (broker, worker, replay) exits on its own
-#: before ``--duration`` ends or Ctrl-C. (0: normal end; 2: an error of the command itself, e.g. a bad option,
-#: a broker that does not start or the alerts consumer failing.)
-EXIT_CHILD_DIED = 3
+# EXIT_CHILD_DIED (3, from stream.errors): the exit status of ``ecg-monitor up`` when one of its child processes
+# (broker, worker, replay) exits on its own before ``--duration`` ends or Ctrl-C. stream.errors.EXIT_CODES lists
+# every status (0 normal end, 2 usage or configuration, 4 broker unreachable or not started, 5 port in use...).
 
 
 def spawn_cli(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from stream.cli_errors import error_line_group, exit_codes_epilog, one_line
+from stream.errors import DataMissingError, exit_code_for
 from training.errors import EcgMonitorError
 
 app = typer.Typer(
@@ -26,6 +28,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # a project error ends any command with `ecg-train: <message>` and its exit status (stream/cli_errors.py)
+    cls=error_line_group("ecg-train"),
+    epilog=exit_codes_epilog("ecg-train"),
 )
 data_app = typer.Typer(
     help="Check the WFDB databases under ECG_DATA_DIR, or download them from PhysioNet.",
@@ -133,7 +138,8 @@ def data_check(
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check which databases are present under ECG_DATA_DIR (records found per database)."""
+    """Check which databases are present under ECG_DATA_DIR (records found per database); exit status 6,
+    naming them, when one is missing."""
     if ctx.invoked_subcommand is not None:
         return
     from stream.records import list_records
@@ -153,8 +159,10 @@ def data_check(
     report["missing"] = missing
     _emit(report, as_json, "databases")
     if missing:
-        console.print(
-            f"[yellow]missing: {', '.join(missing)}; run `python -m training data download --db NAME`[/]"
+        dbs = " ".join(f"--db {db}" for db in missing)
+        raise DataMissingError(
+            f"missing database(s) under {root}: {', '.join(missing)}; "
+            f"run `python -m training data download {dbs}`"
         )
 
 
@@ -231,15 +239,17 @@ def evaluate(
     progress: ProgressOpt = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate a model on its test data (or `qrs` / `dropouts`: the stream's detectors)."""
+    """Evaluate a model on its test data (or `qrs` / `dropouts`: the stream's detectors). A progress bar per
+    record (or batch) goes to stderr unless --json or --no-progress."""
+    progress = progress and not as_json
     if model in DETECTOR_EVALS:
         from training import eval_detectors
 
         root = Path(data_dir or _settings().data_dir).resolve()
         result = (
-            eval_detectors.evaluate_qrs(root, db=db)
+            eval_detectors.evaluate_qrs(root, db=db, progress=progress)
             if model == "qrs"
-            else eval_detectors.evaluate_dropouts(root)
+            else eval_detectors.evaluate_dropouts(root, progress=progress)
         )
         _emit(result, as_json, model)
         return
@@ -332,12 +342,13 @@ def report(
 
 
 def main() -> None:
-    """Console entry point; project errors print one clear line and exit 2."""
+    """Console entry point; a project error prints one line (``ecg-train: <message>``) and exits with the
+    status of its class (``stream.errors.EXIT_CODES``: 6 data missing, 7 unknown model, 2 others...)."""
     try:
         app()
-    except EcgMonitorError as exc:
-        console.print(f"[red]error:[/] {type(exc).__name__}: {exc}")
-        raise SystemExit(2) from exc
+    except EcgMonitorError as exc:  # outside a command (commands end in error_line_group)
+        print(f"ecg-train: {one_line(str(exc))}", file=sys.stderr)
+        raise SystemExit(exit_code_for(exc)) from None
 
 
 if __name__ == "__main__":

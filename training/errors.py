@@ -10,8 +10,16 @@ from __future__ import annotations
 from models.errors import EcgMonitorError, ModelError
 from stream.errors import ConfigError as StreamConfigError
 from stream.errors import DataError as StreamDataError
+from stream.errors import UnknownModelError as StreamUnknownModelError
 
-__all__ = ["ConfigError", "DataError", "EcgMonitorError", "ModelError", "TrainingError"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "EcgMonitorError",
+    "ModelError",
+    "TrainingError",
+    "UnknownModelError",
+]
 
 
 class TrainingError(EcgMonitorError):
@@ -24,3 +32,7 @@ class ConfigError(TrainingError, StreamConfigError):
 
 class DataError(TrainingError, StreamDataError):
     """A dataset is missing, incomplete or cannot be split as asked."""
+
+
+class UnknownModelError(ConfigError, StreamUnknownModelError):
+    """A model name no training task has (exit status 7 on the command line)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.errors import ConfigError
+from training.errors import ConfigError, UnknownModelError
 
 
 @dataclass
@@ -79,7 +79,7 @@ def model_names() -> list[str]:
 def get_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` of ``name``; :class:`ConfigError` listing the known models otherwise."""
     if not name.isidentifier() or name not in model_names():
-        raise ConfigError(f"unknown model {name!r}; known: {model_names()}")
+        raise UnknownModelError(f"unknown model {name!r}; known: {model_names()}")
     module = importlib.import_module(f"{_TASKS_PACKAGE}.{name}")
     spec = getattr(module, "SPEC", None)
     if not isinstance(spec, ModelSpec):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.card import ModelCard, WindowSpec
 from models.preprocessing.leads import TWELVE_LEADS
@@ -63,19 +63,43 @@ class ScoreFields(BaseModel):
 
     model_config = ConfigDict(frozen=True, protected_namespaces=())
 
-    model: str
-    window: str
-    lead: str | None = None
-    time: float
-    score: float
-    threshold: float | None = None
-    anomalous: bool
-    embedding: list[float] | None = None
-    recovered_by: str | None = None
-    recovered_fraction: float = 0.0
-    lead_scores: dict[str, float] | None = None
-    lead_attention: dict[str, float] | None = None
-    attention_peak: float | None = None
+    model: str = Field(description="Name of the scoring model (its card in models/artifacts).")
+    window: str = Field(description="Kind of window scored: the name of the model card's window.")
+    lead: str | None = Field(
+        None, description="Lead of a single-lead window (the QRS lead); null for 12-lead windows."
+    )
+    time: float = Field(description="Epoch seconds (stream time) of the window's first sample.")
+    score: float = Field(description="Anomaly score (higher = more anomalous).")
+    threshold: float | None = Field(
+        None, description="The model card's decision threshold on score."
+    )
+    anomalous: bool = Field(description="score above threshold.")
+    embedding: list[float] | None = Field(
+        None, description="beat_vae: the beat's latent mean; null for other models."
+    )
+    recovered_by: str | None = Field(
+        None,
+        description="Recoverer that filled missing input before scoring (lstm_ae for beat windows, "
+        "lead_recon for 12-lead windows); null when the window was complete.",
+    )
+    recovered_fraction: float = Field(
+        0.0,
+        description="Share the recoverer filled: of the samples (beat window) or of the leads "
+        "(12-lead window); 0 when complete.",
+    )
+    lead_scores: dict[str, float] | None = Field(
+        None,
+        description="12-lead models: each lead's reconstruction error relative to normal training "
+        "records (which lead deviates), keyed by lead name.",
+    )
+    lead_attention: dict[str, float] | None = Field(
+        None,
+        description="Attention models (vae_bilstm_mha): lead-wise attention weights, keyed by lead name.",
+    )
+    attention_peak: float | None = Field(
+        None,
+        description="Attention models: epoch seconds (stream time) where the temporal attention peaks.",
+    )
 
 
 class ModelScore(ScoreFields):

@@ -35,6 +35,8 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -79,10 +81,13 @@ _ANALYZE_FORM = {
 
 
 class DashboardMetrics:
-    """The dashboard's Prometheus metrics (own registry; bounded labels: model names, reject reasons)."""
+    """The dashboard's Prometheus metrics (own registry, with the process's memory and CPU like the worker's;
+    bounded labels: model names, reject reasons)."""
 
     def __init__(self, models: tuple[str, ...] = ()) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self.analyses = Counter(
             "ecg_dashboard_analyses_total",
             "Uploads analysed, by model",

@@ -93,7 +93,7 @@ def test_replay_raises_alerts_and_exports_metrics(
     ]
     # `ecg-monitor alerts` prints the same alerts as JSON lines, de-duplicated by (id, status)
     cli = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "alerts", "--idle", "1"],
+        [sys.executable, "-m", "stream.cli", "alerts", "--idle", "1", "--json"],
         env=settings_env(settings),
         capture_output=True,
         text=True,
