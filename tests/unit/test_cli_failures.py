@@ -229,6 +229,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow  # one subprocess per case (about 17 s in all): run by `make test`, not test-fast
 @pytest.mark.parametrize(("cmd", "data", "code", "text"), CASES)
 def test_failure_is_one_line_and_its_exit_status(
     cmd: list[str],
