@@ -16,7 +16,6 @@ Filters (:class:`AlertFilter`) keep the alerts of some streams, kinds or severit
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -135,9 +134,9 @@ async def alert_values(
     """Yield the raw values of the alerts topic (see module docs). Without ``follow`` it returns after
     ``idle_s`` seconds without a message (in a group: counted once partitions are assigned). In a group the
     offsets of a batch are committed when the caller asks for the value after the batch's last one."""
-    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
-    from stream.broker import client_kwargs
+    from stream.broker import assign_from_beginning, client_kwargs
 
     topic = settings.topics.alerts
     kwargs: dict[str, Any] = {**client_kwargs(settings, bootstrap), "enable_auto_commit": False}
@@ -168,16 +167,7 @@ async def alert_values(
 
             consumer.subscribe([topic], listener=_Listener())
         else:
-            parts = consumer.partitions_for_topic(topic) or set()
-            for _ in range(50):
-                if parts:
-                    break
-                await asyncio.sleep(0.1)
-                await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in sorted(parts)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            await assign_from_beginning(consumer, topic)
         started = time.monotonic()
         last: float | None = None if group else started
         while True:

@@ -289,3 +289,21 @@ def kafka_bootstrap(settings: Settings) -> Any:
         yield broker.bootstrap
     finally:
         broker.stop()
+
+
+async def assign_from_beginning(consumer: Any, topic: str, wait_s: float = 5.0) -> list[Any]:
+    """Assign every partition of ``topic`` to an aiokafka ``consumer`` (waiting up to ``wait_s`` for its
+    metadata) and seek them to the beginning; returns the partitions."""
+    from aiokafka import TopicPartition
+
+    parts = consumer.partitions_for_topic(topic) or set()
+    for _ in range(int(wait_s / 0.1)):
+        if parts:
+            break
+        await asyncio.sleep(0.1)
+        await consumer._client.force_metadata_update()
+        parts = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return tps

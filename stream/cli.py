@@ -134,23 +134,14 @@ async def _consume(
     settings: Settings, bootstrap: str, topic: str, follow: bool, idle_s: float = 3.0
 ) -> Any:
     """Yield message values of ``topic`` from the beginning (all partitions, no consumer group)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
-    from stream.broker import client_kwargs
+    from stream.broker import assign_from_beginning, client_kwargs
 
     consumer = AIOKafkaConsumer(**client_kwargs(settings, bootstrap), enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        for _ in range(50):
-            if parts:
-                break
-            await asyncio.sleep(0.1)
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        await assign_from_beginning(consumer, topic)
         last = time.monotonic()
         while True:
             batch = await consumer.getmany(timeout_ms=500)
