@@ -8,8 +8,9 @@ Fault kinds and what :func:`inject` does to ``signal[start:end, lead]`` (physica
 - ``lead_off``: electrode off -- a step of ``LEAD_OFF_STEP_MV`` (towards the side with headroom) away from
   the mean of the second before, then held there with a little 60 Hz hum (``LEAD_OFF_HUM_MV``) and noise,
   no ECG;
-- ``saturation``: pinned at the ADC rail (``RAIL_MV``; MIT-BIH: 11-bit ADC at 200 adu/mV -> +5.115 mV
-  / -5.12 mV), sign of the lead's mean;
+- ``saturation``: pinned at the ADC rail, on the side of the lead's mean: the lead's rail from
+  ``adc_range_mv`` when given (the record's header, :attr:`stream.records.Record.adc_range_mv`), else
+  ``RAIL_MV`` (MIT-BIH: 11-bit ADC at 200 adu/mV -> +5.115 mV / -5.12 mV);
 - ``lost_frames``: not applied to the samples; the replay does not send frames whose span overlaps it
   (see :func:`frames_to_drop`);
 - ``noise_bw`` / ``noise_ma``: additive baseline wander / muscle artefact from the MIT-BIH Noise Stress
@@ -141,8 +142,11 @@ def inject(
     *,
     noise: dict[str, np.ndarray] | None = None,
     rng: np.random.Generator | None = None,
+    adc_range_mv: Sequence[Sequence[float]] | None = None,
 ) -> np.ndarray:
     """A copy of ``signal [n, leads]`` (float32) with ``faults`` applied (``lost_frames`` excepted).
+
+    ``adc_range_mv`` (``[[lo, hi], ...]`` per lead) gives the rails ``saturation`` pins the lead at.
 
     ``noise`` holds the NSTDB records (see :func:`load_nstdb_noise`), needed for ``noise_*`` faults, which
     must be at the noise records' rate (360 Hz). ``rng`` picks noise offsets and hum phases.
@@ -174,7 +178,11 @@ def inject(
                 hum = LEAD_OFF_HUM_MV * np.sin(2 * np.pi * 60.0 * t + rng.uniform(0, 2 * np.pi))
                 col[s:e] = ref + step + hum + rng.normal(0.0, 0.002, e - s)
             elif f.kind == "saturation":
-                col[s:e] = RAIL_MV if ref >= 0 else -RAIL_MV - 0.005
+                if adc_range_mv is not None:
+                    lo, hi = (float(v) for v in adc_range_mv[li])
+                    col[s:e] = hi if ref >= (lo + hi) / 2 else lo
+                else:
+                    col[s:e] = RAIL_MV if ref >= 0 else -RAIL_MV - 0.005
             elif f.kind in ("noise_bw", "noise_ma"):
                 if noise is None:
                     raise ValueError(f"{f.kind} needs the NSTDB noise records (load_nstdb_noise)")

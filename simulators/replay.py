@@ -31,6 +31,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -43,7 +44,7 @@ import numpy as np
 from simulators.errors import DataError
 from stream.metrics import ReplayMetrics
 from stream.records import Record, read_record, resolve_record_specs
-from stream.schemas import FaultTruthMessage, encode_frame, iso
+from stream.schemas import I16_MAX_MV, FaultTruthMessage, encode_frame, iso
 from stream.settings import DEMO_RECORDS, Settings
 
 log = logging.getLogger(__name__)
@@ -526,7 +527,13 @@ class Replay:
                 else None
             )
             head = inject(
-                np.array(signal[:span]), rec.fs, rec.leads, sample_faults, noise=noise, rng=self.rng
+                np.array(signal[:span]),
+                rec.fs,
+                rec.leads,
+                sample_faults,
+                noise=noise,
+                rng=self.rng,
+                adc_range_mv=_sent_range(rec, self.encoding),
             )
         return _Stream(plan, rec, signal, head, lost, frame_len, t0, index=index)
 
@@ -614,6 +621,7 @@ class Replay:
                 shifted,
                 noise=noise,
                 rng=self.rng,
+                adc_range_mv=_sent_range(s.record, self.encoding),
             )
             s.win_head, s.win_head_pos = x[ctx:], start
         for f in faults:
@@ -763,6 +771,7 @@ class Replay:
                     units=s.record.units,
                     sent_at=sent_at,
                     encoding=self.encoding,
+                    adc_range_mv=_sent_range(s.record, self.encoding),
                 )
                 await sender.send(
                     topics.telemetry,
@@ -782,6 +791,15 @@ class Replay:
 
 #: Delivery timeout of the replay's producer: a message not acknowledged within it fails (and is retried).
 REQUEST_TIMEOUT_MS = 10_000
+
+
+def _sent_range(record: Record, encoding: str) -> list[list[float]] | None:
+    """The ``adc_range_mv`` a frame of ``record`` declares: the record's ADC rails (from its header),
+    narrowed to what the encoding can carry (i16le at the default gain clips at +-32.767 mV)."""
+    if record.adc_range_mv is None:
+        return None
+    cap = I16_MAX_MV if encoding == "i16le" else math.inf
+    return [[max(lo, -cap), min(hi, cap)] for lo, hi in record.adc_range_mv]
 
 
 async def replay_to_kafka(

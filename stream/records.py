@@ -47,13 +47,16 @@ def canonical_lead(name: str) -> str:
 
 @dataclass(frozen=True)
 class Record:
-    """A WFDB record in physical units: ``signal`` is float32 [n_samples, n_leads] in ``units``."""
+    """A WFDB record in physical units: ``signal`` is float32 [n_samples, n_leads] in ``units``;
+    ``adc_range_mv`` is each lead's representable range ``((lo, hi), ...)`` in ``units`` (its ADC rails,
+    from the header: :func:`adc_range`), None when the header does not tell."""
 
     name: str
     fs: float
     leads: tuple[str, ...]
     signal: np.ndarray
     units: tuple[str, ...] = field(default_factory=tuple)
+    adc_range_mv: tuple[tuple[float, float], ...] | None = None
 
     @property
     def duration_s(self) -> float:
@@ -82,6 +85,36 @@ class Annotations:
         return Annotations(self.sample[keep], self.symbol[keep])
 
 
+#: Bits per sample of the WFDB storage formats, used when a header gives no ADC resolution.
+WFDB_FMT_BITS: dict[str, int] = {
+    "8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12, "310": 10, "311": 10,
+}  # fmt: skip
+
+
+def adc_range(rec: object) -> tuple[tuple[float, float], ...] | None:
+    """Representable physical range per signal of a ``wfdb.Record`` (or header): the digital range
+    ``adc_zero - 2**(bits-1) .. adc_zero + 2**(bits-1) - 1`` (``bits`` = ``adc_res``, else the bit depth
+    of ``fmt``) mapped through ``(d - baseline) / adc_gain``. MIT-BIH (11 bits, zero 1024, gain 200):
+    -5.12 .. +5.115 mV. None when a signal's gain or bit depth is unknown."""
+    out = []
+    n = len(getattr(rec, "sig_name", None) or [])
+    for i in range(n):
+        try:
+            gain = float(rec.adc_gain[i])  # type: ignore[attr-defined]
+            res = int((rec.adc_res or [0] * n)[i] or 0)  # type: ignore[attr-defined]
+            bits = res if res > 0 else WFDB_FMT_BITS.get(str(rec.fmt[i]), 0)  # type: ignore[attr-defined]
+            zero = int((rec.adc_zero or [0] * n)[i] or 0)  # type: ignore[attr-defined]
+            base = rec.baseline[i] if rec.baseline else None  # type: ignore[attr-defined]
+        except (AttributeError, IndexError, TypeError, ValueError):
+            return None
+        if not (gain > 0 and bits > 0):
+            return None
+        base = zero if base is None else int(base)
+        dmin, dmax = zero - 2 ** (bits - 1), zero + 2 ** (bits - 1) - 1
+        out.append(((dmin - base) / gain, (dmax - base) / gain))
+    return tuple(out) if out else None
+
+
 def read_record(path: str | Path, sampfrom: int = 0, sampto: int | None = None) -> Record:
     """Read a WFDB record (``path`` without extension) in physical units, NaN where samples are invalid.
 
@@ -105,6 +138,7 @@ def read_record(path: str | Path, sampfrom: int = 0, sampto: int | None = None) 
         leads=leads,
         signal=np.asarray(rec.p_signal, dtype=np.float32),
         units=tuple(rec.units or ["mV"] * len(leads)),
+        adc_range_mv=adc_range(rec),
     )
 
 

@@ -17,6 +17,11 @@ Telemetry frame (topic ``ecg.telemetry.v1``, version 1)::
   With gain 1000 (1 uV per unit, range +-32.767 mV) this is lossless for MIT-BIH (5 uV resolution) and
   1.9 KB per second of 2-lead 360 Hz signal.
 * ``f32le`` - little-endian float32 in ``units``; NaN marks a missing sample (``gain`` ignored).
+
+Optional ``adc_range_mv`` (``[[lo, hi], ...]``, one pair per lead, finite, ``lo < hi``, in ``units``) declares
+each lead's representable range, i.e. the ADC rails (MIT-BIH: ``[-5.12, 5.115]``); the dropout stage judges
+saturation against it (without it, against the stream's running min/max). A malformed range, or samples
+beyond it by more than :data:`ADC_RANGE_TOL_MV` (plus the i16le step ``1/gain``), is rejected ``bad_value``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import binascii
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -48,6 +54,10 @@ ENCODINGS: tuple[str, ...] = ("i16le", "f32le")
 #: int16 value that encodes a missing (NaN) sample.
 I16_MISSING = -32768
 DEFAULT_GAIN = 1000.0
+#: Largest magnitude (mV) i16le carries at the default gain.
+I16_MAX_MV = 32767 / DEFAULT_GAIN
+#: How far (mV) a sample may lie beyond its frame's declared ``adc_range_mv`` before the frame is rejected.
+ADC_RANGE_TOL_MV = 0.05
 
 #: Largest ``seq`` accepted (a signed 64-bit integer, as in Kafka clients of other languages).
 MAX_SEQ = 2**63 - 1
@@ -58,7 +68,8 @@ REJECT_REASONS: tuple[str, ...] = (
     "bad_json",  # not UTF-8 JSON object, or samples not valid base64
     "schema_version",  # "v" missing or not SCHEMA_VERSION
     "bad_shape",  # missing/mistyped fields, sample count != n_samples x leads, duplicate leads
-    "bad_value",  # empty stream id, negative seq, naive or unparsable start time, bad gain/encoding
+    "bad_value",  # empty stream id, negative seq, naive or unparsable start time, bad gain/encoding,
+    # bad adc_range_mv or samples beyond it
     "nan_only",  # every sample missing
     "unknown_lead",  # a lead name outside stream.records.KNOWN_LEADS
     "sampling_rate",  # fs outside [Settings.min_fs, Settings.max_fs]
@@ -162,6 +173,14 @@ class _FrameEnvelope(BaseModel):
         None,
         description="i16le only: units per mV, one per lead (default 1000 = 1 uV per unit).",
     )
+    adc_range_mv: list[list[float]] | None = Field(
+        None,
+        description="Optional ADC range per lead, [[lo, hi], ...] in units (lo < hi, finite): the rails "
+        "saturation is judged against (e.g. MIT-BIH [-5.12, 5.115]); samples beyond it are rejected.",
+        json_schema_extra={
+            "items": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}
+        },
+    )
     samples: str = Field(
         description="Base64 of the sample-major interleaved array (s0/lead0, s0/lead1, s1/lead0 ...).",
         json_schema_extra={"contentEncoding": "base64"},
@@ -202,6 +221,7 @@ def encode_frame(
     sent_at: float | None = None,
     encoding: str = "i16le",
     gain: float = DEFAULT_GAIN,
+    adc_range_mv: Sequence[Sequence[float]] | None = None,
 ) -> bytes:
     """Serialize one telemetry frame (schema version :data:`SCHEMA_VERSION`) to JSON bytes."""
     x = np.asarray(samples)
@@ -223,6 +243,8 @@ def encode_frame(
         "gain": [float(gain)] * x.shape[1] if encoding == "i16le" else None,
         "samples": encode_samples(x, encoding, gain),
     }
+    if adc_range_mv is not None:
+        msg["adc_range_mv"] = [[float(lo), float(hi)] for lo, hi in adc_range_mv]
     return json.dumps(msg, separators=(",", ":")).encode()
 
 
@@ -307,6 +329,30 @@ def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) ->
         raise _reject("nan_only", f"all {x.size} samples missing")
     if env.units and len(env.units) != n_leads:
         raise _reject("bad_shape", f"{len(env.units)} units for {n_leads} leads")
+    adc_range = None
+    if env.adc_range_mv is not None:
+        r = np.asarray(
+            [p if len(p) == 2 else [np.nan, np.nan] for p in env.adc_range_mv], dtype=np.float64
+        ).reshape(-1, 2)
+        if r.shape[0] != n_leads or not np.all(np.isfinite(r)) or np.any(r[:, 0] >= r[:, 1]):
+            raise _reject(
+                "bad_value",
+                f"adc_range_mv must be {n_leads} finite [lo, hi] pairs with lo < hi, "
+                f"got {str(env.adc_range_mv)[:200]}",
+            )
+        tol = ADC_RANGE_TOL_MV + (1.0 / gain.astype(np.float64) if env.encoding == "i16le" else 0.0)
+        with np.errstate(invalid="ignore"):
+            below = np.nanmax(np.where(np.isnan(x), -np.inf, r[:, 0] - x), axis=0)
+            above = np.nanmax(np.where(np.isnan(x), -np.inf, x - r[:, 1]), axis=0)
+        worst = np.maximum(below, above)
+        if np.any(worst > tol):
+            li = int(np.argmax(worst - tol))
+            raise _reject(
+                "bad_value",
+                f"lead {env.leads[li]}: samples {float(worst[li]):.3f} mV beyond its declared "
+                f"adc_range_mv [{r[li, 0]:g}, {r[li, 1]:g}] (tolerance {float(np.max(tol)):.3f} mV)",
+            )
+        adc_range = tuple((float(lo), float(hi)) for lo, hi in r)
     extra = {k: v for k, v in obj.items() if k not in _ENVELOPE_FIELDS}
     return Frame(
         stream_id=env.stream_id,
@@ -319,6 +365,7 @@ def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) ->
         units=tuple(env.units) or ("mV",) * n_leads,
         sent_at=env.sent_at,
         extra=extra,
+        adc_range_mv=adc_range,
     )
 
 

@@ -85,6 +85,13 @@ class SampleBuffer:
             return
         self.append(np.full((n, self.n_leads), np.nan, dtype=self._data.dtype))
 
+    def mask(self, start: int, stop: int, lead: int) -> None:
+        """Set absolute samples ``[start, stop)`` of ``lead`` to NaN (clipped to the samples held)."""
+        a, b = max(start, self.start), min(stop, self.end)
+        if a < b:
+            base = self.end - self._len
+            self._data[a - base : b - base, lead] = np.nan
+
     def available(self, start: int, stop: int) -> bool:
         """True when absolute samples ``[start, stop)`` are all still held."""
         return self.start <= start <= stop <= self.end

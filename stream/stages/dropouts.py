@@ -3,8 +3,14 @@
 Kinds (:data:`stream.stages.events.DROPOUT_KINDS`), in priority order when several apply to a sample:
 
 - ``nan``: samples missing (NaN) for at least ``min_nan_s``;
-- ``saturation``: samples at or beyond the amplifier/ADC rail, ``|x| >= rail_mv`` (MIT-BIH: 11-bit ADC,
-  gain 200/mV, so the rails are -5.12/+5.115 mV), for at least ``min_saturation_s``;
+- ``saturation``: samples at the amplifier/ADC rail for at least ``min_saturation_s``. The rails are the
+  stream's own: with a declared ADC range (:meth:`DropoutDetector.set_adc_range`, from the frames'
+  ``adc_range_mv``; MIT-BIH: 11-bit ADC, gain 200/mV, so -5.12/+5.115 mV) a sample is saturated when it
+  sits within ``sat_tol_mv`` of (or beyond) its lead's rail; without one, the rails are estimated per lead as
+  the running min/max of the stream, and a sample is saturated only inside a clipped plateau: at the lead's
+  observed extreme (within ``sat_eps_mv``), with zero variance (as ``flatline``), at least
+  ``sat_min_excursion_mv`` away from the lead's baseline. Never because of its absolute value: a DC
+  offset or baseline drift of any size is not a dropout;
 - ``lead_off``: electrode off -- the lead jumps at least ``lead_off_mv`` away from its recent baseline
   (mean of the last clean frame) and stays there with no ECG activity (peak-to-peak range below
   ``lead_off_range_mv``: only a little noise or hum), without reaching the rail, for ``min_lead_off_s``;
@@ -39,7 +45,12 @@ class DropoutConfig:
     min_lead_off_s: float = 0.18
     min_flat_s: float = 0.15
     flat_eps_mv: float = 1e-4
-    rail_mv: float = 5.0
+    #: declared range: a sample within this of its rail (or beyond) is at the rail
+    sat_tol_mv: float = 0.01
+    #: estimated rails: a sample within this of the lead's running min/max is at its extreme
+    sat_eps_mv: float = 0.002
+    #: estimated rails: a plateau nearer than this to the lead's baseline is a flatline, not saturation
+    sat_min_excursion_mv: float = 1.0
     lead_off_mv: float = 2.5
     lead_off_range_mv: float = 0.05
 
@@ -81,9 +92,27 @@ class DropoutDetector:
             (int(self._m[2]) - 1, n_leads), np.nan
         )  # raw samples for the range test
         self._ref = np.full(n_leads, np.nan)  # baseline (mean of the last clean frame)
+        self._lo = np.full(n_leads, np.inf)  # running min / max of each lead (estimated rails)
+        self._hi = np.full(n_leads, -np.inf)
+        self._range: np.ndarray | None = None  # declared ADC range [n_leads, 2] (mV), if any
         self._open: list[tuple[int, int] | None] = [None] * n_leads  # (kind code, start index)
         self._last_end = np.zeros(n_leads, dtype=np.int64)  # end index of each lead's last segment
         self._n = 0
+
+    def set_adc_range(self, adc_range_mv: object) -> None:
+        """Declare each lead's representable range ``[[lo, hi], ...]`` (mV); ``None`` goes back to the
+        running min/max estimate. Saturation is then judged against these rails."""
+        if adc_range_mv is None:
+            self._range = None
+            return
+        r = np.asarray(adc_range_mv, dtype=np.float64)
+        if (
+            r.shape != (len(self.leads), 2)
+            or not np.all(np.isfinite(r))
+            or np.any(r[:, 0] >= r[:, 1])
+        ):
+            raise ValueError(f"adc_range_mv must be {len(self.leads)} [lo, hi] pairs with lo < hi")
+        self._range = r
 
     def time(self, index: int) -> float:
         """Stream time of absolute sample ``index``."""
@@ -96,6 +125,27 @@ class DropoutDetector:
     def open_since(self) -> list[float | None]:
         """Per lead, the start time of the dropout it is in now (None when clean)."""
         return [None if o is None else self.time(o[1]) for o in self._open]
+
+    def open_runs(self) -> list[tuple[str, int] | None]:
+        """Per lead, ``(kind, start sample)`` of the confirmed dropout it is in now (None when clean)."""
+        return [None if o is None else (_KINDS[o[0] - 1], o[1]) for o in self._open]
+
+    def settled(self) -> int:
+        """Absolute sample index before which every sample's classification is final: a run not yet
+        confirmed (dropout-like samples at the end, fewer than its kind's minimum) may later be confirmed
+        back to its start, so samples from there on may still turn out to be a dropout."""
+        end = self._n
+        for k, tail in enumerate(self._tails):
+            if not self._tail_any[k]:
+                continue
+            rev = tail[::-1]
+            count = np.where(rev.all(axis=0), rev.shape[0], rev.argmin(axis=0))  # trailing run
+            back = np.minimum(
+                count + (k == 3), int(self._m[k])
+            )  # flat: one sample before the diffs
+            back[(count == 0) | np.array([o is not None for o in self._open])] = 0
+            end = min(end, self._n - int(back.max(initial=0)))
+        return end
 
     def _segment(self, lead: int, code: int, start: int, end: int) -> DropoutSegment:
         self._last_end[lead] = end
@@ -119,10 +169,22 @@ class DropoutDetector:
         c = self.config
         nan = np.isnan(x)
         with np.errstate(invalid="ignore"):
-            sat = np.abs(x) >= c.rail_mv
             ref = np.where(np.isnan(self._ref), x[0], self._ref)
             prev = np.concatenate([self._last[None, :], x[:-1]], axis=0)
             step = np.abs(x - prev)
+            # running extremes up to and including each sample (NaN ignored): chunking-independent
+            hi = np.fmax.accumulate(np.concatenate([self._hi[None, :], x], axis=0), axis=0)[1:]
+            lo = np.fmin.accumulate(np.concatenate([self._lo[None, :], x], axis=0), axis=0)[1:]
+            self._hi, self._lo = hi[-1], lo[-1]
+            if self._range is not None:
+                lo_rail, hi_rail = self._range[:, 0], self._range[:, 1]
+                sat = (x >= hi_rail - c.sat_tol_mv) | (x <= lo_rail + c.sat_tol_mv)
+            else:  # a clipped plateau at the lead's observed extreme, away from its baseline
+                sat = (
+                    ((x >= hi - c.sat_eps_mv) | (x <= lo + c.sat_eps_mv))
+                    & (step <= c.flat_eps_mv)
+                    & (np.abs(x - ref) >= c.sat_min_excursion_mv)
+                )
             off = (np.abs(x - ref) >= c.lead_off_mv) & ~sat
             flat = (step <= c.flat_eps_mv) & ~sat & ~off
         raw = (nan, sat, off, flat)  # NaN compares False in the others

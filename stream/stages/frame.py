@@ -18,8 +18,8 @@ class Frame:
     """One frame of one stream: ``samples`` float32 ``[n_samples, n_leads]``, NaN for missing samples.
 
     The stages read ``stream_id`` .. ``samples``; the rest is what the telemetry message carried
-    (``record``, ``units``, the gateway's ``sent_at`` and any unknown envelope fields in ``extra``) and
-    stays at its default for frames built in code.
+    (``record``, ``units``, the gateway's ``sent_at``, the declared ``adc_range_mv`` and any unknown envelope
+    fields in ``extra``) and stays at its default for frames built in code.
     """
 
     stream_id: str
@@ -32,6 +32,9 @@ class Frame:
     units: tuple[str, ...] = ()
     sent_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Declared ADC range per lead, ``((lo, hi), ...)`` in mV (the telemetry ``adc_range_mv``): the rails
+    #: the dropout stage judges saturation against; None = estimated from the stream.
+    adc_range_mv: tuple[tuple[float, float], ...] | None = None
 
     @property
     def n_samples(self) -> int:

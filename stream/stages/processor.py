@@ -29,6 +29,9 @@ from stream.stages.frame import Frame
 from stream.stages.qrs import QrsDetector
 from stream.stages.rules import RuleConfig, RuleEngine
 
+#: Dropout kinds whose end is a step the band-pass filter rings after (``StageConfig.dropout_settle_s``).
+SETTLE_KINDS: frozenset[str] = frozenset({"lead_off", "saturation"})
+
 #: Preferred leads for beat detection and single-lead model windows, in order.
 QRS_LEAD_PREFERENCE: tuple[str, ...] = ("MLII", "II", "V5", "I")
 
@@ -50,6 +53,15 @@ class StageConfig:
     # windows (resampled around their gaps when the stream runs at another rate), and leads windows with
     # at least one complete lead (a lead with any missing sample is all NaN in the window)
     emit_damaged_windows: bool = True
+    # every sample the dropout detector classifies as a dropout of a lead (nan, saturation, lead_off,
+    # flatline, missing_frames; a confirmed run back to its start) is NaN in that lead of the band-passed
+    # buffer before any window is cut, so no model scores a faulty lead: its windows go to recovery or are
+    # skipped as ``dropout``. Windows wait until the detector has settled every sample they hold (a run is
+    # confirmed only after its kind's minimum duration); ``dropout_settle_s`` after each lead-off and
+    # saturation run is masked too: the band-pass filter's response to the multi-mV step back to the ECG
+    # (LUDB 1, a 3.5 mV lead-off: 0.66 mV at 0.5 s after its end, 0.54 mV at 1 s, 0.03 mV at 2 s)
+    mask_dropouts: bool = True
+    dropout_settle_s: float = 1.5
 
 
 @dataclass
@@ -169,6 +181,11 @@ class StreamProcessor:
         self._last_n = round(self.fs)
         self._after = max((after for _, _, after in self._beat_cuts), default=0) + 1
         self._hr: float | None = None
+        self._settle = round(self.config.dropout_settle_s * self.fs)
+        self._mask = self._windows_on and self.config.mask_dropouts
+        self._settling = [(0, 0)] * len(self.leads)  # per lead, the settle tail [from, to) to mask
+        # start of each lead's open dropout run (masked up to the end of the last frame)
+        self._run_start = [-1] * len(self.leads)
 
     @property
     def samples_seen(self) -> int:
@@ -214,6 +231,8 @@ class StreamProcessor:
             )
         drop = self._drop
         assert drop is not None
+        if frame.adc_range_mv is not None:  # declared ADC rails: saturation is judged against them
+            drop.set_adc_range(frame.adc_range_mv)
         t = time.perf_counter()
         if status.missing > 0:
             expected = self.time_of(self._buf.end)
@@ -267,6 +286,8 @@ class StreamProcessor:
         t3 = time.perf_counter()
         st["qrs"] = t3 - t2
         out.dropouts += drop.process(x, start)
+        if self._mask:
+            self._mask_dropouts(out.dropouts, start)
         t4 = time.perf_counter()
         st["dropouts"] += t4 - t3
         active = drop.active()
@@ -289,16 +310,45 @@ class StreamProcessor:
         out = ProcessorOutput(heart_rate_bpm=self._hr)
         if self._drop is not None:
             out.dropouts += self._drop.flush()
+            if self._mask:
+                self._mask_dropouts(out.dropouts, self._buf.end)
+                out.windows += self._windows(final=True)  # what waited for the detector to settle
         if self.t0 is not None:
             out.alerts += self._rules.flush(self.time_of(self._buf.end))
         return out
 
     # ---------------------------------------------------------------- windows
-    def _windows(self) -> list[ModelWindow]:
+    def _mask_dropouts(self, segments: list[DropoutSegment], start: int) -> None:
+        """NaN in the buffer over the dropouts ended in ``segments``, the confirmed runs still open and
+        the settle tails after runs (``start``: first sample of the current frame)."""
+        drop = self._drop
+        assert drop is not None
+        end = self._buf.end
+        for seg in segments:
+            if seg.kind == "missing_frames":  # NaN already (the filter restarts after it)
+                continue
+            li = self.leads.index(seg.lead)
+            a = round((seg.start - drop.t0) * self.fs)
+            b = round((seg.end - drop.t0) * self.fs)
+            tail = self._settle if seg.kind in SETTLE_KINDS else 0
+            self._buf.mask(a, b + tail, li)
+            if tail:
+                self._settling[li] = (b, b + tail)
+        for li, run in enumerate(drop.open_runs()):
+            if run is not None:  # a run open before this frame is masked up to ``start`` already
+                self._buf.mask(start if run[1] == self._run_start[li] else run[1], end, li)
+            self._run_start[li] = -1 if run is None else run[1]
+            lo, hi = self._settling[li]
+            if hi > start:  # a settle tail running into this frame
+                self._buf.mask(max(lo, start), hi, li)
+
+    def _windows(self, final: bool = False) -> list[ModelWindow]:
         cfg = self.config
         out: list[ModelWindow] = []
         end = self._buf.end
-        while self._pending and self._pending[0].sample + self._after <= end:
+        # windows end where every sample they hold has its final dropout state (and mask)
+        ready = end if final or not self._mask or self._drop is None else self._drop.settled()
+        while self._pending and self._pending[0].sample + self._after <= ready:
             pb = self._pending[0]
             p = pb.sample
             if pb.post_s is None and pb.pre_s is not None and p + self._post_wait > end:
@@ -348,7 +398,7 @@ class StreamProcessor:
                 )
         for cut in self._lead_cuts:
             spec = cut.spec
-            while cut.next_end <= end:
+            while cut.next_end <= ready:
                 a, b = cut.next_end - cut.length, cut.next_end
                 cut.next_end += cut.length
                 if not self._buf.available(a, b):

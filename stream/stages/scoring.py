@@ -6,8 +6,9 @@ Each model declares the window it takes (its card's ``WindowSpec``); the process
 windows (:attr:`WindowScorer.window_specs`). Today's cards: ``cae`` (``beat_720``), ``beat_vae``
 (``beat_400``) and the 12-lead ``cae12``, ``vae_bilstm``, ``vae_bilstm_mha`` (``leads_10s``).
 
-Recovery before scoring (``recover=True``): a window with missing (NaN) samples goes to the recoverer
-declared for its window (``recoverers``, default ``lstm_ae`` for ``beat_720`` and ``lead_recon`` for
+Recovery before scoring (``recover=True``): a window with missing (NaN) samples (the processor masks
+every dropout kind as NaN: lead-off, flatline, saturation, NaN, lost frames; ``StageConfig.mask_dropouts``)
+goes to the recoverer declared for its window (``recoverers``, default ``lstm_ae`` for ``beat_720`` and ``lead_recon`` for
 ``leads_10s``); what it fills is scored with ``recovered_by``/``recovered_fraction`` set, what it cannot fill
 is returned in ``skipped`` with its reason (``dropout`` or ``model_error: ...``), so nothing is lost silently.
 All windows of one call are batched per model (one ONNX Runtime call each). No torch here.

@@ -94,3 +94,81 @@ def test_clean_records_have_no_dropouts(data_dir):
     for name in ("100", "105", "208"):
         r = read_record(data_dir / "mitdb" / name, sampto=360 * 300)
         assert detect_dropouts(r.signal, r.fs, r.leads) == [], name
+
+
+# ------------------------------------------------------------------- saturation: the stream's own rails
+MITDB_RAILS = (-5.12, 5.115)
+
+
+def _offset(rec, offsets, drift_mv=0.0):
+    """The record with a DC offset per lead plus a linear baseline drift over its length."""
+    ramp = np.linspace(0.0, drift_mv, rec.signal.shape[0], dtype=np.float32)[:, None]
+    return rec.signal + np.asarray(offsets, dtype=np.float32) + ramp
+
+
+@pytest.mark.parametrize("offset", [-10.0, -7.5, -5.0, -3.0, 3.0, 5.0, 7.5, 10.0])
+def test_dc_offsets_are_never_dropouts(rec, offset):
+    """MIT-BIH 119 (90 s, both leads) moved by up to +-10 mV: no dropout of any kind, with or without
+    a declared range (the range moves with the offset, as a front end's would)."""
+    x = _offset(rec, [offset, -offset])
+    assert detect_dropouts(x, rec.fs, rec.leads) == []
+    det = DropoutDetector("o", rec.fs, rec.leads)
+    det.set_adc_range([(MITDB_RAILS[0] + o, MITDB_RAILS[1] + o) for o in (offset, -offset)])
+    segs = []
+    for s in range(0, x.shape[0], 360):
+        segs += det.process(x[s : s + 360], s)
+    assert segs + det.flush() == []
+
+
+def test_baseline_drift_of_20_mv_is_not_a_dropout(rec):
+    x = _offset(rec, [-10.0, 10.0], drift_mv=20.0)  # -10 -> +10 mV on MLII, +10 -> +30 mV on V1
+    assert detect_dropouts(x, rec.fs, rec.leads) == []
+
+
+def test_nstdb_bw_with_offsets_has_no_saturation(data_dir):
+    """The NSTDB baseline-wander record (real electrode-motion wander, 12-bit ADC) 8 mV below zero."""
+    import wfdb
+
+    bw = wfdb.rdrecord(str(data_dir / "nstdb" / "bw"), sampto=360 * 300).p_signal.astype(np.float32)
+    for offset in (-8.0, 8.0):
+        segs = detect_dropouts(bw + offset, 360.0, ("MLII", "V1"))
+        assert [s for s in segs if s.kind == "saturation"] == []
+
+
+@pytest.mark.parametrize("declared", [False, True])
+@pytest.mark.parametrize("offset", [-8.0, 0.0, 8.0])
+def test_clipping_at_the_rail_is_still_saturation(rec, declared, offset):
+    """A 0.5 s clip at the ADC rail of an offset lead (12-bit rails at +-10.24 mV, e.g. NSTDB) is found
+    with the declared range and, without it, as a plateau at the lead's running extreme. The front end
+    clips the offset signal at its rails (at +-8 mV, 119's largest waves already touch them briefly)."""
+    rails = [(-10.24, 10.235)] * 2
+    x = np.clip(_offset(rec, [offset, offset]), -10.24, 10.235)
+    faults = [FaultSpec("saturation", "MLII", 30.0, 0.5), FaultSpec("saturation", "V1", 60.0, 0.5)]
+    x = inject(x, rec.fs, rec.leads, faults, adc_range_mv=rails)
+    det = DropoutDetector("c", rec.fs, rec.leads)
+    if declared:
+        det.set_adc_range(rails)
+    segs = []
+    for s in range(0, x.shape[0], 360):
+        segs += det.process(x[s : s + 360], s)
+    segs += det.flush()
+    assert [(s.lead, s.kind) for s in segs] == [("MLII", "saturation"), ("V1", "saturation")]
+    for seg, f in zip(segs, faults, strict=True):
+        assert abs(seg.start - f.start_s) < 0.02 and abs(seg.end - f.end_s) < 0.02
+
+
+def test_a_frozen_signal_near_its_baseline_stays_a_flatline_without_a_range():
+    fs = 360.0
+    t = np.arange(int(fs * 10)) / fs
+    x = (-8.0 + 0.8 * np.sin(2 * np.pi * 1.2 * t)).astype(np.float32)[:, None]
+    x[1800:2160, 0] = x[1799, 0]  # frozen 1 s, inside the lead's excursion
+    segs = detect_dropouts(x, fs, ("MLII",))
+    assert [s.kind for s in segs] == ["flatline"]
+
+
+def test_bad_declared_range_raises():
+    det = DropoutDetector("b", 360.0, ("MLII", "V1"))
+    with pytest.raises(ValueError):
+        det.set_adc_range([(-5.0, 5.0)])
+    with pytest.raises(ValueError):
+        det.set_adc_range([(5.0, -5.0), (-5.0, 5.0)])

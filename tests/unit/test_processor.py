@@ -186,3 +186,60 @@ def test_a_window_longer_than_the_default_buffer_is_cut():
     )
     assert [w.kind for w in out.windows] == ["leads_20s", "leads_20s"]
     assert all(w.data.shape == (2000, 2) and np.isfinite(w.data).all() for w in out.windows)
+
+
+@pytest.mark.parametrize("frame_s", [0.05, 1.0])
+def test_dropout_samples_are_masked_in_the_windows_back_to_the_run_start(rec100, frame_s):
+    """Every sample of a confirmed flatline / lead-off run is NaN in the cut windows, from the run's first
+    sample (confirmed only min_flat_s / min_lead_off_s later, possibly frames later), so no model sees it."""
+    from simulators.faults import FaultSpec, inject
+
+    fs = rec100.fs
+    x = inject(
+        rec100.signal[: round(fs * 30)],
+        fs,
+        rec100.leads,
+        [FaultSpec("flatline", "MLII", 10.02, 0.4), FaultSpec("lead_off", "MLII", 20.02, 0.6)],
+    )
+    windows = {}
+    for mask in (True, False):
+        proc = StreamProcessor(
+            "s1", fs, rec100.leads, StageConfig(windows=(BEAT_720,), mask_dropouts=mask)
+        )
+        out = run_processor(proc, frames_from_array(x, fs, rec100.leads, "s1", frame_s))
+        windows[mask] = [w for w in out.windows if w.kind == "beat_720"]
+    # a flatline holds the last sample before it: the run starts one sample early; lead-off: +1.5 s settle
+    for a, b in (
+        (round(10.02 * fs) - 1, round(10.42 * fs)),
+        (round(20.02 * fs), round(22.12 * fs)),
+    ):
+        hit = [
+            w
+            for w in windows[True]
+            if round((w.start - T0) * fs) < b and round((w.start - T0) * fs) + 720 > a
+        ]
+        assert hit
+        for w in hit:
+            s = round((w.start - T0) * fs)
+            span = np.zeros(720, dtype=bool)
+            span[max(a - s, 0) : max(min(b - s, 720), 0)] = True
+            assert np.isnan(w.data[span]).all() and np.isfinite(w.data[~span]).all()
+    assert not any(np.isnan(w.data).any() for w in windows[False])  # unmasked: scored raw before
+
+
+@pytest.mark.parametrize("declared", [False, True])
+def test_offset_stream_saturation_only_at_its_rails(rec100, declared):
+    """MIT-BIH 100 sent 8 mV below zero (as NSTDB-like front ends do), 12-bit rails at +-10.24 mV:
+    no dropout from the offset; a 0.5 s clip at the lower rail is one saturation, whether the frames
+    declare their range or not."""
+    x = np.clip(rec100.signal[: 360 * 60] - 8.0, -10.24, 10.235)
+    x[360 * 30 : 360 * 30 + 180, 0] = -10.24
+    rails = ((-10.24, 10.235),) * 2 if declared else None
+    frames = [
+        Frame("o1", i, 360.0, rec100.leads, T0 + i, x[i * 360 : (i + 1) * 360], adc_range_mv=rails)
+        for i in range(60)
+    ]
+    out = run_processor(StreamProcessor("o1", rec100.fs, rec100.leads), frames)
+    assert [(d.lead, d.kind) for d in out.dropouts] == [("MLII", "saturation")]
+    assert out.dropouts[0].start - T0 == pytest.approx(30.0, abs=0.02)
+    assert not out.alerts

@@ -161,3 +161,20 @@ def test_pacing_loop_and_stop(settings: Settings) -> None:
 def test_unknown_source_is_a_clear_error(settings: Settings) -> None:
     with pytest.raises(DataError, match="no WFDB record or database"):
         resolve_sources(["mitdb/999"], settings.data_dir)
+
+
+@pytest.mark.parametrize(
+    ("spec", "rails"),
+    [
+        ("mitdb/100", (-5.12, 5.115)),  # 11-bit ADC, zero 1024, gain 200 adu/mV
+        # 16 bits at 1000 adu/mV, capped to what i16le carries
+        ("ptbxl/records100/00000/00001_lr", (-32.767, 32.767)),
+    ],
+)
+def test_frames_declare_the_record_adc_range(settings: Settings, spec: str, rails: tuple) -> None:
+    plans = plan_streams(resolve_sources([spec], settings.data_dir), 1)
+    _, producer = _run(settings, plans, speed=0, max_frames=2)
+    frames = [decode_frame(v) for _, v in producer.on(settings.topics.telemetry)]
+    assert frames and all(f.adc_range_mv is not None for f in frames)
+    for lo, hi in frames[0].adc_range_mv or ():
+        assert (lo, hi) == pytest.approx(rails)

@@ -239,3 +239,59 @@ def test_dead_letter_record_is_bounded_and_keeps_length_and_hash():
     assert back.payload_bytes == len(payload) and back.payload_truncated
     assert back.payload_sha256 == hashlib.sha256(payload).hexdigest()
     assert base64.b64decode(back.payload_b64) == payload[:DEAD_LETTER_PAYLOAD_MAX]
+
+
+# ---------------------------------------------------------------------------------- declared ADC range
+def test_adc_range_round_trips_into_the_frame() -> None:
+    frame = decode_frame(_bytes(_frame(adc_range_mv=[[-5.12, 5.115], [-10.24, 10.235]])))
+    assert frame.adc_range_mv == ((-5.12, 5.115), (-10.24, 10.235))
+    assert "adc_range_mv" not in frame.extra
+    assert decode_frame(_bytes(_frame())).adc_range_mv is None
+
+
+def test_encode_frame_sends_the_range() -> None:
+    x = np.zeros((360, 2), np.float32) - 8.0  # a DC offset well inside the rails
+    data = encode_frame(
+        stream_id="p", seq=0, fs=360.0, leads=("MLII", "V1"), start_time=T0, samples=x,
+        adc_range_mv=[(-10.24, 10.235)] * 2,
+    )  # fmt: skip
+    assert decode_frame(data).adc_range_mv == ((-10.24, 10.235),) * 2
+
+
+@pytest.mark.parametrize(
+    "adc_range",
+    [
+        [[-5.0, 5.0]],  # one pair for two leads
+        [[-5.0, 5.0], [-5.0, 5.0], [-5.0, 5.0]],
+        [[5.0, -5.0], [-5.0, 5.0]],  # lo > hi
+        [[1.0, 1.0], [-5.0, 5.0]],  # lo == hi
+        [[-5.0], [-5.0, 5.0]],  # not a pair
+        [[-5.0, 5.0, 6.0], [-5.0, 5.0]],
+        [[float("nan"), 5.0], [-5.0, 5.0]],
+        [[-5.0, float("inf")], [-5.0, 5.0]],
+    ],
+)
+def test_malformed_adc_range_is_a_bad_value_reject(adc_range: list) -> None:
+    with pytest.raises(FrameValidationError) as err:
+        decode_frame(_bytes(_frame(adc_range_mv=adc_range)))
+    assert err.value.reason == "bad_value"
+    assert "adc_range_mv" in err.value.detail
+
+
+@pytest.mark.parametrize("encoding", ["i16le", "f32le"])
+def test_samples_beyond_the_declared_range_are_rejected(encoding: str) -> None:
+    x = np.zeros((360, 2), np.float32)
+    x[100, 1] = 6.0  # 0.885 mV above the declared rail of V1
+    kw = dict(stream_id="p", seq=0, fs=360.0, leads=("MLII", "V1"), start_time=T0)
+    with pytest.raises(FrameValidationError) as err:
+        decode_frame(
+            encode_frame(samples=x, encoding=encoding, adc_range_mv=[(-5.12, 5.115)] * 2, **kw)
+        )
+    assert err.value.reason == "bad_value"
+    assert "V1" in err.value.detail and "beyond its declared adc_range_mv" in err.value.detail
+    # at the rail (and within the tolerance beyond it) is accepted: that is what saturation looks like
+    x[100, 1] = 5.115 + 0.04
+    frame = decode_frame(
+        encode_frame(samples=x, encoding=encoding, adc_range_mv=[(-5.12, 5.115)] * 2, **kw)
+    )
+    assert frame.adc_range_mv is not None

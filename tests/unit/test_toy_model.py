@@ -105,6 +105,13 @@ def test_a_toy_model_needs_only_its_task_module_and_config(toy_task, data_dir, t
 
     # the stream: the worker's --models accepts it, the processor cuts the window its card declares,
     # the scorer scores it
+    # the stream's lead reconstruction beside it (the record's V6 has a short flatline, masked and rebuilt)
+    import shutil
+
+    from models.card import DEFAULT_ARTIFACTS_DIR
+
+    for f in DEFAULT_ARTIFACTS_DIR.glob("lead_recon*"):
+        shutil.copy(f, artifacts / f.name)
     assert "toy12" in scoring_models(artifacts)
     assert parse_models("toy12", artifacts) == ("toy12",)
     scorer = WindowScorer(("toy12",), models_dir=artifacts)
