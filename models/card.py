@@ -31,7 +31,7 @@ DEFAULT_ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 CARD_VERSION = 2
 CARD_SUFFIX = ".card.json"
 
-Role = Literal["scorer", "recoverer", "component"]
+Role = Literal["scorer", "recoverer", "component", "classifier"]
 WindowKind = Literal["beat", "cycle", "leads"]
 
 

@@ -27,12 +27,12 @@ from typing import Any
 from stream.errors import BrokerError, ConfigError
 from stream.schemas import AlertMessage
 from stream.settings import Settings
+from stream.stages.events import ALERT_KINDS, ALERT_SEVERITIES
 
 log = logging.getLogger(__name__)
 
-#: Alert kinds the rules raise (``stream.stages.rules``) and their severities.
-ALERT_KINDS: tuple[str, ...] = ("asystole", "bradycardia", "tachycardia", "signal_loss")
-SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
+#: Alert kinds the stream raises and their severities (one definition: :mod:`stream.stages.events`).
+SEVERITIES: tuple[str, ...] = ALERT_SEVERITIES
 
 #: Consumer-group timing: 6 s is the smallest session timeout Apache Kafka accepts by default
 #: (group.min.session.timeout.ms); the embedded broker holds a JoinGroup for half of it.

@@ -25,7 +25,7 @@ from prometheus_client import (
 )
 
 from stream.schemas import REJECT_REASONS
-from stream.stages.events import DROPOUT_KINDS
+from stream.stages.events import ALERT_LEVELS, DROPOUT_KINDS
 
 if TYPE_CHECKING:
     from stream.stages.events import AlertEvent
@@ -65,13 +65,10 @@ STAGE_BUCKETS: tuple[float, ...] = (
 )
 
 
-#: The (kind, severity) pairs the alert rules raise (:mod:`stream.stages.rules`): the label sets of the alert
-#: metrics exported at 0 before the first alert.
-ALERT_LABELS: tuple[tuple[str, str], ...] = (
-    ("asystole", "critical"),
-    ("bradycardia", "warning"),
-    ("tachycardia", "warning"),
-    ("signal_loss", "warning"),
+#: The (kind, severity) pairs the stream raises (:data:`stream.stages.events.ALERT_LEVELS`): the label sets
+#: of the alert metrics exported at 0 before the first alert.
+ALERT_LABELS: tuple[tuple[str, str], ...] = tuple(
+    (kind, severity) for kind, levels in ALERT_LEVELS.items() for severity in levels
 )
 #: Reasons of ``ecg_model_windows_skipped_total`` (:meth:`PipelineObserver.scored`).
 SKIP_REASONS: tuple[str, ...] = ("dropout", "model_error")

@@ -483,6 +483,12 @@ class AlertMessage(_Message):
         "duration_s.",
     )
     record: str = Field("", description="Source record of the stream (from its frames).")
+    at_ts: float | None = Field(
+        None,
+        description="Epoch seconds (stream time) at which this transition was decided: for raised, when "
+        "the condition had held long enough (start_ts is the onset, earlier); at_ts - start_ts is the "
+        "detection delay.",
+    )
     published_at: float | None = Field(
         None, description="Epoch seconds (wall clock) when the worker published the message."
     )
@@ -503,6 +509,7 @@ class AlertMessage(_Message):
             end=iso(ev.end),
             end_ts=ev.end,
             evidence=jsonable(ev.evidence),
+            at_ts=ev.at,
             record=record,
             published_at=published_at,
         )
@@ -560,6 +567,24 @@ class BeatOut(BaseModel):
     )
 
 
+class BeatClassOut(BaseModel):
+    """A beat's AAMI class, decided once its windows were scored (a few seconds after its detection)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    time: float = Field(
+        description="Epoch seconds (stream time) of the beat's R peak (as in beats)."
+    )
+    label: Literal["N", "S", "V", "F", "Q"] = Field(
+        description="AAMI EC57 class: N normal, S supraventricular ectopic, V ventricular ectopic, "
+        "F fusion, Q unclassifiable."
+    )
+    confidence: float = Field(description="The classifier's probability of label, 0-1.")
+    sqi: float | None = Field(
+        None, description="Beat-level signal quality, 0 (noise) to 1 (clean); null: not measured."
+    )
+
+
 class BeatBatchMessage(_Message):
     """Topic ``beats``: exactly one message per processed frame (also the processed-frame receipt).
 
@@ -592,6 +617,12 @@ class BeatBatchMessage(_Message):
     )
     beats: list[BeatOut] = Field(
         default_factory=list, description="Beats detected while processing this frame."
+    )
+    classes: list[BeatClassOut] = Field(
+        default_factory=list,
+        description="Earlier beats of the stream classified since its previous message (a beat is "
+        "classified once its windows were scored: its detection, the next beat or 2 s, and the score "
+        "batch); empty without the beat_class model.",
     )
 
 

@@ -28,7 +28,8 @@ from models.preprocessing.rhythm import RRContext
 class Window:
     """Model input: ``kind`` is the window's name (its card's ``WindowSpec.name``, e.g. ``beat_720``);
     ``data`` is ``[samples]`` (beat, cycle) or ``[samples, leads]`` (leads) at ``fs``; ``start`` the stream
-    time of its first sample; ``rr`` the beat's timing (beat windows)."""
+    time of its first sample; ``rr`` the beat's timing (beat windows); ``beat_time`` the stream time of the
+    R peak a beat or cycle window is cut around (None for leads windows): it joins a beat's windows."""
 
     stream_id: str
     kind: str
@@ -37,6 +38,7 @@ class Window:
     fs: float
     data: np.ndarray
     rr: RRContext | None = None
+    beat_time: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {

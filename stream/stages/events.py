@@ -18,9 +18,49 @@ from models.runtime.protocol import Window
 
 #: Kinds of dropout a :class:`DropoutSegment` may carry.
 DROPOUT_KINDS: tuple[str, ...] = ("flatline", "nan", "saturation", "lead_off", "missing_frames")
-#: Kinds of alert the rules stage raises.
-ALERT_KINDS: tuple[str, ...] = ("asystole", "bradycardia", "tachycardia", "signal_loss")
-ALERT_SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
+#: Kinds of alert the stream raises: the rate and signal rules of the processor
+#: (:mod:`stream.stages.rules`), then the arrhythmia and model alarms of :mod:`stream.stages.alarms`.
+RULE_ALERT_KINDS: tuple[str, ...] = (
+    "asystole",
+    "pause",
+    "bradycardia",
+    "tachycardia",
+    "signal_loss",
+)
+ALARM_KINDS: tuple[str, ...] = (
+    "ventricular_fibrillation",
+    "ventricular_tachycardia",
+    "ventricular_run",
+    "ventricular_bigeminy",
+    "ventricular_trigeminy",
+    "pvc_couplet",
+    "frequent_pvcs",
+    "atrial_fibrillation",
+    "abnormal_12lead",
+    "morphology_change",
+)
+ALERT_KINDS: tuple[str, ...] = RULE_ALERT_KINDS + ALARM_KINDS
+ALERT_SEVERITIES: tuple[str, ...] = ("critical", "warning", "advisory", "info")
+#: The severities each kind is raised with (a pause is a warning from 2.5 s, critical from 3 s).
+ALERT_LEVELS: dict[str, tuple[str, ...]] = {
+    "asystole": ("critical",),
+    "pause": ("warning", "critical"),
+    "bradycardia": ("warning",),
+    "tachycardia": ("warning",),
+    "signal_loss": ("warning",),
+    "ventricular_fibrillation": ("critical",),
+    "ventricular_tachycardia": ("critical",),
+    "ventricular_run": ("warning",),
+    "ventricular_bigeminy": ("warning",),
+    "ventricular_trigeminy": ("warning",),
+    "pvc_couplet": ("warning",),
+    "frequent_pvcs": ("warning",),
+    "atrial_fibrillation": ("warning",),
+    "abnormal_12lead": ("advisory",),
+    "morphology_change": ("advisory",),
+}
+#: AAMI EC57 beat classes: normal, supraventricular ectopic, ventricular ectopic, fusion, unclassifiable.
+BEAT_CLASSES: tuple[str, ...] = ("N", "S", "V", "F", "Q")
 ALERT_STATUSES: tuple[str, ...] = ("raised", "resolved")
 
 
@@ -57,6 +97,25 @@ class Beat:
             "rr_s": None if self.rr_s is None else float(self.rr_s),
             "hr_bpm": None if self.hr_bpm is None else float(self.hr_bpm),
         }
+
+
+@dataclass(frozen=True)
+class ClassifiedBeat:
+    """A beat's AAMI class (:data:`BEAT_CLASSES`) and the classifier's confidence (its probability), decided
+    once the beat's windows were scored; ``rr_s`` the interval to the previous beat (None: unknown)."""
+
+    stream_id: str
+    time: float
+    label: str
+    confidence: float
+    rr_s: float | None = None
+    probs: tuple[float, ...] = ()
+    #: beat-level signal quality in [0, 1] (1: clean), from the beat's window; None: not measured
+    sqi: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.label not in BEAT_CLASSES:
+            raise ValueError(f"beat class {self.label!r} not in {BEAT_CLASSES}")
 
 
 @dataclass(frozen=True)
@@ -105,6 +164,9 @@ class AlertEvent:
     start: float
     end: float | None
     evidence: dict[str, Any] = field(default_factory=dict)
+    #: stream time at which this transition was decided (raised: when the condition had held long
+    #: enough; ``start`` is the episode's onset, earlier); None where unknown
+    at: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ALERT_KINDS:

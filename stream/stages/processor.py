@@ -394,6 +394,7 @@ class StreamProcessor:
                         spec.fs,
                         np.array(data, dtype=np.float32),
                         window_rr,
+                        self.time_of(p),
                     )
                 )
         for cut in self._lead_cuts:

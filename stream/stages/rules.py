@@ -56,6 +56,7 @@ class RuleEngine:
         self._rate_since: dict[str, float | None] = {"bradycardia": None, "tachycardia": None}
         self._normal_since: dict[str, float | None] = {"bradycardia": None, "tachycardia": None}
         self._started = False
+        self._now: float | None = None
 
     # -------------------------------------------------------------- helpers
     def active(self) -> tuple[str, ...]:
@@ -75,6 +76,7 @@ class RuleEngine:
             start,
             None,
             evidence,
+            self._now,
         )
 
     def _resolve(
@@ -91,6 +93,7 @@ class RuleEngine:
             ep.start,
             end,
             ev,
+            self._now,
         )
 
     # --------------------------------------------------------------- update
@@ -109,6 +112,7 @@ class RuleEngine:
         """
         c = self.config
         out: list[AlertEvent] = []
+        self._now = now
         if not self._started:
             self._started = True
             self._valid_since = now if qrs_lead_ok else None
@@ -206,6 +210,7 @@ class RuleEngine:
 
     def flush(self, now: float) -> list[AlertEvent]:
         """End of stream: resolve every open episode at ``now``."""
+        self._now = now
         sev = {"asystole": "critical"}
         return [
             self._resolve(kind, sev.get(kind, "warning"), now, {"closed_by": "end_of_stream"})

@@ -187,19 +187,20 @@ def test_alert_message_bytes_are_pinned() -> None:
             "lead": ("MLII",),
             "inf": float("inf"),
         },
+        T0 + 73.5,
     )
     assert AlertMessage.from_event(ev, record="mitdb/106", published_at=T0 + 74.0).to_bytes() == (
         b'{"v":1,"id":"1eb00e25abc688d2dce0","stream_id":"bed-7","kind":"bradycardia",'
         b'"severity":"warning","status":"resolved","start":"2026-01-01T00:00:12.500000+00:00",'
         b'"start_ts":1767225612.5,"end":"2026-01-01T00:01:13.250000+00:00","end_ts":1767225673.25,'
         b'"evidence":{"hr_bpm":38.5,"beats":7,"rr_s":[1.5,null],"lead":["MLII"],"inf":null},'
-        b'"record":"mitdb/106","published_at":1767225674.0}'
+        b'"record":"mitdb/106","at_ts":1767225673.5,"published_at":1767225674.0}'
     )
     raised = AlertEvent("a1", "p1", "asystole", "critical", "raised", T0, None)
     assert AlertMessage.from_event(raised).to_bytes() == (
         b'{"v":1,"id":"a1","stream_id":"p1","kind":"asystole","severity":"critical",'
         b'"status":"raised","start":"2026-01-01T00:00:00+00:00","start_ts":1767225600.0,'
-        b'"end":null,"end_ts":null,"evidence":{},"record":"","published_at":null}'
+        b'"end":null,"end_ts":null,"evidence":{},"record":"","at_ts":null,"published_at":null}'
     )
 
 
