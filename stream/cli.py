@@ -242,7 +242,9 @@ def up(
     duration: Annotated[
         float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
     ] = None,
-    patients: Annotated[int, typer.Option(min=1, help="Concurrent patient streams.")] = 6,
+    patients: Annotated[
+        int, typer.Option(min=1, help="Concurrent patient streams (records assigned in turn).")
+    ] = 7,
     speed: Annotated[float, typer.Option(min=0, help="Replay speed (1 = real time).")] = 1.0,
     records: Annotated[
         list[str] | None, typer.Option("--records", "-r", help="Records/databases to replay.")
@@ -406,27 +408,98 @@ def up(
 @app.command()
 def dashboard(
     host: Annotated[
-        str | None, typer.Option(help="Address to bind (default ECG_BIND_HOST).")
+        str | None,
+        typer.Option(
+            help="Address to bind (default ECG_BIND_HOST, 127.0.0.1); any other needs ECG_DASHBOARD_TOKEN."
+        ),
     ] = None,
     port: Annotated[
         int | None, typer.Option(help="Port (default ECG_DASHBOARD_PORT, 8050).")
     ] = None,
+    bootstrap: BootstrapOpt = None,
 ) -> None:
-    """Serve the 12-lead anomaly dashboard: upload an ECG (.npy or WFDB .hea + .dat), pick a model, see the
-    reconstruction, anomaly score, lead-wise attention and point-wise error of each lead."""
+    """Serve the dashboard: the live central-station view (/ward, /patient/ID; needs a Kafka bootstrap) and
+    the 12-lead upload page (/): upload an ECG (.npy or WFDB .hea + .dat), pick a model, see the 12 leads,
+    the reconstruction, anomaly score, lead-wise attention and point-wise error of each lead.
+
+    Binding a non-loopback address without ECG_DASHBOARD_TOKEN is refused (exit 2)."""
     from stream.dashboard.app import serve_dashboard
+    from stream.dashboard.security import check_bind
 
     settings = _settings()
+    bind = host or settings.bind_host
+    check_bind(
+        bind, settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
+    )
     check_port_free(
-        host or settings.bind_host,
+        bind,
         settings.dashboard_port if port is None else port,
         "the dashboard",
         "--port",
     )
+    bs = bootstrap or settings.kafka_bootstrap
+    if bs:
+        check_broker_reachable(bs)
     console.print(
-        f"dashboard on [bold]http://{host or settings.bind_host}:{settings.dashboard_port if port is None else port}/[/]"
+        f"dashboard on [bold]http://{bind}:{settings.dashboard_port if port is None else port}/[/]"
+        + ("" if bs else " (no Kafka bootstrap: live view off)")
     )
-    serve_dashboard(settings, host, port)
+    serve_dashboard(settings, bind, port, bs or None)
+
+
+@app.command("bench-live")
+def bench_live(
+    streams: Annotated[
+        int, typer.Option(min=1, help="Real-time replayed streams on the ward view.")
+    ] = 100,
+    alarms: Annotated[
+        int, typer.Option(min=1, help="Probe alarms published on the alerts topic.")
+    ] = 100,
+    every: Annotated[float, typer.Option(min=0.0, help="Seconds between probe alarms.")] = 0.1,
+    models: Annotated[
+        str, typer.Option(help="Models the worker scores with, or 'none'.")
+    ] = DEFAULT_MODELS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Alarm-to-browser latency: broker, worker and a replay of N streams, the dashboard and a headless
+    Chromium on the ward view; prints p50/p99 from an alarm's publication on the alerts topic to its
+    appearance on the page, and how many streams the page follows live."""
+    import tempfile
+
+    from stream.dashboard.browser import bench_live as run
+
+    with tempfile.TemporaryDirectory(prefix="ecg-bench-live-") as tmp:
+        result = run(
+            _settings(),
+            streams=streams,
+            alarms=alarms,
+            every_s=every,
+            models=models,
+            log_dir=Path(tmp),
+            progress=None if as_json else console.print,
+        )
+    if as_json:
+        print(json.dumps(result))
+    else:
+        out.print_json(json.dumps(result))
+
+
+@app.command("dashboard-screenshots")
+def dashboard_screenshots(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the PNGs go.")] = Path(
+        ".cache/ecg-monitor/screenshots"
+    ),
+    streams: Annotated[int, typer.Option(min=1, help="Replayed streams.")] = 6,
+) -> None:
+    """Screenshots of the ward view, a patient view and an upload result (local stack with demo faults,
+    headless Chromium)."""
+    import tempfile
+
+    from stream.dashboard.browser import screenshots
+
+    with tempfile.TemporaryDirectory(prefix="ecg-shots-") as tmp:
+        for p in screenshots(_settings(), out_dir, log_dir=Path(tmp), streams=streams):
+            console.print(f"wrote {p}")
 
 
 @app.command()

@@ -10,7 +10,7 @@ patient or stream ids.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from prometheus_client import (
 )
 
 from stream.schemas import REJECT_REASONS
-from stream.stages.events import ALERT_LEVELS, DROPOUT_KINDS
+from stream.stages.events import ALARM_KINDS, ALERT_LEVELS, BEAT_CLASSES, DROPOUT_KINDS
 
 if TYPE_CHECKING:
     from stream.stages.events import AlertEvent
@@ -70,6 +70,8 @@ STAGE_BUCKETS: tuple[float, ...] = (
 ALERT_LABELS: tuple[tuple[str, str], ...] = tuple(
     (kind, severity) for kind, levels in ALERT_LEVELS.items() for severity in levels
 )
+#: Reasons of ``ecg_alarms_suppressed_total`` (:mod:`stream.stages.alarms`).
+SUPPRESS_REASONS: tuple[str, ...] = ("covered", "dropout", "noise")
 #: Reasons of ``ecg_model_windows_skipped_total`` (:meth:`PipelineObserver.scored`).
 SKIP_REASONS: tuple[str, ...] = ("dropout", "model_error")
 
@@ -145,6 +147,31 @@ class PipelineMetrics:
             "ecg_alerts_open",
             "Alert episodes raised and not yet resolved (alarms currently open), by kind and severity.",
             ["kind", "severity"],
+            registry=r,
+        )
+        self.alarms_suppressed = Counter(
+            "ecg_alarms_suppressed_total",
+            "Arrhythmia and model alarms not raised (or closed early), by kind and reason: covered by a "
+            "higher-priority alarm on the stream, over a dropout of the QRS lead, or over noise.",
+            ["kind", "reason"],
+            registry=r,
+        )
+        self.streams_unsupported = Counter(
+            "ecg_model_streams_unsupported_total",
+            "Streams started that cannot give a model window, by window and reason (missing_leads: the "
+            "stream lacks a lead the window needs; sampling_rate: below the models' lowest rate).",
+            ["window", "reason"],
+            registry=r,
+        )
+        self.beats_classified = Counter(
+            "ecg_beats_classified_total",
+            "Beats classified by the beat_class model, by AAMI class (N, S, V, F, Q).",
+            ["label"],
+            registry=r,
+        )
+        self.beats_unclassified = Counter(
+            "ecg_beats_unclassified_total",
+            "Scored beats the classifier failed on (left unclassified; see the worker log).",
             registry=r,
         )
         self.latency = Histogram(
@@ -248,6 +275,11 @@ class PipelineMetrics:
             self.alerts_open.labels(kind, severity)
         for reason in SKIP_REASONS:
             self.windows_skipped.labels(reason)
+        for kind in ALARM_KINDS:
+            for reason in SUPPRESS_REASONS:
+                self.alarms_suppressed.labels(kind, reason)
+        for label in BEAT_CLASSES:
+            self.beats_classified.labels(label)
 
     def preset_models(self, models: Sequence[str], recoverers: Sequence[str] = ()) -> None:
         """Export the per-model series of the scoring ``models`` and the recovery models at 0 before the
@@ -294,6 +326,17 @@ class PipelineObserver:
             m.stage_duration.labels(stage).observe(seconds)
         for seg in result.dropouts:
             m.dropouts.labels(seg.kind).inc()
+        self.alerted(alerts, frame, now)
+        if frame is not None:
+            m.last_frame_processed.set(now)
+            if frame.sent_at is not None:
+                m.latency.labels("processed").observe(max(0.0, now - frame.sent_at))
+            m.frame_age.labels("processed").observe(max(0.0, now - frame.start_time))
+
+    def alerted(self, alerts: Sequence[AlertEvent], frame: Frame | None, now: float) -> None:
+        """Published alert transitions (de-duplicated) by kind and severity, the episodes open, and (for
+        alerts of a processed ``frame``) their latency and frame age."""
+        m = self.metrics
         sent_at = frame.sent_at if frame is not None else None
         for ev in alerts:
             if ev.status == "raised":
@@ -307,11 +350,12 @@ class PipelineObserver:
                 m.latency.labels("alert").observe(max(0.0, now - sent_at))
             if frame is not None:
                 m.frame_age.labels("alert").observe(max(0.0, now - frame.start_time))
-        if frame is not None:
-            m.last_frame_processed.set(now)
-            if sent_at is not None:
-                m.latency.labels("processed").observe(max(0.0, now - sent_at))
-            m.frame_age.labels("processed").observe(max(0.0, now - frame.start_time))
+
+    def suppressed(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Alarms the alarm engine did not raise, by (kind, reason)."""
+        for (kind, reason), n in counts.items():
+            if n:
+                self.metrics.alarms_suppressed.labels(kind, reason).inc(n)
 
     def scored(self, res: ScoringResult) -> None:
         """One scoring call: seconds per model, windows skipped and recovered, scores and anomalies."""
@@ -326,6 +370,10 @@ class PipelineObserver:
             m.model_scores.labels(sc.model).inc()
             if sc.anomalous:
                 m.model_anomalies.labels(sc.model).inc()
+        for b in res.classes:
+            m.beats_classified.labels(b.label).inc()
+        if res.unclassified:
+            m.beats_unclassified.inc(res.unclassified)
 
     def rejected(self, reason: str) -> None:
         """A message sent to the dead-letter topic, by reason."""

@@ -31,6 +31,7 @@ from stream.metrics import PipelineMetrics, PipelineObserver
 from stream.schemas import (
     AlertMessage,
     BeatBatchMessage,
+    BeatClassOut,
     BeatOut,
     DeadLetterMessage,
     DropoutMessage,
@@ -43,7 +44,9 @@ from stream.settings import Settings, TopicNames
 
 if TYPE_CHECKING:
     from models.card import WindowSpec
-    from stream.stages.events import AlertEvent, DropoutSegment, ModelWindow
+    from models.runtime.protocol import ModelScore
+    from stream.stages.alarms import AlarmEngine
+    from stream.stages.events import AlertEvent, ClassifiedBeat, DropoutSegment, ModelWindow
     from stream.stages.frame import Frame
     from stream.stages.processor import ProcessorOutput
     from stream.stages.scoring import ScoringResult
@@ -96,6 +99,12 @@ class _StreamState:
     quarantine: list[_Held] = field(default_factory=list)
     #: the run of consecutive frames going backwards (dead-lettered); a long enough run resynchronises
     backwards: list[Frame] = field(default_factory=list)
+    #: the stream's arrhythmia and model alarms (fed classified beats, scores, VF decisions, dropouts)
+    alarms: AlarmEngine | None = None
+    #: beats classified since the stream's last beats message (they ride on the next one)
+    classes: list[ClassifiedBeat] = field(default_factory=list)
+    #: stream time of the end of the last frame processed
+    end_time: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,24 @@ def follows(prev: Frame, nxt: Frame, max_frames: int = 10) -> bool:
     return 0 < dt <= gap * duration + max(1.0, duration)
 
 
+def _default_alarms(settings: Settings) -> Callable[[str], AlarmEngine | None]:
+    """One :class:`~stream.stages.alarms.AlarmEngine` per stream with the settings' alarm thresholds."""
+    from stream.stages.alarms import AlarmEngine
+
+    config = settings.alarms
+
+    def make(stream_id: str) -> AlarmEngine | None:
+        return AlarmEngine(stream_id, config)
+
+    return make
+
+
+def _qrs_lead_name(state: _StreamState) -> str:
+    from stream.stages.processor import pick_qrs_lead
+
+    return state.leads[pick_qrs_lead(state.leads)]
+
+
 def default_processor_factory(
     settings: Settings, *, windows: Sequence[WindowSpec] = ()
 ) -> ProcessorFactory:
@@ -133,6 +160,18 @@ def default_processor_factory(
         return StreamProcessor(stream_id, fs, leads, config)
 
     return make
+
+
+def _class_out(classes: Sequence[ClassifiedBeat]) -> list[BeatClassOut]:
+    return [
+        BeatClassOut(
+            time=b.time,
+            label=b.label,  # type: ignore[arg-type]
+            confidence=round(b.confidence, 4),
+            sqi=None if b.sqi is None else round(b.sqi, 3),
+        )
+        for b in classes
+    ]
 
 
 class AlertDeduplicator:
@@ -182,8 +221,15 @@ class MessageRouter:
             out.append(Outgoing(self.topics.alerts, key, msg.to_bytes()))
         return out
 
-    def receipt(self, frame: Frame, result: ProcessorOutput, now: float) -> Outgoing:
-        """The beats message of a processed frame: its beats, and the receipt that it was processed."""
+    def receipt(
+        self,
+        frame: Frame,
+        result: ProcessorOutput,
+        now: float,
+        classes: Sequence[ClassifiedBeat] = (),
+    ) -> Outgoing:
+        """The beats message of a processed frame: its beats, the receipt that it was processed, and the
+        earlier beats classified since the stream's previous message (``classes``)."""
         sent_at = frame.sent_at
         latency = None if sent_at is None else max(0.0, now - sent_at)
         batch = BeatBatchMessage(
@@ -201,8 +247,30 @@ class MessageRouter:
                 BeatOut(sample=b.sample, time=b.time, rr_s=b.rr_s, hr_bpm=b.hr_bpm)
                 for b in result.beats
             ],
+            classes=_class_out(classes),
         )
         return Outgoing(self.topics.beats, frame.stream_id.encode(), batch.to_bytes())
+
+    def late_classes(
+        self,
+        stream_id: str,
+        seq: int,
+        end_time: float,
+        classes: Sequence[ClassifiedBeat],
+        now: float,
+    ) -> Outgoing:
+        """A beats message carrying only classes, for a stream whose frames have ended (flushed: its
+        last windows were scored after its last frame); ``seq`` and the frame start repeat its last
+        frame's, with no samples."""
+        batch = BeatBatchMessage(
+            stream_id=stream_id,
+            seq=seq,
+            frame_start_ts=end_time,
+            processed_at=now,
+            samples=0,
+            classes=_class_out(classes),
+        )
+        return Outgoing(self.topics.beats, stream_id.encode(), batch.to_bytes())
 
     def dead_letter(
         self,
@@ -239,12 +307,16 @@ class ScoreBatcher:
         topic: str,
         batch_size: int = 64,
         on_scored: Callable[[ScoringResult], None] | None = None,
+        after: Callable[[ScoringResult], list[Outgoing]] | None = None,
     ) -> None:
-        """``topic``: the scores topic; ``on_scored``: called with every scoring result (metrics)."""
+        """``topic``: the scores topic; ``on_scored``: called with every scoring result (metrics);
+        ``after``: turns every scoring result into more messages (classified beats, alarms), published
+        after its scores."""
         self.scorer = scorer
         self.topic = topic
         self.batch_size = batch_size
         self._on_scored = on_scored
+        self._after = after
         self._windows: list[ModelWindow] = []
         self._seqs: dict[str, int] = {}
 
@@ -275,7 +347,7 @@ class ScoreBatcher:
         by_stream: dict[str, list[ScoreOut]] = {}
         for sc in res.scores:
             by_stream.setdefault(sc.stream_id, []).append(sc)
-        return [
+        out = [
             Outgoing(
                 self.topic,
                 sid.encode(),
@@ -283,6 +355,9 @@ class ScoreBatcher:
             )
             for sid, scores in by_stream.items()
         ]
+        if self._after is not None:
+            out += self._after(res)
+        return out
 
 
 class FramePipeline:
@@ -298,6 +373,7 @@ class FramePipeline:
         scorer: Scorer | None = None,
         score_batch: int = 64,
         max_seen: int = 100_000,
+        alarm_factory: Callable[[str], AlarmEngine | None] | None = None,
     ) -> None:
         """``scorer``: optional :class:`stream.stages.scoring.WindowScorer`; its scores go to the scores topic
         (windows scored in batches of ``score_batch``, or sooner by :meth:`flush_scores`)."""
@@ -310,9 +386,15 @@ class FramePipeline:
         self.scorer = scorer
         #: windows waiting to be scored (None without a scorer)
         self.score_batcher = (
-            ScoreBatcher(scorer, self.topics.scores, score_batch, self.observer.scored)
+            ScoreBatcher(
+                scorer, self.topics.scores, score_batch, self.observer.scored, self._scored
+            )
             if scorer is not None
             else None
+        )
+        #: builds a stream's alarm engine (None: no arrhythmia or model alarms)
+        self._alarm_factory = (
+            alarm_factory if alarm_factory is not None else _default_alarms(settings)
         )
         specs = scorer.window_specs if scorer is not None else ()
         self._factory = processor_factory or default_processor_factory(settings, windows=specs)
@@ -438,6 +520,7 @@ class FramePipeline:
         state.last_start = frame.start_time
         state.last_seen = self._clock()
         state.source = (topic, partition)
+        state.end_time = frame.start_time + frame.n_samples / frame.fs
         state.backwards.clear()
         self._seen[frame.stream_id] = (frame.seq, frame.start_time + frame.n_samples / frame.fs)
         self._seen.move_to_end(frame.stream_id)
@@ -548,13 +631,21 @@ class FramePipeline:
         return self._emit(frame.stream_id, frame.record, lost, None)
 
     def _new_state(self, frame: Frame) -> _StreamState:
+        scorer = self.scorer
+        if scorer is not None and hasattr(scorer, "forget"):
+            scorer.forget(frame.stream_id)  # a new session starts its per-patient state afresh
+        processor = self._factory(frame.stream_id, frame.fs, frame.leads)
+        for window, reason in getattr(processor, "unsupported", {}).items():
+            self.metrics.streams_unsupported.labels(window, reason).inc()
+            log.info("stream %s gives no %s windows: %s", frame.stream_id, window, reason)
         return _StreamState(
-            self._factory(frame.stream_id, frame.fs, frame.leads),
+            processor,
             frame.fs,
             frame.leads,
             frame.record,
             frame.seq,
             self._clock(),
+            alarms=self._alarm_factory(frame.stream_id),
         )
 
     def flush_all(self) -> list[Outgoing]:
@@ -570,22 +661,41 @@ class FramePipeline:
 
     def _flush_streams(self, stream_ids: Iterable[str]) -> list[Outgoing]:
         out: list[Outgoing] = []
+        closing = []
         for stream_id in stream_ids:
-            state = self._streams.pop(stream_id)
+            state = self._streams[stream_id]
             out += self._drop_quarantine(state)
             out += self._emit(stream_id, state.record, state.processor.flush(), None)
-        out += self.flush_scores()  # windows already cut are scored and published now
+            closing.append(stream_id)
+        out += self.flush_scores()  # windows already cut are scored, classified and alarmed now
+        for stream_id in closing:
+            out += self._close(stream_id, self._streams.pop(stream_id))
+        return out
+
+    def _close(self, stream_id: str, state: _StreamState) -> list[Outgoing]:
+        """A stream ends: its pending classes in a last beats message, its alarm episodes resolved."""
+        now = self._clock()
+        out: list[Outgoing] = []
+        if state.classes:
+            out.append(
+                self.router.late_classes(
+                    stream_id, state.last_seq, state.end_time, state.classes, now
+                )
+            )
+            state.classes = []
+        if state.alarms is not None:
+            out += self._alarm_out(stream_id, state, state.alarms.flush(state.end_time), None)
+        if self.scorer is not None and hasattr(self.scorer, "forget"):
+            self.scorer.forget(stream_id)
         return out
 
     def expire_idle(self, idle_s: float = 300.0, active_s: float = 60.0) -> list[Outgoing]:
         """Flush and forget streams silent for ``idle_s``; update the active-streams gauge."""
         now = self._clock()
         out: list[Outgoing] = []
-        for stream_id, state in list(self._streams.items()):
-            if now - state.last_seen > idle_s:
-                out += self._drop_quarantine(state)
-                out += self._emit(stream_id, state.record, state.processor.flush(), None)
-                del self._streams[stream_id]
+        idle = [sid for sid, state in self._streams.items() if now - state.last_seen > idle_s]
+        if idle:
+            out += self._flush_streams(idle)
         self.metrics.active_streams.set(
             sum(1 for s in self._streams.values() if now - s.last_seen <= active_s)
         )
@@ -603,15 +713,68 @@ class FramePipeline:
         updated: its dropouts and new alert transitions, the scores of a batch its windows filled, and
         the frame's receipt last."""
         now = self._clock()
-        alerts = self._alerts.fresh(result.alerts)
+        state = self._streams.get(stream_id)
+        engine = state.alarms if state is not None else None
+        raised = list(result.alerts)
+        if engine is not None:
+            if result.dropouts:
+                engine.on_dropouts(result.dropouts, _qrs_lead_name(state))  # type: ignore[arg-type]
+            if result.vf:
+                raised += engine.on_vf(result.vf)
+            self.observer.suppressed(engine.drain_suppressed())
+        alerts = self._alerts.fresh(raised)
         self.observer.processed(result, alerts, frame, now)
         out = self.router.events(stream_id, record, result.dropouts, alerts, now)
         if self.score_batcher is not None:
             seq = frame.seq if frame is not None else None
             out += self.score_batcher.add(stream_id, result.windows, seq)
         if frame is not None:
-            out.append(self.router.receipt(frame, result, now))
+            classes: Sequence[ClassifiedBeat] = ()
+            if state is not None and state.classes:
+                classes, state.classes = state.classes, []
+            out.append(self.router.receipt(frame, result, now, classes))
         return out
+
+    def _scored(self, res: ScoringResult) -> list[Outgoing]:
+        """After a scoring call: each stream's classified beats wait for its next beats message; its
+        alarm engine sees them and the stream's scores; the alarms it raises are published."""
+        beats: dict[str, list[ClassifiedBeat]] = {}
+        for b in res.classes:
+            beats.setdefault(b.stream_id, []).append(b)
+        scores: dict[str, list[ModelScore]] = {}
+        for sc in res.scores:
+            scores.setdefault(sc.stream_id, []).append(sc)
+        out: list[Outgoing] = []
+        now = self._clock()
+        for sid in beats.keys() | scores.keys():
+            state = self._streams.get(sid)
+            if state is None:  # the stream ended while its windows waited (rare): classes only
+                if sid in beats and (seen := self._seen.get(sid)) is not None:
+                    out.append(self.router.late_classes(sid, seen[0], seen[1], beats[sid], now))
+                continue
+            mine = sorted(beats.get(sid, ()), key=lambda b: b.time)
+            state.classes += mine
+            engine = state.alarms
+            if engine is None:
+                continue
+            events = engine.on_beats(mine) if mine else []
+            if sid in scores:
+                events += engine.on_scores(scores[sid])
+            out += self._alarm_out(sid, state, events, None)
+        return out
+
+    def _alarm_out(
+        self, stream_id: str, state: _StreamState, events: Sequence[AlertEvent], frame: Frame | None
+    ) -> list[Outgoing]:
+        """Publish an alarm engine's alert transitions (de-duplicated) and count its suppressions."""
+        now = self._clock()
+        if state.alarms is not None:
+            self.observer.suppressed(state.alarms.drain_suppressed())
+        alerts = self._alerts.fresh(events)
+        if not alerts:
+            return []
+        self.observer.alerted(alerts, frame, now)
+        return self.router.events(stream_id, state.record, (), alerts, now)
 
     def _dead_letter(
         self,

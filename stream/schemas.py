@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from models.runtime.protocol import ScoreFields
 from stream.errors import FrameValidationError
 from stream.records import KNOWN_LEADS
-from stream.stages.events import DROPOUT_KINDS, AlertEvent, DropoutSegment, jsonable
+from stream.stages.events import ALERT_KINDS, DROPOUT_KINDS, AlertEvent, DropoutSegment, jsonable
 from stream.stages.frame import Frame
 
 if TYPE_CHECKING:
@@ -395,10 +395,15 @@ class _Evidence(BaseModel):
         description="Resolved only (every resolved message has it): seconds from the episode start "
         "to its end.",
     )
-    closed_by: Literal["end_of_stream"] | None = Field(
+    closed_by: Literal["end_of_stream", "covered"] | None = Field(
         None,
-        description="Resolved only, when the episode was closed by the end of its stream (worker shutdown, "
-        "partition revoked, stream idle) rather than by the signal.",
+        description="Resolved only, when the episode was closed by the end of its stream (end_of_stream: "
+        "worker shutdown, partition revoked, stream idle) or by a higher-priority alarm that explains it "
+        "(covered: VF > VT > ventricular_run > bigeminy/trigeminy/couplet/frequent_pvcs) rather than by "
+        "the signal.",
+    )
+    covered_by: str | None = Field(
+        None, description="Resolved with closed_by=covered only: the kind of the covering alarm."
     )
 
 
@@ -435,12 +440,172 @@ class SignalLossEvidence(_Evidence):
     lost_s: float = Field(description="Seconds every lead had been in a dropout when raised.")
 
 
+class PauseEvidence(_Evidence):
+    """``evidence`` of a ``pause`` alert: no beat for 2.5 s of usable signal on the QRS lead (warning,
+    raised and resolved by the beat that ends it), critical in real time from 3 s (default thresholds,
+    ``stream.stages.rules.RuleConfig``)."""
+
+    pause_s: float = Field(
+        description="Seconds of usable signal without a beat: when raised (critical, in real time) or "
+        "the whole gap (warning, and every resolved message)."
+    )
+    last_beat_time: float | None = Field(
+        description="Epoch seconds (stream time) of the last beat before the pause."
+    )
+    resumed_beat_time: float | None = Field(
+        None,
+        description="Resolved only: epoch seconds (stream time) of the beat that ended the pause.",
+    )
+
+
+class VentricularRunEvidence(_Evidence):
+    """``evidence`` of a ``ventricular_tachycardia`` (critical: 5+ consecutive V beats at >= 100 bpm) or
+    ``ventricular_run`` alert (warning: 3+ consecutive V beats that are not VT), default thresholds of
+    ``stream.stages.alarms.AlarmConfig``; the run is the one that raised the episode."""
+
+    beats: int = Field(description="Consecutive V beats in the run when raised.")
+    rate_bpm: float = Field(description="Rate of the run: 60 / median RR inside the run, bpm.")
+    vt_rate_bpm: float = Field(description="VT rate threshold (AlarmConfig.vt_rate_bpm), bpm.")
+    vt_min_beats: int = Field(description="V beats needed for VT (AlarmConfig.vt_min_beats).")
+    beat_times: list[float] = Field(
+        description="Epoch seconds (stream time) of the run's V beats (the last 32 at most)."
+    )
+    median_sqi: float = Field(description="Median beat signal quality (0..1) of the run's beats.")
+    reason: Literal["rate_below_vt", "shorter_than_vt"] | None = Field(
+        None, description="ventricular_run only: why the run is not VT."
+    )
+    occurrences: int | None = Field(
+        None, description="Resolved only: beats (VT) or runs (ventricular_run) seen in the episode."
+    )
+
+
+class CoupletEvidence(_Evidence):
+    """``evidence`` of a ``pvc_couplet`` alert (warning): exactly two consecutive V beats; the episode
+    lasts while couplets recur within 10 s (AlarmConfig.ventricular_resolve_s)."""
+
+    beat_times: list[float] = Field(
+        description="Epoch seconds (stream time) of the couplet that raised the episode."
+    )
+    rate_bpm: float = Field(description="Coupling rate of the two V beats: 60 / their RR, bpm.")
+    median_sqi: float = Field(description="Median beat signal quality (0..1) of the two beats.")
+    occurrences: int | None = Field(None, description="Resolved only: couplets in the episode.")
+
+
+class PatternEvidence(_Evidence):
+    """``evidence`` of a ``ventricular_bigeminy`` (every other beat V) or ``ventricular_trigeminy``
+    (every third beat V) alert (warning): 4 consecutive cycles by default."""
+
+    cycles: int = Field(description="Consecutive cycles of the pattern when raised.")
+    min_cycles: int = Field(description="Cycles needed (AlarmConfig.*_min_cycles).")
+    v_times: list[float] = Field(
+        description="Epoch seconds (stream time) of the V beats of the last min_cycles cycles."
+    )
+
+
+class FrequentPvcEvidence(_Evidence):
+    """``evidence`` of a ``frequent_pvcs`` alert (warning): more than 10 V beats in the trailing 60 s."""
+
+    pvcs_per_min: int = Field(description="V beats in the trailing 60 s when raised.")
+    threshold_per_min: float = Field(description="AlarmConfig.pvc_per_min, PVCs per minute.")
+    first_pvc_time: float = Field(description="Epoch seconds of the first V beat in that minute.")
+    last_pvc_time: float = Field(description="Epoch seconds of the last V beat in that minute.")
+
+
+class AtrialFibrillationEvidence(_Evidence):
+    """``evidence`` of an ``atrial_fibrillation`` alert (warning): the last 64 RR intervals (those next
+    to V, F or Q beats excluded) irregular by all four statistics for 30 s (AlarmConfig defaults)."""
+
+    nrmssd: float = Field(description="RMSSD / mean RR of the window (outliers trimmed), unitless.")
+    nrmssd_threshold: float = Field(description="AF needs nrmssd above this.")
+    shannon_entropy: float = Field(
+        description="Shannon entropy of the 16-bin RR histogram / log 16, 0..1."
+    )
+    shannon_threshold: float = Field(description="AF needs shannon_entropy above this.")
+    tpr: float = Field(description="Turning-point ratio of the RR series, 0..1.")
+    tpr_range: list[float] = Field(description="[low, high]: AF needs tpr inside.")
+    cosen: float | None = Field(
+        description="Coefficient of sample entropy (Lake & Moorman 2011); null: no template match."
+    )
+    cosen_threshold: float = Field(description="AF needs cosen above this.")
+    n_rr: int = Field(description="RR intervals in the window.")
+    hr_bpm: float = Field(description="60 / mean RR of the window, bpm.")
+    sustained_s: float = Field(description="Seconds the window had been AF-like when raised.")
+
+
+class VentricularFibrillationEvidence(_Evidence):
+    """``evidence`` of a ``ventricular_fibrillation`` alert (critical): 3 of the last 5 one-second
+    decisions of the VF/flutter detector (``stream.stages.vf``) are VF."""
+
+    vf_decisions: int = Field(description="VF decisions among the last decisions when raised.")
+    decisions: int = Field(description="Decisions in that window.")
+    raise_k: int = Field(description="VF decisions needed (AlarmConfig.vf_raise_k).")
+    index: float = Field(
+        description="Spectral concentration around the dominant frequency of the raising decision, 0..1."
+    )
+    dominant_hz: float = Field(description="Dominant frequency of the raising decision, Hz.")
+    sustained_s: float = Field(
+        description="Seconds from the start of the first VF decision's window to the raise."
+    )
+
+
+class TwelveLeadEvidence(_Evidence):
+    """``evidence`` of an ``abnormal_12lead`` alert (advisory): 3 consecutive anomalous windows of the
+    configured 12-lead model (AlarmConfig.twelve_lead_model, default vae_bilstm_mha)."""
+
+    model: str = Field(description="The 12-lead model whose windows raised the alert.")
+    score: float = Field(description="Anomaly score of the raising window.")
+    threshold: float | None = Field(description="The model card's threshold on score.")
+    windows: int = Field(description="Consecutive anomalous windows when raised.")
+    top_lead_scores: list[list[Any]] | None = Field(
+        description="[[lead, score], ...]: the 3 leads with the highest lead_scores; null if absent."
+    )
+    top_lead_attention: list[list[Any]] | None = Field(
+        description="[[lead, weight], ...]: the 3 leads with the highest attention (this model's or the "
+        "vae_bilstm_mha score of the same window); null if absent."
+    )
+    attention_peak: float | None = Field(
+        description="Epoch seconds where the temporal attention peaks; null if absent."
+    )
+    window_time: float = Field(description="Epoch seconds of the raising window's first sample.")
+    score_at_resolution: float | None = Field(
+        None, description="Resolved only: score of the window that resolved the episode."
+    )
+
+
+class MorphologyEvidence(_Evidence):
+    """``evidence`` of a ``morphology_change`` alert (advisory): the rolling mean of the beat-VAE
+    embeddings of the last 60 beats more than 1 baseline SD (RMS over latent dimensions) away from the
+    patient's own baseline (first 5 minutes) for 30 s."""
+
+    distance: float = Field(
+        description="RMS over latent dims of (rolling mean - baseline mean) / baseline SD, when raised."
+    )
+    threshold: float = Field(description="AlarmConfig.morph_threshold, baseline SDs.")
+    baseline_beats: int = Field(description="Embeddings in the patient's baseline.")
+    rolling_beats: int = Field(description="Embeddings in the rolling mean.")
+    top_dims: list[list[float]] = Field(
+        description="[[dim, z], ...]: the 3 latent dimensions with the largest standardised shift."
+    )
+    sustained_s: float = Field(description="Seconds the shift had held when raised.")
+
+
 #: The evidence model of each alert kind (the alerts schema selects it by ``kind``).
 ALERT_EVIDENCE: dict[str, type[BaseModel]] = {
     "asystole": AsystoleEvidence,
+    "pause": PauseEvidence,
     "bradycardia": HeartRateEvidence,
     "tachycardia": HeartRateEvidence,
     "signal_loss": SignalLossEvidence,
+    "ventricular_fibrillation": VentricularFibrillationEvidence,
+    "ventricular_tachycardia": VentricularRunEvidence,
+    "ventricular_run": VentricularRunEvidence,
+    "ventricular_bigeminy": PatternEvidence,
+    "ventricular_trigeminy": PatternEvidence,
+    "pvc_couplet": CoupletEvidence,
+    "frequent_pvcs": FrequentPvcEvidence,
+    "atrial_fibrillation": AtrialFibrillationEvidence,
+    "abnormal_12lead": TwelveLeadEvidence,
+    "morphology_change": MorphologyEvidence,
 }
 
 
@@ -454,11 +619,14 @@ class AlertMessage(_Message):
         description="Episode id: a hash of stream, kind and episode start (same for raised and resolved)."
     )
     stream_id: str = Field(description="Patient stream id; also the message key.")
-    kind: Literal["asystole", "bradycardia", "tachycardia", "signal_loss"] | str = Field(
-        description="Alert kind; selects the shape of evidence."
+    kind: str = Field(
+        description="Alert kind (one of stream.stages.events.ALERT_KINDS); selects the shape of evidence.",
+        json_schema_extra={"enum": list(ALERT_KINDS)},
     )
-    severity: Literal["critical", "warning", "info"] = Field(
-        description="critical (asystole) or warning (the others)."
+    severity: Literal["critical", "warning", "advisory", "info"] = Field(
+        description="critical (asystole, critical pause, ventricular tachycardia and fibrillation), "
+        "warning (the other rhythm and signal alarms) or advisory (abnormal 12-lead ECG, morphology "
+        "change); see the README's alarm table."
     )
     status: Literal["raised", "resolved"] = Field(
         description="raised when the condition has held long enough, resolved when the episode ends."
@@ -734,3 +902,30 @@ class DeadLetterMessage(_Message):
             time=iso(now) or "",
             time_ts=now,
         )
+
+
+class AlarmActionMessage(_Message):
+    """Topic ``alarm_actions``: a clinician's action on an alarm, from the dashboard's live view.
+
+    ``acknowledge`` marks the alarm seen (it stays in the list while raised); ``silence`` mutes its audible
+    and visual alarm on the dashboard until ``silence_until_ts``. Actions never change the alarm itself.
+    """
+
+    action: Literal["acknowledge", "silence"] = Field(description="What was done.")
+    alert_id: str = Field(description="id of the alarm (AlertMessage.id).")
+    stream_id: str = Field(description="Patient stream id of the alarm; also the message key.")
+    kind: str = Field("", description="The alarm's kind, as shown when the action was taken.")
+    user: str = Field(
+        description="Who: the name the clinician gave on the dashboard (at most 64 characters)."
+    )
+    at: str = Field(
+        description="ISO-8601 UTC time (wall clock) of the action.",
+        json_schema_extra={"format": "date-time"},
+    )
+    at_ts: float = Field(description="Epoch seconds (wall clock) of the action.")
+    silence_until_ts: float | None = Field(
+        None, description="silence only: epoch seconds (wall clock) when the silence ends."
+    )
+    client: str = Field(
+        "", description="Which dashboard took it: its host name and process id (no patient data)."
+    )

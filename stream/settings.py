@@ -12,15 +12,21 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: Default records of ``ecg-monitor up`` and ``ecg-monitor replay``: MIT-BIH patients with normal rhythm,
-#: bradycardia episodes, PVCs (paths relative to ``data_dir``).
+from stream.stages.alarms import AlarmConfig
+
+#: Default records of ``ecg-monitor up`` and ``ecg-monitor replay`` (paths relative to ``data_dir``): MIT-BIH
+#: patients with arrhythmias (119 ventricular bigeminy, 201 and 203 atrial fibrillation and ventricular
+#: runs, 207 ventricular flutter and runs, 208 couplets and frequent PVCs) and two 12-lead PTB-XL patients
+#: the 12-lead anomaly model flags (00180: complete left bundle branch block; 01405: anteroseptal
+#: infarction), so every model and alarm kind runs in the main job.
 DEMO_RECORDS: tuple[str, ...] = (
-    "mitdb/100",
-    "mitdb/106",
     "mitdb/119",
+    "mitdb/201",
     "mitdb/203",
+    "mitdb/207",
     "mitdb/208",
-    "mitdb/221",
+    "ptbxl/records100/00000/00180_lr",
+    "ptbxl/records100/01000/01405_lr",
 )
 
 
@@ -36,6 +42,7 @@ class TopicNames(BaseSettings):
     beats: str = "ecg.beats.v1"
     ground_truth: str = "ecg.faults.truth.v1"
     scores: str = "ecg.scores.v1"
+    alarm_actions: str = "ecg.alarm-actions.v1"
 
 
 class Settings(BaseSettings):
@@ -123,10 +130,60 @@ class Settings(BaseSettings):
         "refused (413) before anything is decoded; the default is 12 leads x 10 min at 1 kHz.",
     )
     dashboard_max_windows: int = Field(
-        12, ge=1, le=360, description="10 s windows analysed per upload (the first ones)."
+        360,
+        ge=1,
+        le=360,
+        description="10 s windows analysed per upload (the whole record up to this many: 1 h).",
+    )
+    dashboard_token: SecretStr | None = Field(
+        None,
+        description="Access token of the dashboard (Authorization: Bearer, cookie or ?token=); required "
+        "on every route but /healthz when set, and the dashboard refuses to bind a non-loopback address "
+        "without one.",
+    )
+    dashboard_live: bool = Field(
+        True, description="Serve the live central-station view (needs a Kafka bootstrap)."
+    )
+    dashboard_consumer_group: str = Field(
+        "ecg-monitor-dashboard",
+        description="Consumer group id of the live view's Kafka consumer (it reads every partition: each "
+        "dashboard process fans out every stream).",
+    )
+    dashboard_stale_s: float = Field(
+        10.0, gt=0, description="A stream silent this long (wall clock) is greyed out."
+    )
+    dashboard_forget_s: float = Field(
+        600.0, gt=0, description="A stream silent this long leaves the ward view."
+    )
+    dashboard_ward_hz: float = Field(
+        5.0, ge=1, le=20, description="Ward-view updates per second (waveforms, heart rates)."
+    )
+    dashboard_client_queue: int = Field(
+        512,
+        ge=16,
+        description="Events queued per browser; past it the oldest are dropped (and a full snapshot "
+        "is sent when it reads again).",
+    )
+    dashboard_max_streams: int = Field(
+        64, ge=1, description="Live event streams (browser pages) open at once, all clients."
+    )
+    dashboard_max_streams_per_client: int = Field(
+        8, ge=1, description="Live event streams open at once from one client address."
+    )
+    dashboard_uploads_per_minute: int = Field(
+        12, ge=1, description="Uploads analysed per client address per minute (429 past it)."
+    )
+    dashboard_actions_per_minute: int = Field(
+        60, ge=1, description="Acknowledge/silence actions per client address per minute."
     )
 
     topics: TopicNames = Field(default_factory=TopicNames)
+    alarms: AlarmConfig = Field(
+        default_factory=AlarmConfig,
+        description="Rates, counts, durations and thresholds of the arrhythmia and model alarms "
+        "(stream.stages.alarms.AlarmConfig); env ECG_ALARMS as JSON, e.g. "
+        "'{\"pvc_per_min\": 12}'.",
+    )
 
     @property
     def local_mode(self) -> bool:

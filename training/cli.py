@@ -1,8 +1,9 @@
 """``python -m training`` / ``ecg-train``: data, prepare, train, evaluate, export and report models.
 
 Every model is a module of ``training.tasks`` (see :mod:`training.registry`); ``evaluate qrs`` and
-``evaluate dropouts`` run the detector evaluations of :mod:`training.eval_detectors`, and
-``bench-processor`` its stream processor benchmark.
+``evaluate dropouts`` run the detector evaluations of :mod:`training.eval_detectors`, ``evaluate alarms``
+the beat-class and alarm evaluation of :mod:`training.eval_alarms`, and ``bench-processor`` the stream
+processor benchmark.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
-DETECTOR_EVALS = ("qrs", "dropouts")
+DETECTOR_EVALS = ("qrs", "dropouts", "alarms")
 DATABASES = ("mitdb", "nstdb", "ludb", "ptbxl")
 
 ModelArg = Annotated[str, typer.Argument(help="Model name (see `python -m training models`).")]
@@ -235,13 +236,49 @@ def evaluate(
         ),
     ] = "onnx",
     db: Annotated[str, typer.Option("--db", help="Database for `evaluate qrs`.")] = "mitdb",
+    records: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--records",
+            help="`evaluate alarms`: MIT-BIH records (repeatable or comma-separated; default all 48).",
+        ),
+    ] = None,
+    seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--seconds", help="`evaluate alarms`: replay only the first seconds of each record."
+        ),
+    ] = None,
+    ptbxl: Annotated[
+        bool,
+        typer.Option(
+            "--ptbxl/--no-ptbxl",
+            help="`evaluate alarms`: also replay PTB-XL fold 10 against the offline 12-lead figures.",
+        ),
+    ] = True,
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate a model on its test data (or `qrs` / `dropouts`: the stream's detectors). A progress bar per
-    record (or batch) goes to stderr unless --json or --no-progress."""
+    """Evaluate a model on its test data (or `qrs` / `dropouts`: the stream's detectors; `alarms`: the stream's
+    beat classes and alarms against the MIT-BIH annotations, EC57/EC38). A progress bar per record (or batch)
+    goes to stderr unless --no-progress (`alarms` keeps it with --json: stdout carries only the JSON)."""
+    progress_alarms = progress
     progress = progress and not as_json
+    if model == "alarms":
+        from stream.cli_options import records_opt
+        from training import eval_alarms
+
+        root = Path(data_dir or _settings().data_dir).resolve()
+        result = eval_alarms.evaluate_alarms(
+            root,
+            records=records_opt(records, ()) or None,
+            seconds=seconds,
+            progress=progress_alarms,
+            ptbxl=ptbxl,
+        )
+        _emit(result, as_json, "alarms")
+        return
     if model in DETECTOR_EVALS:
         from training import eval_detectors
 

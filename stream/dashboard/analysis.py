@@ -213,16 +213,60 @@ def _rounded(a: np.ndarray, digits: int = 4) -> list[Any]:
     return out
 
 
-def analyse(
+@dataclass
+class Analysis:
+    """One analysed upload, as arrays: ``windows``/``recon`` [k, 1000, 12] mV (filtered, 100 Hz), per window
+    ``score`` [k], ``anomalous`` [k], ``lead_relative_error`` [k, 12], attention (or None)."""
+
+    upload: Upload
+    model: str
+    threshold: float | None
+    threshold_rule: str | None
+    rebuilt: list[str]
+    windows: np.ndarray
+    recon: np.ndarray
+    score: np.ndarray
+    anomalous: np.ndarray
+    lead_relative_error: np.ndarray
+    lead_attention: np.ndarray | None
+    time_attention: np.ndarray | None
+    meaning: dict[str, Any]
+
+
+def score_meaning(card: Any) -> dict[str, Any]:
+    """What a score of this model means, from its card: the threshold rule, the validation sensitivity and
+    specificity at it, and the normal validation records' score quantiles when the card has them
+    (``metrics.validation.normal_score_quantiles``: scores at 0, 1, ..., 100 %)."""
+    val = (card.metrics or {}).get("validation") or {}
+    q = val.get("normal_score_quantiles")
+    return {
+        "sensitivity": val.get("sensitivity"),
+        "specificity": val.get("specificity"),
+        "auroc": val.get("auroc"),
+        "n_normal": val.get("n_normal"),
+        "n_records": val.get("n_records"),
+        "normal_quantiles": [float(v) for v in q] if isinstance(q, list) and len(q) > 1 else None,
+    }
+
+
+def percentile_among_normals(score: float, quantiles: list[float] | None) -> float | None:
+    """Percentile (0-100) of ``score`` among normal validation records, from their score quantiles (evenly
+    spaced from 0 to 100 %); None without them."""
+    if not quantiles:
+        return None
+    qs = np.asarray(quantiles, dtype=np.float64)
+    levels = np.linspace(0.0, 100.0, len(qs))
+    return float(np.interp(score, qs, levels, left=0.0, right=100.0))
+
+
+def analyse_arrays(
     upload: Upload,
     model: Anomaly12Model,
     lead_recon: LeadReconModel | None = None,
-    max_windows: int = 12,
-) -> dict[str, Any]:
-    """Score the upload's 10 s windows (at most ``max_windows``) with ``model``; the dashboard's JSON."""
-    windows = model.preprocess(upload.signal, upload.fs)[
-        :max_windows
-    ]  # [k, 1000, 12] filtered, 100 Hz
+    max_windows: int = 360,
+) -> Analysis:
+    """Score the upload's 10 s windows (at most ``max_windows``, from the start) with ``model``."""
+    windows = model.preprocess(upload.signal, upload.fs)[:max_windows]  # [k, 1000, 12], 100 Hz
     rebuilt = [lead for lead, p in zip(TWELVE_LEADS, upload.present, strict=True) if not p]
     if rebuilt:
         if lead_recon is None:
@@ -234,38 +278,75 @@ def analyse(
             windows, np.broadcast_to(upload.present.astype(np.float32), (len(windows), 12))
         ).leads
     pred = model.predict(windows)
-    err = (windows - pred.recon) ** 2  # point-wise squared error, mV^2
-    out_windows = []
-    for i in range(len(windows)):
-        w: dict[str, Any] = {
-            "start_s": i * TWELVE_LEAD_WINDOW / TWELVE_LEAD_FS,
-            "score": float(pred.score[i]),
-            "anomalous": bool(pred.is_anomaly[i]),
-            "lead_scores": dict(
-                zip(TWELVE_LEADS, _rounded(pred.lead_relative_error[i]), strict=True)
-            ),
-            "original": _rounded(windows[i].T),
-            "recon": _rounded(pred.recon[i].T),
-            "error": _rounded(err[i].T, 5),
-            "lead_attention": None,
-            "time_attention": None,
-        }
-        if pred.lead_attention is not None:
-            w["lead_attention"] = dict(
-                zip(TWELVE_LEADS, _rounded(pred.lead_attention[i], 5), strict=True)
-            )
-        if pred.time_attention is not None:
-            w["time_attention"] = _rounded(pred.time_attention[i], 6)
-        out_windows.append(w)
+    return Analysis(
+        upload=upload,
+        model=model.name,
+        threshold=model.threshold_value,
+        threshold_rule=model.card.threshold.rule if model.card.threshold else None,
+        rebuilt=rebuilt,
+        windows=np.asarray(windows, dtype=np.float32),
+        recon=np.asarray(pred.recon, dtype=np.float32),
+        score=np.asarray(pred.score, dtype=np.float64),
+        anomalous=np.asarray(pred.is_anomaly, dtype=bool),
+        lead_relative_error=np.asarray(pred.lead_relative_error),
+        lead_attention=None if pred.lead_attention is None else np.asarray(pred.lead_attention),
+        time_attention=None if pred.time_attention is None else np.asarray(pred.time_attention),
+        meaning=score_meaning(model.card),
+    )
+
+
+def window_json(a: Analysis, i: int, signals: bool = True) -> dict[str, Any]:
+    """Window ``i`` of an analysis: score, verdict, lead scores, attention and (``signals``) the filtered
+    original, the reconstruction and the point-wise squared error of each lead."""
+    w: dict[str, Any] = {
+        "index": i,
+        "start_s": i * TWELVE_LEAD_WINDOW / TWELVE_LEAD_FS,
+        "score": float(a.score[i]),
+        "anomalous": bool(a.anomalous[i]),
+        "percentile_normal": percentile_among_normals(
+            float(a.score[i]), a.meaning["normal_quantiles"]
+        ),
+        "lead_scores": dict(zip(TWELVE_LEADS, _rounded(a.lead_relative_error[i]), strict=True)),
+        "lead_attention": None
+        if a.lead_attention is None
+        else dict(zip(TWELVE_LEADS, _rounded(a.lead_attention[i], 5), strict=True)),
+        "time_attention": None if a.time_attention is None else _rounded(a.time_attention[i], 6),
+        "signals": signals,
+    }
+    if signals:
+        w["original"] = _rounded(a.windows[i].T)
+        w["recon"] = _rounded(a.recon[i].T)
+        w["error"] = _rounded(((a.windows[i] - a.recon[i]) ** 2).T, 5)
+    return w
+
+
+def analysis_json(a: Analysis, inline: int | None = None) -> dict[str, Any]:
+    """The dashboard's JSON of an analysis: every window's summary, with the signals of the first
+    ``inline`` windows (all when None; the others are fetched one by one)."""
+    k = len(a.score)
     return {
-        "name": upload.name,
-        "model": model.name,
-        "threshold": model.threshold_value,
-        "threshold_rule": model.card.threshold.rule if model.card.threshold else None,
+        "name": a.upload.name,
+        "model": a.model,
+        "threshold": a.threshold,
+        "threshold_rule": a.threshold_rule,
+        "meaning": {kk: v for kk, v in a.meaning.items() if kk != "normal_quantiles"}
+        | {"has_normal_quantiles": a.meaning["normal_quantiles"] is not None},
         "fs": TWELVE_LEAD_FS,
         "leads": list(TWELVE_LEADS),
-        "rebuilt_leads": rebuilt,
-        "duration_s": upload.duration_s,
-        "windows_total": int(upload.duration_s * TWELVE_LEAD_FS // TWELVE_LEAD_WINDOW),
-        "windows": out_windows,
+        "rebuilt_leads": a.rebuilt,
+        "duration_s": a.upload.duration_s,
+        "windows_total": int(a.upload.duration_s * TWELVE_LEAD_FS // TWELVE_LEAD_WINDOW),
+        "windows_analysed": k,
+        "windows": [window_json(a, i, inline is None or i < inline) for i in range(k)],
     }
+
+
+def analyse(
+    upload: Upload,
+    model: Anomaly12Model,
+    lead_recon: LeadReconModel | None = None,
+    max_windows: int = 360,
+) -> dict[str, Any]:
+    """Score the upload's 10 s windows (at most ``max_windows``) with ``model``; the dashboard's JSON with
+    every window's signals."""
+    return analysis_json(analyse_arrays(upload, model, lead_recon, max_windows))

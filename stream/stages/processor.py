@@ -10,6 +10,7 @@ first frame; a sequence gap advances the sample index by the lost samples (NaN),
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from stream.stages.events import AlertEvent, Beat, DropoutSegment, ModelWindow
 from stream.stages.frame import Frame
 from stream.stages.qrs import QrsDetector
 from stream.stages.rules import RuleConfig, RuleEngine
+from stream.stages.vf import VfDecision, VfDetector
 
 #: Dropout kinds whose end is a step the band-pass filter rings after (``StageConfig.dropout_settle_s``).
 SETTLE_KINDS: frozenset[str] = frozenset({"lead_off", "saturation"})
@@ -62,6 +64,11 @@ class StageConfig:
     # (LUDB 1, a 3.5 mV lead-off: 0.66 mV at 0.5 s after its end, 0.54 mV at 1 s, 0.03 mV at 2 s)
     mask_dropouts: bool = True
     dropout_settle_s: float = 1.5
+    #: run the VF/flutter detector on the QRS lead (decisions feed the alarm engine)
+    detect_vf: bool = True
+    #: streams sampled below this rate get no model windows (a QRS complex is not resolved; the models'
+    #: cards take 100-500 Hz input): ``StreamProcessor.unsupported`` says so, the worker counts it
+    min_model_fs: float = 100.0
 
 
 @dataclass
@@ -92,6 +99,8 @@ class ProcessorOutput:
     dropouts: list[DropoutSegment] = field(default_factory=list)
     alerts: list[AlertEvent] = field(default_factory=list)
     windows: list[ModelWindow] = field(default_factory=list)
+    #: VF/flutter decisions on the QRS lead, one per second of signal (:mod:`stream.stages.vf`)
+    vf: list[VfDecision] = field(default_factory=list)
     samples: int = 0
     gap_frames: int = 0
     duplicate: bool = False
@@ -104,6 +113,7 @@ class ProcessorOutput:
         self.dropouts += other.dropouts
         self.alerts += other.alerts
         self.windows += other.windows
+        self.vf += other.vf
         self.samples += other.samples
         self.gap_frames += other.gap_frames
 
@@ -133,6 +143,11 @@ class StreamProcessor:
         self.qrs_lead = pick_qrs_lead(self.leads)
         self._filter = CausalFilter(self.fs, len(self.leads))
         self._qrs = QrsDetector(self.fs)
+        self._vf: VfDetector | None = None
+        if self.config.detect_vf:
+            # a rate too low for the detector's band gives no VF decisions (``unsupported``)
+            with contextlib.suppress(ValueError):
+                self._vf = VfDetector(self.fs)
         cfg = self.config
         # beat and cycle windows: samples before and after the beat, at the stream's rate
         self._beat_cuts: list[tuple[WindowSpec, int, int]] = []
@@ -150,6 +165,17 @@ class StreamProcessor:
             if spec.kind == "leads" and all(ld in self.leads for ld in spec.leads or ())
             for n in [round(spec.samples / spec.fs * self.fs)]
         ]
+        #: model windows this stream cannot give, with the reason (``missing_leads``, ``sampling_rate``)
+        self.unsupported: dict[str, str] = {
+            spec.name: "missing_leads"
+            for spec in cfg.windows
+            if spec.kind == "leads" and not all(ld in self.leads for ld in spec.leads or ())
+        }
+        if self.fs < cfg.min_model_fs:
+            self.unsupported.update({spec.name: "sampling_rate" for spec in cfg.windows})
+            self._beat_cuts, self._lead_cuts = [], []
+        if cfg.detect_vf and self._vf is None:
+            self.unsupported["vf"] = "sampling_rate"
         self._windows_on = bool(self._beat_cuts or self._lead_cuts)
         # the buffer holds the band-passed signal for model windows; without windows it only counts samples
         self._max_hold = round(
@@ -283,6 +309,8 @@ class StreamProcessor:
                 if pre is not None:
                     self._rr.append(pre)
             self._rr_last = int(p)
+        if self._vf is not None:
+            out.vf = self._vf.process(x[:, self.qrs_lead], self.time_of(start))
         t3 = time.perf_counter()
         st["qrs"] = t3 - t2
         out.dropouts += drop.process(x, start)

@@ -1,4 +1,4 @@
-"""Alert rules with hysteresis: asystole, bradycardia, tachycardia and signal loss.
+"""Alert rules with hysteresis: asystole, pause, bradycardia, tachycardia and signal loss.
 
 Each rule is a small state machine: a condition that holds long enough raises ONE ``raised`` alert; the
 episode ends with ONE ``resolved`` alert once the condition has cleared (for rate alarms: the rate is back
@@ -7,6 +7,13 @@ start) so a replay or a restarted worker produces the same ids.
 
 - asystole (critical): no beat for ``asystole_s`` (4 s) of usable signal on the QRS lead -- time spent in
   a dropout does not count, so a lost lead raises ``signal_loss``, not asystole; resolved by the next beat;
+- pause (warning, then critical): no beat for ``pause_warning_s`` (2.5 s) of usable signal. A gap that
+  reaches ``pause_critical_s`` (3 s) raises a critical ``pause`` in real time (resolved by the next beat;
+  asystole is raised on top of it at 4 s); a gap that ends (with a beat) between 2.5 and 3 s raises a
+  warning ``pause`` and resolves it at that beat. Evidence: ``pause_s``, ``last_beat_time`` (resolution
+  adds ``resumed_beat_time`` and the full ``pause_s``). Asystole covers the pause it explains: when it is
+  raised, an open pause is resolved then with ``closed_by: covered`` and ``covered_by: asystole`` (one
+  critical alarm open for one event); ``pause_enabled`` switches the rule off;
 - bradycardia / tachycardia (warning): heart rate (median of the last 8 RR) below ``brady_bpm`` / above
   ``tachy_bpm`` at every beat for ``sustain_s``; resolved when back inside the limits by ``hysteresis_bpm``
   for ``resolve_s``;
@@ -34,6 +41,11 @@ class RuleConfig:
     resolve_s: float = 5.0
     signal_loss_s: float = 5.0
     signal_resolve_s: float = 2.0
+    #: the pause rule (seconds without a beat on usable signal): warning from pause_warning_s when the gap
+    #: has ended, critical in real time from pause_critical_s
+    pause_enabled: bool = True
+    pause_warning_s: float = 2.5
+    pause_critical_s: float = 3.0
 
 
 @dataclass
@@ -131,12 +143,39 @@ class RuleEngine:
                 else max(self._last_beat, self._valid_since)
             )
             if now - ref >= c.asystole_s:
+                if "pause" in self._open:  # asystole explains the pause: one critical alarm open
+                    out.append(
+                        self._resolve(
+                            "pause",
+                            "critical",
+                            now,
+                            {"closed_by": "covered", "covered_by": "asystole"},
+                        )
+                    )
                 out.append(
                     self._raise(
                         "asystole",
                         "critical",
                         ref,
                         {"no_beat_s": round(now - ref, 3), "last_beat_time": self._last_beat},
+                    )
+                )
+        # pause (critical, in real time): only between beats
+        if (
+            c.pause_enabled
+            and "pause" not in self._open
+            and "asystole" not in self._open
+            and self._last_beat is not None
+            and self._valid_since is not None
+        ):
+            ref = max(self._last_beat, self._valid_since)
+            if now - ref >= c.pause_critical_s:
+                out.append(
+                    self._raise(
+                        "pause",
+                        "critical",
+                        ref,
+                        {"pause_s": round(now - ref, 3), "last_beat_time": self._last_beat},
                     )
                 )
         # signal loss
@@ -166,6 +205,30 @@ class RuleEngine:
     def _on_beat(self, b: Beat) -> list[AlertEvent]:
         c = self.config
         out: list[AlertEvent] = []
+        if "pause" in self._open:
+            ep = self._open["pause"]
+            out.append(
+                self._resolve(
+                    "pause",
+                    "critical",
+                    b.time,
+                    {"pause_s": round(b.time - ep.start, 3), "resumed_beat_time": b.time},
+                )
+            )
+        elif (
+            c.pause_enabled
+            and "asystole" not in self._open  # the asystole covers this gap already
+            and self._last_beat is not None
+            and self._valid_since is not None
+        ):
+            ref = max(self._last_beat, self._valid_since)
+            gap = b.time - ref
+            if gap >= c.pause_warning_s:  # raised and resolved by this beat
+                # (critical when the gap passed pause_critical_s before any update could raise it)
+                sev = "critical" if gap >= c.pause_critical_s else "warning"
+                ev = {"pause_s": round(gap, 3), "last_beat_time": self._last_beat}
+                out.append(self._raise("pause", sev, ref, ev))
+                out.append(self._resolve("pause", sev, b.time, {"resumed_beat_time": b.time}))
         if "asystole" in self._open:
             out.append(self._resolve("asystole", "critical", b.time, {"resumed_beat_time": b.time}))
         self._last_beat = b.time
@@ -211,7 +274,7 @@ class RuleEngine:
     def flush(self, now: float) -> list[AlertEvent]:
         """End of stream: resolve every open episode at ``now``."""
         self._now = now
-        sev = {"asystole": "critical"}
+        sev = {"asystole": "critical", "pause": "critical"}
         return [
             self._resolve(kind, sev.get(kind, "warning"), now, {"closed_by": "end_of_stream"})
             for kind in list(self._open)

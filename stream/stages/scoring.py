@@ -20,12 +20,17 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.card import WindowSpec
+from models.card import BEAT_720, WindowSpec
 from models.errors import ModelError
+
+if TYPE_CHECKING:
+    from stream.stages.beatclass import BeatClassStage
 from models.runtime.protocol import ModelScore, Recoverer, Window, WindowModel
+from stream.stages.events import ClassifiedBeat
 
 #: The recovery models the stream loads by default (each used only for a window a scorer takes).
 DEFAULT_RECOVERERS: tuple[str, ...] = ("lstm_ae", "lead_recon")
@@ -40,6 +45,11 @@ class ScoringResult:
     skipped: list[tuple[Window, str]] = field(default_factory=list)
     recovered: dict[str, int] = field(default_factory=dict)
     model_seconds: dict[str, float] = field(default_factory=dict)
+    #: the AAMI class of every beat whose beat window was scored (with the ``beat_class`` model loaded)
+    classes: list[ClassifiedBeat] = field(default_factory=list)
+    #: beats left unclassified because the classifier failed, and its error
+    unclassified: int = 0
+    classifier_error: str | None = None
 
 
 def scoring_models(models_dir: str | Path | None = None) -> list[str]:
@@ -58,7 +68,10 @@ class WindowScorer:
         models_dir: str | Path | None = None,
         recover: bool = True,
         recoverers: Sequence[str] = DEFAULT_RECOVERERS,
+        classify: bool = True,
     ) -> None:
+        """``classify``: classify each beat (AAMI class) with the ``beat_class`` model when its card is in
+        ``models_dir`` and a loaded model takes its beat window."""
         from models.runtime.registry import available, load_recoverer, load_scorer
 
         known = scoring_models(models_dir)
@@ -82,6 +95,13 @@ class WindowScorer:
                 card = cards.get(name)
                 if card is not None and specs.get(card.window.name) == card.window:
                     self.recoverers.setdefault(card.window.name, load_recoverer(name, models_dir))
+        self.classifier: BeatClassStage | None = None
+        if classify:
+            from stream.stages.beatclass import BeatClassStage
+
+            stage = BeatClassStage.load(models_dir)
+            if stage is not None and BEAT_720.name in specs:
+                self.classifier = stage
 
     @property
     def window_specs(self) -> tuple[WindowSpec, ...]:
@@ -122,6 +142,7 @@ class WindowScorer:
             res.model_seconds[rec.name] = (
                 res.model_seconds.get(rec.name, 0.0) + time.perf_counter() - t0
             )
+        scored: list[Window] = []
         for model in self.scorers:
             items = groups.get(model.window.name)
             if not items:
@@ -132,6 +153,8 @@ class WindowScorer:
             except ModelError as exc:
                 res.skipped += [(w, f"model_error: {exc}") for w in items]
                 scores = []
+            if scores:
+                scored += items
             for w, s in zip(items if scores else (), scores, strict=True):  # one score per window
                 by = filled.get(id(w))
                 res.scores.append(
@@ -142,4 +165,17 @@ class WindowScorer:
             res.model_seconds[model.name] = (
                 res.model_seconds.get(model.name, 0.0) + time.perf_counter() - t0
             )
+        if self.classifier is not None and res.scores:
+            t0 = time.perf_counter()
+            try:
+                res.classes = self.classifier.classify(scored, res.scores)
+            except ModelError as exc:  # the beats stay unclassified; counted, never fatal
+                res.unclassified = sum(w.kind == BEAT_720.name for w in scored)
+                res.classifier_error = str(exc)
+            res.model_seconds["beat_class"] = time.perf_counter() - t0
         return res
+
+    def forget(self, stream_id: str) -> None:
+        """Drop a stream's per-patient state (the classifier's running template and RR averages)."""
+        if self.classifier is not None:
+            self.classifier.forget(stream_id)

@@ -31,6 +31,7 @@ from pydantic_core import core_schema
 
 from stream.schemas import (
     ALERT_EVIDENCE,
+    AlarmActionMessage,
     AlertMessage,
     BeatBatchMessage,
     DeadLetterMessage,
@@ -86,6 +87,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         "stream and scoring batch (windows are batched across streams: at most 64 windows or 0.25 s, "
         "one ONNX Runtime call per model)",
     ),
+    TopicSpec("alarm_actions", AlarmActionMessage, "acknowledge or silence action on an alarm"),
 )
 TOPIC_NAMES: tuple[str, ...] = tuple(t.name for t in TOPICS)
 
@@ -336,13 +338,19 @@ def render_topics_table(schemas: Mapping[str, Mapping[str, Any]] | None = None) 
     return "\n".join(lines) + "\n"
 
 
-def replace_table(readme: str, table: str) -> str:
-    """``readme`` with the text between the table markers replaced by ``table``."""
-    start, end = readme.index(TABLE_START) + len(TABLE_START), readme.index(TABLE_END)
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def replace_table(readme: str, table: str, name: str = "topics-table") -> str:
+    """``readme`` with the text between the ``name`` markers replaced by ``table``."""
+    first, last = _markers(name)
+    start, end = readme.index(first) + len(first), readme.index(last)
     return f"{readme[:start]}\n{table}{readme[end:]}"
 
 
-def table_in(readme: str) -> str:
-    """The text between the table markers of ``readme`` (what :func:`render_topics_table` must equal)."""
-    start, end = readme.index(TABLE_START) + len(TABLE_START), readme.index(TABLE_END)
+def table_in(readme: str, name: str = "topics-table") -> str:
+    """The text between the ``name`` markers of ``readme`` (what its renderer must equal)."""
+    first, last = _markers(name)
+    start, end = readme.index(first) + len(first), readme.index(last)
     return readme[start:end].removeprefix("\n")

@@ -180,7 +180,7 @@ CASES = [
         [*ECG_MONITOR, "up", "--duration", "1"],
         "empty",
         EXIT_DATA_MISSING,
-        "no WFDB record or database at 'mitdb/100': database 'mitdb' not found under ECG_DATA_DIR=",
+        "no WFDB record or database at 'mitdb/119': database 'mitdb' not found under ECG_DATA_DIR=",
         id="up-data-missing",
     ),
     pytest.param(

@@ -21,7 +21,13 @@ PTBXL = Path("ptbxl") / "records100" / "01000" / "01002_lr"
 @pytest.fixture(scope="module")
 def client() -> TestClient:
     return TestClient(
-        create_dashboard(Settings(dashboard_max_upload_bytes=2_000_000, dashboard_max_windows=3))
+        create_dashboard(
+            Settings(
+                dashboard_max_upload_bytes=2_000_000,
+                dashboard_max_windows=3,
+                dashboard_uploads_per_minute=10_000,
+            )
+        )
     )
 
 

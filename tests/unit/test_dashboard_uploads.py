@@ -34,7 +34,12 @@ PTBXL = Path("ptbxl") / "records100" / "01000" / "01002_lr"
 @pytest.fixture(scope="module")
 def app() -> FastAPI:
     return create_dashboard(
-        Settings(dashboard_max_upload_bytes=LIMIT, dashboard_max_windows=2), models=("cae12",)
+        Settings(
+            dashboard_max_upload_bytes=LIMIT,
+            dashboard_max_windows=2,
+            dashboard_uploads_per_minute=10_000,
+        ),
+        models=("cae12",),
     )
 
 

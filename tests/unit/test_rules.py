@@ -36,8 +36,15 @@ def test_cut_out_beats_raise_one_asystole_and_resolve_it(rec100):
     rng = np.random.default_rng(0)
     sig[a:b] = np.median(sig[a - 360 : a], axis=0) + rng.normal(0, 0.01, (b - a, 2))
     alerts, out = _alerts(sig, rec100)
-    assert [x[:2] for x in alerts] == [("asystole", "raised"), ("asystole", "resolved")]
-    raised, resolved = alerts
+    # a critical pause at 3 s, covered (resolved) by the asystole raised at 4 s
+    assert [x[:2] for x in alerts] == [
+        ("pause", "raised"),
+        ("pause", "resolved"),
+        ("asystole", "raised"),
+        ("asystole", "resolved"),
+    ]
+    assert alerts[0][4] == alerts[1][4]
+    raised, resolved = alerts[2:]
     assert raised[4] == resolved[4]  # one episode, one id
     assert T0 + 59 < raised[2] < T0 + 60.5  # episode starts at the last beat before the pause
     assert T0 + 66 <= resolved[3] < T0 + 67.5  # ends with the first beat after it
