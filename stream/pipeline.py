@@ -166,7 +166,7 @@ def _class_out(classes: Sequence[ClassifiedBeat]) -> list[BeatClassOut]:
     return [
         BeatClassOut(
             time=b.time,
-            label=b.label,  # type: ignore[arg-type]
+            label=b.label,
             confidence=round(b.confidence, 4),
             sqi=None if b.sqi is None else round(b.sqi, 3),
         )

@@ -242,7 +242,7 @@ class LiveFeed:
             self._producer = p
         now = time.time()
         msg = AlarmActionMessage(
-            action=action,  # type: ignore[arg-type]
+            action=action,
             alert_id=alert_id,
             stream_id=stream_id,
             kind=kind,

@@ -956,7 +956,7 @@ class AlarmEngine:
                 return []
             mu = self._m_sum / self._m_n  # type: ignore[operator]
             var = np.maximum(self._m_sq / self._m_n - mu * mu, 1e-12)  # type: ignore[operator]
-            self._m_mu, self._m_inv_sd = mu, 1.0 / np.sqrt(var)
+            self._m_mu, self._m_inv_sd = mu, np.asarray(1.0 / np.sqrt(var))  # type: ignore[assignment]
             self._m_ring = np.zeros((c.morph_rolling_beats, e.size))
             self._m_roll_sum = np.zeros_like(e)
         ring, roll = self._m_ring, self._m_roll_sum
