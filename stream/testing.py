@@ -20,6 +20,7 @@ only ``stream`` (never training, simulators or tests).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -393,3 +394,13 @@ def run_processor(
     if flush:
         total.extend(processor.flush())
     return total
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 30.0, every_s: float = 0.3) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; return it (or the last falsy one after timeout)."""
+    deadline = time.monotonic() + timeout_s
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(every_s)
+        value = predicate()
+    return value

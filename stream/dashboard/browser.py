@@ -23,6 +23,7 @@ from stream.broker import client_kwargs, free_port
 from stream.errors import ConfigError
 from stream.schemas import AlertMessage, iso
 from stream.settings import Settings
+from stream.testing import wait_until as wait_for
 
 #: Probe alarms the benchmark publishes (kind of their AlertMessage).
 PROBE_KIND = "bench_probe"
@@ -87,16 +88,6 @@ def served(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     finally:
         srv.should_exit = True
         thread.join(timeout=15)
-
-
-def wait_for(predicate: Any, timeout_s: float, every_s: float = 0.25) -> Any:
-    """Poll ``predicate`` until truthy (returned) or ``timeout_s`` (the last falsy value)."""
-    deadline = time.monotonic() + timeout_s
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(every_s)
-        value = predicate()
-    return value
 
 
 def ward_tiles(driver: Any) -> list[dict[str, Any]]:

@@ -11,13 +11,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from stream.broker import LocalBroker, client_kwargs, ensure_topics_sync, free_port
 from stream.settings import Settings, TopicNames
 from stream.stack import scrape_metrics, spawn_cli, terminate, wait_for_metrics
+from stream.testing import wait_until  # noqa: F401  (re-exported for the tests)
 
 
 @pytest.fixture(scope="session")
@@ -30,22 +30,48 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
         b.stop()
 
 
+def _have_chromium() -> bool:
+    from stream.dashboard.browser import chromium_paths
+    from stream.errors import ConfigError
+
+    try:
+        chromium_paths()
+    except ConfigError:
+        return False
+    return True
+
+
+#: The marks of a test that drives the live view in a real headless Chromium.
+BROWSER_MARKS = [
+    pytest.mark.integration,
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not _have_chromium(), reason="needs chromium and chromedriver"),
+]
+
+
+def fresh_settings(bootstrap: str, data_dir: Path, cache_dir: Path, prefix: str = "it") -> Settings:
+    """Settings for ``bootstrap`` with topics and a consumer group of their own (``prefix`` + a random
+    id), 4 partitions and ``cache_dir``; the topics are created."""
+    uid = uuid.uuid4().hex[:8]
+    topics = TopicNames(**{name: f"{prefix}.{uid}.{name}" for name in TopicNames.model_fields})
+    s = Settings(
+        kafka_bootstrap=bootstrap,
+        data_dir=data_dir,
+        consumer_group=f"{prefix}-{uid}",
+        topics=topics,
+        partitions=4,
+        cache_dir=cache_dir,
+    )
+    ensure_topics_sync(s)
+    return s
+
+
 @pytest.fixture
 def settings(broker: LocalBroker, data_dir: Path, tmp_path: Path) -> Settings:
     """Settings pointing at the session broker, with this test's own topics, consumer group and a cache
     directory that does not exist yet (as on a fresh clone)."""
-    uid = uuid.uuid4().hex[:8]
-    topics = TopicNames(**{name: f"it.{uid}.{name}" for name in TopicNames.model_fields})
-    s = Settings(
-        kafka_bootstrap=broker.bootstrap,
-        data_dir=data_dir,
-        consumer_group=f"it-{uid}",
-        topics=topics,
-        partitions=4,
-        cache_dir=tmp_path / "fresh" / "cache",
-    )
-    ensure_topics_sync(s)
-    return s
+    return fresh_settings(broker.bootstrap, data_dir, tmp_path / "fresh" / "cache")
 
 
 def settings_env(s: Settings) -> dict[str, str]:
@@ -167,13 +193,3 @@ def produce(settings: Settings, topic: str, messages: list[tuple[bytes, bytes]])
             await producer.stop()
 
     asyncio.run(run())
-
-
-def wait_until(predicate: Callable[[], Any], timeout_s: float = 30.0, every_s: float = 0.3) -> Any:
-    """Poll ``predicate`` until it returns a truthy value; return it (or the last falsy one after timeout)."""
-    deadline = time.monotonic() + timeout_s
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(every_s)
-        value = predicate()
-    return value

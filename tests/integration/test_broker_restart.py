@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,9 +13,8 @@ import pytest
 
 from stream.broker import LocalBroker, ensure_topics_sync, free_port
 from stream.schemas import BeatBatchMessage, DropoutMessage
-from stream.settings import Settings, TopicNames
 from stream.stack import scrape_metrics, spawn_cli, terminate, wait_for_metrics
-from tests.integration.conftest import consume, settings_env
+from tests.integration.conftest import consume, fresh_settings, settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -24,16 +22,7 @@ pytestmark = pytest.mark.integration
 def test_broker_restart_mid_replay_loses_nothing_silently(data_dir: Path, tmp_path: Path) -> None:
     port = free_port()
     broker = LocalBroker(port=port, log_path=tmp_path / "broker-1.log").start()
-    uid = uuid.uuid4().hex[:6]
-    settings = Settings(
-        kafka_bootstrap=broker.bootstrap,
-        data_dir=data_dir,
-        consumer_group=f"rst-{uid}",
-        topics=TopicNames(**{n: f"rst.{uid}.{n}" for n in TopicNames.model_fields}),
-        partitions=4,
-        cache_dir=tmp_path / "cache",
-    )
-    ensure_topics_sync(settings)
+    settings = fresh_settings(broker.bootstrap, data_dir, tmp_path / "cache", "rst")
     env = settings_env(settings)
     mport = free_port()
     worker = spawn_cli(

@@ -13,25 +13,13 @@ import pytest
 
 from stream.broker import free_port
 from stream.dashboard.app import create_dashboard
-from stream.dashboard.browser import chromium, chromium_paths, served, wait_for, ward_tiles
-from stream.errors import ConfigError
+from stream.dashboard.browser import chromium, served, wait_for, ward_tiles
 from stream.schemas import AlarmActionMessage
 from stream.settings import Settings
 from stream.stack import spawn_cli, terminate
-from tests.integration.conftest import consume, produce, settings_env
+from tests.integration.conftest import BROWSER_MARKS, consume, produce, settings_env
 
-try:
-    chromium_paths()
-    HAVE_CHROMIUM = True
-except ConfigError:
-    HAVE_CHROMIUM = False
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not HAVE_CHROMIUM, reason="needs chromium and chromedriver"),
-]
+pytestmark = BROWSER_MARKS
 STREAMS = 3
 
 # canvas pixels: dark trace ink and the grid's pink lines (opaque ones: a canvas not drawn yet is transparent)

@@ -13,29 +13,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from stream.broker import LocalBroker, ensure_topics_sync, free_port
 from stream.dashboard.app import create_dashboard
-from stream.dashboard.browser import chromium, chromium_paths, served, wait_for, ward_tiles
-from stream.errors import ConfigError
+from stream.dashboard.browser import chromium, served, wait_for, ward_tiles
 from stream.schemas import AlertMessage, iso
-from stream.settings import Settings, TopicNames
+from stream.settings import Settings
 from stream.stack import spawn_cli, terminate, wait_for_metrics
-from tests.integration.conftest import produce, settings_env
+from tests.integration.conftest import BROWSER_MARKS, fresh_settings, produce, settings_env
 
-try:
-    chromium_paths()
-    HAVE_CHROMIUM = True
-except ConfigError:
-    HAVE_CHROMIUM = False
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not HAVE_CHROMIUM, reason="needs chromium and chromedriver"),
-]
+pytestmark = BROWSER_MARKS
 STREAMS = 2
 
 # (id, status) of every row of the ward's alarm log, and the ids of the patient view's alarm table
@@ -187,16 +173,8 @@ def test_pages_reconnect_after_a_dashboard_restart(settings: Settings, tmp_path:
 def test_ward_follows_a_broker_restart(data_dir: Path, tmp_path: Path) -> None:
     bport = free_port()
     broker = LocalBroker(port=bport, log_path=tmp_path / "broker-1.log").start()
-    uid = uuid.uuid4().hex[:6]
-    settings = Settings(
-        kafka_bootstrap=broker.bootstrap,
-        data_dir=data_dir,
-        consumer_group=f"lbr-{uid}",
-        topics=TopicNames(**{n: f"lbr.{uid}.{n}" for n in TopicNames.model_fields}),
-        partitions=4,
-        cache_dir=tmp_path / "cache",
-    )
-    ensure_topics_sync(settings)
+    settings = fresh_settings(broker.bootstrap, data_dir, tmp_path / "cache", "lbr")
+    uid = settings.consumer_group.removeprefix("lbr-")  # unique to this run: the alarm ids use it
     procs = _start_stack(settings, tmp_path, "br")
     try:
         app = create_dashboard(settings, bootstrap=settings.kafka_bootstrap)

@@ -12,28 +12,14 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import pytest
-
 from stream.dashboard.app import create_dashboard
-from stream.dashboard.browser import chromium, chromium_paths, served, wait_for, ward_tiles
-from stream.errors import ConfigError
+from stream.dashboard.browser import chromium, served, wait_for, ward_tiles
 from stream.schemas import AlertMessage, iso
 from stream.settings import Settings
 from stream.stack import spawn_cli, terminate
-from tests.integration.conftest import produce, settings_env
+from tests.integration.conftest import BROWSER_MARKS, produce, settings_env
 
-try:
-    chromium_paths()
-    HAVE_CHROMIUM = True
-except ConfigError:
-    HAVE_CHROMIUM = False
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not HAVE_CHROMIUM, reason="needs chromium and chromedriver"),
-]
+pytestmark = BROWSER_MARKS
 QUEUE = 512  # the default: a browser that reads keeps up with a burst, the stalled client overflows
 ALARMS = 1500
 
