@@ -278,6 +278,8 @@ class PipelineMetrics:
         for kind in ALARM_KINDS:
             for reason in SUPPRESS_REASONS:
                 self.alarms_suppressed.labels(kind, reason)
+        for kind in ("asystole", "pause"):  # gated on the beats' signal quality
+            self.alarms_suppressed.labels(kind, "noise")
         for label in BEAT_CLASSES:
             self.beats_classified.labels(label)
 

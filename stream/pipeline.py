@@ -717,6 +717,7 @@ class FramePipeline:
         engine = state.alarms if state is not None else None
         raised = list(result.alerts)
         if engine is not None:
+            raised = engine.gate(raised)  # no asystole or pause from a lead carrying noise
             if result.dropouts:
                 engine.on_dropouts(result.dropouts, _qrs_lead_name(state))  # type: ignore[arg-type]
             if result.vf:

@@ -46,6 +46,10 @@ Hygiene, the same for every kind:
 - an alarm whose evidence span overlaps a dropout of the QRS lead is not raised (``"dropout"``); one whose
   evidence beats have a median ``sqi`` below ``min_sqi`` is not raised (``"noise"``); a suppressed
   would-be episode is counted once, not at every beat;
+- the processor's no-beat rules (``asystole``, ``pause``) pass through :meth:`AlarmEngine.gate`: while
+  the median ``sqi`` of the stream's last ``quality_beats`` classified beats is below ``min_sqi`` the
+  detector is following noise, not ECG, so a gap between its "beats" is no asystole: the raise and its
+  resolution are dropped and counted as ``(kind, "noise")``;
 - ``Q`` beats are never V beats (they end runs and patterns; their intervals are excluded from AF);
 - :meth:`AlarmEngine.flush` resolves every open episode with ``closed_by="end_of_stream"``.
 
@@ -248,6 +252,11 @@ class AlarmConfig(BaseModel):
     # bookkeeping
     history_beats: int = Field(
         32, ge=4, description="Beat times kept as evidence of a run or pattern, beats."
+    )
+    quality_beats: int = Field(
+        8,
+        ge=1,
+        description="Classified beats whose median sqi gates the asystole and pause rules, beats.",
     )
 
 
@@ -461,6 +470,8 @@ class AlarmEngine:
         # beats
         h = c.history_beats
         self._first_beat: float | None = None
+        self._recent_q: deque[float] = deque(maxlen=c.quality_beats)  # sqi of the last beats
+        self._gated: set[str] = set()  # ids of no-beat episodes dropped as noise
         self._prev: tuple[float, str] | None = None  # (time, label) of the previous beat
         self._run_t: deque[float] = deque(maxlen=h)  # current run of V beats: times
         self._run_rr: deque[float] = deque(maxlen=h)  # RR into each V after the first
@@ -508,6 +519,26 @@ class AlarmEngine:
         """``(kind, reason) -> count`` of would-be episodes not raised since the last drain (reasons:
         ``covered``, ``dropout``, ``noise``)."""
         out, self._suppressed = self._suppressed, {}
+        return out
+
+    def gate(self, events: Sequence[AlertEvent]) -> list[AlertEvent]:
+        """The processor's rule alerts less the ``asystole`` and ``pause`` episodes raised while the QRS
+        lead carries noise (median sqi of the last classified beats below ``min_sqi``), raise and
+        resolution alike; each dropped episode is counted once as ``(kind, "noise")``."""
+        out: list[AlertEvent] = []
+        for ev in events:
+            if ev.kind in ("asystole", "pause"):
+                if ev.status == "raised" and (
+                    self._recent_q and float(np.median(self._recent_q)) < self.config.min_sqi
+                ):
+                    self._gated.add(ev.id)
+                    key = (ev.kind, "noise")
+                    self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                    continue
+                if ev.status == "resolved" and ev.id in self._gated:
+                    self._gated.discard(ev.id)
+                    continue
+            out.append(ev)
         return out
 
     def on_dropouts(self, segments: Sequence[DropoutSegment], qrs_lead: str) -> None:
@@ -630,6 +661,7 @@ class AlarmEngine:
         prev = self._prev
         rr = b.rr_s if b.rr_s is not None else (t - prev[0] if prev is not None else None)
         q = 1.0 if b.sqi is None else float(b.sqi)
+        self._recent_q.append(q)
         is_v = b.label == "V"
         # ---- runs of V beats
         if is_v:

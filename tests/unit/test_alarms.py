@@ -430,3 +430,28 @@ def test_engine_is_fast():
     eng.on_beats(beats)
     per_beat = (time.perf_counter() - t) / len(beats)
     assert per_beat < 200e-6  # measured ~30 us per beat
+
+
+def _no_beat(kind: str, status: str, start: float) -> AlertEvent:
+    from stream.stages.events import alert_id
+
+    end = None if status == "raised" else start + 5
+    return AlertEvent(alert_id("s", kind, start), "s", kind, "critical", status, start, end, {})
+
+
+def test_gate_drops_no_beat_alarms_over_noise_and_keeps_them_over_clean_ecg():
+    clean = AlarmEngine("s")
+    clean.on_beats(_beats("N" * 10, sqi=0.9))
+    events = [_no_beat("pause", "raised", 8.0), _no_beat("asystole", "raised", 8.0)]
+    assert clean.gate(events) == events  # a gap after clean beats: a true pause and asystole
+    assert clean.gate([_no_beat("asystole", "resolved", 8.0)]) == [
+        _no_beat("asystole", "resolved", 8.0)
+    ]
+    noisy = AlarmEngine("s")
+    noisy.on_beats(_beats("NQ" * 5, sqi=0.1))  # "beats" a detector found in noise
+    assert noisy.drain_suppressed() == {}
+    assert noisy.gate(events) == []
+    assert noisy.gate([_no_beat("asystole", "resolved", 8.0)]) == []  # its resolution too
+    assert noisy.drain_suppressed() == {("pause", "noise"): 1, ("asystole", "noise"): 1}
+    other = [_no_beat("asystole", "raised", 30.0)]
+    assert AlarmEngine("s").gate(other) == other  # no classified beat yet: nothing says noise

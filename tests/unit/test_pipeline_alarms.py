@@ -119,6 +119,9 @@ class RecordingEngine:
         self.vf += decisions
         return []
 
+    def gate(self, events: Sequence[AlertEvent]) -> list[AlertEvent]:
+        return list(events)
+
     def on_dropouts(self, segments: Sequence[DropoutSegment], qrs_lead: str) -> None:
         self.dropouts += [(s, qrs_lead) for s in segments]
 
