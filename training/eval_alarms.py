@@ -666,7 +666,7 @@ def replay_through_pipeline(
         encode_frame,
     )
     from stream.settings import Settings
-    from stream.testing import T0, FakeClock, feed_pipeline, frames_from_array
+    from stream.testing import T0, FakeClock, frames_from_array
 
     settings = settings or Settings()
     clock = FakeClock(T0)
@@ -690,7 +690,12 @@ def replay_through_pipeline(
             )
             yield stream_id.encode(), value
 
-    outs = feed_pipeline(pipe, messages())
+    # the worker scores its pending windows every 0.25 s (stream.app.SCORE_FLUSH_INTERVAL_S), at
+    # least once per 1 s frame of a real-time stream: flush after every frame, as it does
+    outs = []
+    for offset, (key, value) in enumerate(messages()):
+        outs += pipe.handle(key, value, "telemetry", 0, offset)
+        outs += pipe.flush_scores()
     outs += pipe.flush_all()
     forget = getattr(scorer, "forget", None)
     if callable(forget):
