@@ -129,6 +129,7 @@ def create_app(
         t.beats,
         t.dead_letter,
         t.scores,
+        t.recovered,
     ):  # declared so the worker creates them if missing
         app.topic(name, key_type=bytes, value_type=bytes, partitions=settings.partitions)
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from stream.stages.events import AlertEvent
     from stream.stages.frame import Frame
     from stream.stages.processor import ProcessorOutput
+    from stream.stages.recovery import RecoveredRun
     from stream.stages.scoring import ScoringResult
 
 #: End-to-end latency buckets (seconds), 10 ms .. 30 s.
@@ -238,6 +239,19 @@ class PipelineMetrics:
             ["model"],
             registry=r,
         )
+        self.recovered_samples = Counter(
+            "ecg_recovered_samples_total",
+            "Masked samples published on the recovered topic, by provenance (model, derived, "
+            "unrecoverable) and window.",
+            ["provenance", "window"],
+            registry=r,
+        )
+        self.recovered_runs = Counter(
+            "ecg_recovered_runs_total",
+            "Runs of one lead's masked samples published on the recovered topic, by provenance.",
+            ["provenance"],
+            registry=r,
+        )
         self.outputs_published = Counter(
             "ecg_output_messages_total",
             "Output messages acknowledged by the broker, by topic role (dead_letter: equals the records "
@@ -278,6 +292,8 @@ class PipelineMetrics:
         for kind in ALARM_KINDS:
             for reason in SUPPRESS_REASONS:
                 self.alarms_suppressed.labels(kind, reason)
+        for prov in ("model", "derived", "unrecoverable"):
+            self.recovered_runs.labels(prov)
         for kind in ("asystole", "pause"):  # gated on the beats' signal quality
             self.alarms_suppressed.labels(kind, "noise")
         for label in BEAT_CLASSES:
@@ -376,6 +392,14 @@ class PipelineObserver:
             m.beats_classified.labels(b.label).inc()
         if res.unclassified:
             m.beats_unclassified.inc(res.unclassified)
+
+    def recovered(self, runs: Sequence[RecoveredRun]) -> None:
+        """Runs published on the recovered topic: runs and samples by provenance."""
+        m = self.metrics
+        for run in runs:
+            m.recovered_runs.labels(run.provenance).inc()
+            n = round((run.end - run.start) * run.fs)
+            m.recovered_samples.labels(run.provenance, run.window).inc(n)
 
     def rejected(self, reason: str) -> None:
         """A message sent to the dead-letter topic, by reason."""

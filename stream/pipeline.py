@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
+
 from stream.errors import FrameValidationError
 from stream.metrics import PipelineMetrics, PipelineObserver
 from stream.schemas import (
@@ -36,11 +38,14 @@ from stream.schemas import (
     DeadLetterMessage,
     DropoutMessage,
     FrameLimits,
+    RecoveredMessage,
     ScoreOut,
     ScoresMessage,
     decode_frame,
+    iso,
 )
 from stream.settings import Settings, TopicNames
+from stream.stages.recovery import RecoveredRun, recovered_runs
 
 if TYPE_CHECKING:
     from models.card import WindowSpec
@@ -272,6 +277,30 @@ class MessageRouter:
         )
         return Outgoing(self.topics.beats, stream_id.encode(), batch.to_bytes())
 
+    def recovered(self, runs: Sequence[RecoveredRun]) -> list[Outgoing]:
+        """One message per recovered (or unrecoverable) run of one lead."""
+        out = []
+        for r in runs:
+            msg = RecoveredMessage(
+                stream_id=r.stream_id,
+                lead=r.lead,
+                window=r.window,
+                window_start_ts=r.window_start,
+                provenance=r.provenance,
+                recovered_by=r.recovered_by,
+                reason=r.reason,
+                start=iso(r.start) or "",
+                start_ts=r.start,
+                end_ts=r.end,
+                fs=r.fs,
+                samples=None if r.samples is None else np.round(r.samples, 4).tolist(),
+                half_width_90=None
+                if r.half_width_90 is None
+                else np.round(r.half_width_90, 4).tolist(),
+            )
+            out.append(Outgoing(self.topics.recovered, r.stream_id.encode(), msg.to_bytes()))
+        return out
+
     def dead_letter(
         self,
         reason: str,
@@ -384,6 +413,12 @@ class FramePipeline:
         self.router = MessageRouter(self.topics)
         self.limits = FrameLimits.from_settings(settings)
         self.scorer = scorer
+        #: lead names of the columns of each leads window the scorer takes (recovered runs name them)
+        self._window_leads: dict[str, tuple[str, ...]] = (
+            {spec.name: tuple(spec.leads or ()) for spec in scorer.window_specs}
+            if scorer is not None
+            else {}
+        )
         #: windows waiting to be scored (None without a scorer)
         self.score_batcher = (
             ScoreBatcher(
@@ -745,7 +780,9 @@ class FramePipeline:
         scores: dict[str, list[ModelScore]] = {}
         for sc in res.scores:
             scores.setdefault(sc.stream_id, []).append(sc)
-        out: list[Outgoing] = []
+        runs = self._recovered_runs(res)
+        self.observer.recovered(runs)
+        out: list[Outgoing] = self.router.recovered(runs)
         now = self._clock()
         for sid in beats.keys() | scores.keys():
             state = self._streams.get(sid)
@@ -763,6 +800,15 @@ class FramePipeline:
                 events += engine.on_scores(scores[sid])
             out += self._alarm_out(sid, state, events, None)
         return out
+
+    def _recovered_runs(self, res: ScoringResult) -> list[RecoveredRun]:
+        """The recovered and the unrecoverable runs of a scoring call's windows with masked samples."""
+        runs: list[RecoveredRun] = []
+        for original, rec in res.recovered_windows:
+            runs += recovered_runs(original, self._window_leads.get(original.kind, ()), rec)
+        for w, reason in res.skipped:
+            runs += recovered_runs(w, self._window_leads.get(w.kind, ()), None, reason)
+        return runs
 
     def _alarm_out(
         self, stream_id: str, state: _StreamState, events: Sequence[AlertEvent], frame: Frame | None

@@ -753,6 +753,34 @@ class BeatClassOut(BaseModel):
     )
 
 
+class LeadQualityOut(BaseModel):
+    """Signal quality of one lead over one second (indices over the trailing analysis window)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lead: str = Field(description="Lead name.")
+    start_ts: float = Field(description="Epoch seconds (stream time) of the second's first sample.")
+    seconds: float = Field(description="Span of the assessment, seconds (1 s).")
+    usable: bool = Field(
+        description="False when the lead cannot carry beat detection or rhythm alarms this second."
+    )
+    reason: str | None = Field(
+        None,
+        description="Why the lead is not usable (dropout, flat, clipped, noise, baseline, "
+        "no_agreement); null when usable.",
+    )
+    bsqi: float | None = Field(
+        None,
+        description="Agreement (F1, 150 ms) of two independent QRS detectors on this lead, 0-1; null "
+        "where only one detector runs.",
+    )
+    ksqi: float = Field(description="Kurtosis of the band-passed lead (clean ECG: > 5).")
+    psqi: float = Field(description="Power 5-15 Hz / power 5-40 Hz (QRS band share).")
+    bassqi: float = Field(description="1 - power 0-1 Hz / power 0-40 Hz (baseline share).")
+    flat: float = Field(description="Share of flat samples, 0-1.")
+    clipped: float = Field(description="Share of samples at the lead's rails, 0-1.")
+
+
 class BeatBatchMessage(_Message):
     """Topic ``beats``: exactly one message per processed frame (also the processed-frame receipt).
 
@@ -792,6 +820,15 @@ class BeatBatchMessage(_Message):
         "classified once its windows were scored: its detection, the next beat or 2 s, and the score "
         "batch); empty without the beat_class model.",
     )
+    beat_lead: str | None = Field(
+        None,
+        description="Lead the beats of this frame were detected on (multi-lead fusion picks the lead of "
+        "best quality); null when the frame has no beats.",
+    )
+    quality: list[LeadQualityOut] = Field(
+        default_factory=list,
+        description="Per-lead signal quality of each second completed while processing this frame.",
+    )
 
 
 #: One window's score on the scores topic: the runtime's :class:`~models.runtime.protocol.ModelScore`
@@ -811,6 +848,55 @@ class ScoresMessage(_Message):
     )
     scores: list[ScoreOut] = Field(
         default_factory=list, description="One record per scored window (and model), in order."
+    )
+
+
+#: Provenance of recovered samples (``models.runtime.protocol.PROVENANCE`` order).
+PROVENANCE_KINDS: tuple[str, ...] = ("measured", "model", "derived", "unrecoverable")
+
+
+class RecoveredMessage(_Message):
+    """Topic ``recovered``: one contiguous run of samples of one lead that a window's recovery filled
+    (``model``: a recovery network; ``derived``: computed exactly from other leads, e.g. Einthoven /
+    Goldberger), or could not fill (``unrecoverable``, with its reason and no samples).
+
+    These are the samples the scoring models saw in place of the faulty ones. Runs of overlapping windows
+    (2 s beat windows around consecutive beats) may overlap; each message names its window."""
+
+    stream_id: str = Field(description="Patient stream id; also the message key.")
+    lead: str = Field(description="Lead of the run.")
+    window: str = Field(description="Model window the run belongs to (e.g. leads_10s, beat_720).")
+    window_start_ts: float = Field(description="Epoch seconds (stream time) of the window start.")
+    provenance: Literal["model", "derived", "unrecoverable"] = Field(
+        description="model: filled by the recovery network; derived: computed exactly from measured "
+        "leads; unrecoverable: not filled (reason says why), never scored."
+    )
+    recovered_by: str | None = Field(
+        None, description="Recovery model (lstm_ae, lead_recon); null when unrecoverable."
+    )
+    reason: str | None = Field(
+        None, description="Unrecoverable only: why the run could not be rebuilt."
+    )
+    start: str = Field(
+        description="ISO-8601 UTC time of the run's first sample (stream time).",
+        json_schema_extra={"format": "date-time"},
+    )
+    start_ts: float = Field(description="Epoch seconds (stream time) of the run's first sample.")
+    end_ts: float = Field(
+        description="Epoch seconds (stream time) just after the run's last sample."
+    )
+    fs: float = Field(description="Sampling rate of samples (the window's rate), Hz.")
+    samples: list[float] | None = Field(
+        None, description="Recovered samples, mV (band-passed, as scored); null when unrecoverable."
+    )
+    half_width_90: list[float] | None = Field(
+        None,
+        description="Per sample, the half width of the 90 % interval (mV) around samples, calibrated on "
+        "validation data (split conformal; the model card's uncertainty); 0 for derived samples; null "
+        "when unrecoverable.",
+    )
+    coverage_target: float = Field(
+        0.9, description="Nominal coverage of [samples - half_width_90, samples + half_width_90]."
     )
 
 

@@ -43,6 +43,7 @@ class TopicNames(BaseSettings):
     ground_truth: str = "ecg.faults.truth.v1"
     scores: str = "ecg.scores.v1"
     alarm_actions: str = "ecg.alarm-actions.v1"
+    recovered: str = "ecg.recovered.v1"
 
 
 class Settings(BaseSettings):

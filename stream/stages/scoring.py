@@ -29,7 +29,7 @@ from models.errors import ModelError
 
 if TYPE_CHECKING:
     from stream.stages.beatclass import BeatClassStage
-from models.runtime.protocol import ModelScore, Recoverer, Window, WindowModel
+from models.runtime.protocol import ModelScore, Recovered, Recoverer, Window, WindowModel
 from stream.stages.events import ClassifiedBeat
 
 #: The recovery models the stream loads by default (each used only for a window a scorer takes).
@@ -50,6 +50,8 @@ class ScoringResult:
     #: beats left unclassified because the classifier failed, and its error
     unclassified: int = 0
     classifier_error: str | None = None
+    #: every window that was recovered, as ``(window with its NaN, what the recoverer made of it)``
+    recovered_windows: list[tuple[Window, Recovered]] = field(default_factory=list)
 
 
 def scoring_models(models_dir: str | Path | None = None) -> list[str]:
@@ -108,6 +110,11 @@ class WindowScorer:
         """The windows the loaded models take (the processor cuts only these)."""
         return tuple(self._specs.values())
 
+    def window_leads(self, kind: str) -> tuple[str, ...]:
+        """Lead names of the columns of a ``leads`` window of ``kind`` (empty for beat windows)."""
+        spec = self._specs.get(kind)
+        return tuple(spec.leads or ()) if spec is not None else ()
+
     @property
     def window_kinds(self) -> frozenset[str]:
         """Names of the windows this scorer consumes."""
@@ -135,6 +142,17 @@ class WindowScorer:
             t0 = time.perf_counter()
             ok, lost = rec.recover(group)
             res.skipped += lost
+            originals = {(w.stream_id, w.start, w.lead, w.beat_time): w for w in group}
+            res.recovered_windows += [
+                (
+                    originals.get(
+                        (r.window.stream_id, r.window.start, r.window.lead, r.window.beat_time),
+                        r.window,
+                    ),
+                    r,
+                )
+                for r in ok
+            ]
             if ok:
                 groups.setdefault(kind, []).extend(r.window for r in ok)
                 filled.update((id(r.window), (r.by, r.fraction)) for r in ok)

@@ -37,6 +37,7 @@ from stream.schemas import (
     DeadLetterMessage,
     DropoutMessage,
     FaultTruthMessage,
+    RecoveredMessage,
     ScoresMessage,
     _FrameEnvelope,
 )
@@ -88,6 +89,11 @@ TOPICS: tuple[TopicSpec, ...] = (
         "one ONNX Runtime call per model)",
     ),
     TopicSpec("alarm_actions", AlarmActionMessage, "acknowledge or silence action on an alarm"),
+    TopicSpec(
+        "recovered",
+        RecoveredMessage,
+        "run of recovered (or unrecoverable) samples of one lead in one model window",
+    ),
 )
 TOPIC_NAMES: tuple[str, ...] = tuple(t.name for t in TOPICS)
 
