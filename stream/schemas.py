@@ -851,10 +851,6 @@ class ScoresMessage(_Message):
     )
 
 
-#: Provenance of recovered samples (``models.runtime.protocol.PROVENANCE`` order).
-PROVENANCE_KINDS: tuple[str, ...] = ("measured", "model", "derived", "unrecoverable")
-
-
 class RecoveredMessage(_Message):
     """Topic ``recovered``: one contiguous run of samples of one lead that a window's recovery filled
     (``model``: a recovery network; ``derived``: computed exactly from other leads, e.g. Einthoven /

@@ -4,6 +4,13 @@ Pre-processing (identical in training, which imports :func:`normalise_observed` 
 is normalised with the mean and standard deviation of its OBSERVED samples only (``observed_zscore``), the
 gap is zeroed, the model predicts the whole segment and the output is mapped back to the input's units.
 Observed samples come back unchanged; only masked ones are filled.
+
+Calibrated uncertainty (the card's ``uncertainty``, written by ``training.recovery.calibrate_recovery``):
+each filled sample gets the half width of a 90 % interval ``q * (std_obs + eps) * (floor + envelope +
+distance_weight * min(d, distance_cap_s) / distance_cap_s)`` (:func:`gap_scale`): ``std_obs`` the observed
+samples' standard deviation, ``envelope`` the local amplitude envelope of the normalised filled segment,
+``d`` the distance in seconds to the nearest observed sample; ``q`` is the 90 % quantile of
+``|true - filled| / scale`` on the validation records (split conformal). Observed samples get 0.
 """
 
 from __future__ import annotations
@@ -14,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from models.card import WindowSpec
+from models.card import ModelCard, WindowSpec
 from models.errors import ModelError
 from models.runtime.base import OnnxModel
-from models.runtime.protocol import Recovered, Window
+from models.runtime.protocol import MEASURED, MODEL, Recovered, Window, amplitude_envelope
 from models.runtime.registry import register
 
 
@@ -46,11 +53,84 @@ def normalise_observed(
 
 
 @dataclass(frozen=True)
+class GapCalibration:
+    """A card's ``uncertainty`` section (see the module docstring)."""
+
+    quantile: float
+    floor: float
+    distance_weight: float
+    distance_cap_s: float
+    envelope_half_s: float
+    coverage: float = 0.9
+
+    @classmethod
+    def from_card(cls, card: ModelCard) -> GapCalibration | None:
+        raw = card.get("uncertainty")
+        if not isinstance(raw, dict) or raw.get("quantile") is None:
+            return None
+        sc = raw.get("scale") or {}
+        try:
+            q = raw["quantile"]
+            return cls(
+                quantile=float(q["all"] if isinstance(q, dict) else q),
+                floor=float(sc["floor"]),
+                distance_weight=float(sc["distance_weight"]),
+                distance_cap_s=float(sc["distance_cap_s"]),
+                envelope_half_s=float(sc["envelope_half_s"]),
+                coverage=float(raw.get("coverage", 0.9)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{card.name}: malformed uncertainty section: {exc!r}") from exc
+
+
+def gap_distance(mask: np.ndarray, fs: float) -> np.ndarray:
+    """Seconds from each sample of ``mask`` [k, L] (True = missing) to the nearest observed sample
+    (0 on observed samples; L / fs where a row has none)."""
+    m = np.asarray(mask, dtype=bool)
+    k, n = m.shape
+    idx = np.arange(n)
+    out = np.zeros((k, n), dtype=np.float32)
+    for r in range(k):
+        obs = np.flatnonzero(~m[r])
+        if obs.size == 0:
+            out[r] = n / fs
+            continue
+        pos = np.clip(np.searchsorted(obs, idx), 0, obs.size - 1)
+        prev = obs[np.clip(pos - 1, 0, obs.size - 1)]
+        out[r] = np.minimum(np.abs(obs[pos] - idx), np.abs(prev - idx)) / fs
+    return out
+
+
+def gap_scale(
+    filled: np.ndarray,
+    mask: np.ndarray,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    fs: float,
+    floor: float,
+    distance_weight: float,
+    distance_cap_s: float,
+    envelope_half_s: float,
+) -> np.ndarray:
+    """Difficulty scale [k, L] of filled samples (see the module docstring): ``filled``, ``mask`` [k, L];
+    ``mean``, ``scale`` [k, 1] the observed mean and ``std + eps`` (:func:`normalise_observed`)."""
+    z = (np.asarray(filled, dtype=np.float32) - mean) / scale
+    env = amplitude_envelope(z, fs, envelope_half_s, axis=1)
+    d = np.minimum(gap_distance(mask, fs), distance_cap_s) / max(distance_cap_s, 1e-9)
+    return (scale * (floor + env + distance_weight * d)).astype(np.float32)
+
+
+@dataclass(frozen=True)
 class Recovery:
-    """``signal``: the input with its gaps filled (same units); ``mask``: True where samples were filled."""
+    """``signal``: the input with its gaps filled (same units); ``mask``: True where samples were filled;
+    ``half_width_90``: 90 % interval half width per sample (0 where observed), None uncalibrated;
+    ``mean``/``scale``: the observed mean and ``std + eps`` per segment ([k, 1])."""
 
     signal: np.ndarray
     mask: np.ndarray
+    half_width_90: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    scale: np.ndarray | None = None
 
 
 def _filler_from_path(path: Path) -> GapFiller:
@@ -71,6 +151,7 @@ class GapFiller:
         self.length = card.window.samples
         self.fs = card.window.fs
         self.max_gap_fraction = float(card.get("max_gap_fraction", 0.4))
+        self.calibration = GapCalibration.from_card(card)
 
     @classmethod
     def load(cls, name: str = "lstm_ae", models_dir: str | Path | None = None) -> GapFiller:
@@ -103,9 +184,17 @@ class GapFiller:
             rec = self.predict(np.stack([w.data for w in fit]).astype(np.float32))
         except ModelError as exc:
             return [], lost + [(w, f"model_error: {exc}") for w in fit]
+        prov = np.where(rec.mask, MODEL, MEASURED).astype(np.uint8)
+        hw = rec.half_width_90
         out = [
-            Recovered(replace(w, data=s), self.name, float(m.mean()))
-            for w, s, m in zip(fit, rec.signal, rec.mask, strict=True)
+            Recovered(
+                replace(w, data=s),
+                self.name,
+                float(m.mean()),
+                provenance=prov[i],
+                half_width_90=None if hw is None else hw[i],
+            )
+            for i, (w, s, m) in enumerate(zip(fit, rec.signal, rec.mask, strict=True))
         ]
         return out, lost
 
@@ -142,4 +231,21 @@ class GapFiller:
         ]
         y = np.concatenate(outs) * scale + mean
         y = np.where(m, y, x).astype(np.float32)
-        return Recovery(signal=y[0] if one else y, mask=m[0] if one else m)
+        hw = None
+        cal = self.calibration
+        if cal is not None:
+            sc = gap_scale(
+                y,
+                m,
+                mean,
+                scale,
+                self.fs,
+                cal.floor,
+                cal.distance_weight,
+                cal.distance_cap_s,
+                cal.envelope_half_s,
+            )
+            hw = np.where(m, cal.quantile * sc, 0.0).astype(np.float32)
+        if one:
+            return Recovery(y[0], m[0], None if hw is None else hw[0], mean[0], scale[0])
+        return Recovery(y, m, hw, mean, scale)

@@ -120,13 +120,42 @@ def per_lead(values: Sequence[float] | np.ndarray | None) -> dict[str, float] | 
     return {lead: round(float(v), 5) for lead, v in zip(TWELVE_LEADS, values, strict=True)}
 
 
+#: Provenance codes of recovered samples (:attr:`Recovered.provenance` holds indices into this tuple):
+#: ``measured`` as recorded; ``model`` filled by a recovery network; ``derived`` computed exactly from
+#: measured samples (Einthoven/Goldberger limb-lead identities); ``unrecoverable`` left missing (NaN).
+PROVENANCE: tuple[str, ...] = ("measured", "model", "derived", "unrecoverable")
+MEASURED, MODEL, DERIVED, UNRECOVERABLE = 0, 1, 2, 3
+
+
+def amplitude_envelope(x: np.ndarray, fs: float, half_s: float, axis: int = 0) -> np.ndarray:
+    """Local amplitude envelope of ``x`` along ``axis``: the moving maximum over +-``half_s`` seconds of
+    ``|x - median(x)|`` (median per trace). The run-time difficulty scale of the recoverers' calibrated
+    intervals (:mod:`models.runtime.lead_recon`, :mod:`models.runtime.lstm_ae`): errors grow where the
+    rebuilt signal moves (QRS complexes), so intervals widen there and narrow on the baseline."""
+    from scipy.ndimage import maximum_filter1d
+
+    arr = np.asarray(x, dtype=np.float32)
+    dev = np.abs(arr - np.median(arr, axis=axis, keepdims=True))
+    size = 2 * max(round(half_s * fs), 0) + 1
+    return maximum_filter1d(dev, size=size, axis=axis, mode="nearest").astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Recovered:
-    """A window whose missing samples were filled: the filled window, the recoverer and the share filled."""
+    """A window whose missing samples were filled: the filled window, the recoverer and the share filled.
+
+    ``provenance`` (uint8, same shape as ``window.data``): each sample's origin as an index into
+    :data:`PROVENANCE`; ``half_width_90`` (float32 mV, same shape): half width of the calibrated 90 %
+    interval around each sample (split-conformal on validation data, the card's ``uncertainty``; 0 where
+    measured or derived exactly, NaN where unrecoverable). Both None from a recoverer that does not
+    provide them (``half_width_90`` also None when the card holds no calibration).
+    """
 
     window: Window
     by: str
     fraction: float
+    provenance: np.ndarray | None = None
+    half_width_90: np.ndarray | None = None
 
 
 @runtime_checkable

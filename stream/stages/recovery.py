@@ -16,11 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from models.runtime.protocol import Recovered, Window
+from models.runtime.protocol import (
+    DERIVED,
+    MEASURED,
+    MODEL,
+    PROVENANCE,
+    UNRECOVERABLE,
+    Recovered,
+    Window,
+)
 
-#: provenance codes of ``Recovered.provenance`` (``models.runtime.protocol.PROVENANCE`` order)
-MEASURED, MODEL, DERIVED, UNRECOVERABLE = 0, 1, 2, 3
-PROVENANCE_NAMES: tuple[str, ...] = ("measured", "model", "derived", "unrecoverable")
 #: a window runs at most this many runs per lead into messages (a pathological mask is summarised)
 MAX_RUNS_PER_LEAD = 16
 
@@ -107,13 +112,13 @@ def recovered_runs(
     if recovered is not None:
         filled = np.asarray(recovered.window.data, dtype=np.float64)
         filled = filled if two_d else filled[:, None]
-        p = getattr(recovered, "provenance", None)
+        p = recovered.provenance
         prov = (
             np.asarray(p, dtype=np.uint8).reshape(x.shape)
             if p is not None
             else np.where(missing, MODEL, MEASURED).astype(np.uint8)
         )
-        w = getattr(recovered, "half_width_90", None)
+        w = recovered.half_width_90
         width = None if w is None else np.asarray(w, dtype=np.float64).reshape(x.shape)
     out: list[RecoveredRun] = []
     for j, lead in enumerate(names):
@@ -145,7 +150,7 @@ def recovered_runs(
                         start=float(original.start + a / original.fs),
                         end=float(original.start + b / original.fs),
                         fs=float(original.fs),
-                        provenance=PROVENANCE_NAMES[code],
+                        provenance=PROVENANCE[code],
                         recovered_by=None if unrec or recovered is None else recovered.by,
                         samples=samples,
                         half_width_90=hw,

@@ -27,9 +27,7 @@ def test_masked_lead_becomes_one_model_run_and_derived_lead_has_zero_width() -> 
     prov[200:500, 2] = 1
     prov[:, 0] = 2
     width = np.where(prov == 1, 0.07, 0.0).astype(np.float32)
-    rec = Recovered(replace(_window(x), data=filled), "lead_recon", 0.4)
-    object.__setattr__(rec, "provenance", prov)  # the fields the runtime fills
-    object.__setattr__(rec, "half_width_90", width)
+    rec = Recovered(replace(_window(x), data=filled), "lead_recon", 0.4, prov, width)
     runs = recovered_runs(_window(x), LEADS, rec)
     by = {(r.lead, r.provenance): r for r in runs}
     assert set(by) == {("I", "derived"), ("V1", "model")}
