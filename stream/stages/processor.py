@@ -29,6 +29,7 @@ from stream.stages.events import AlertEvent, Beat, DropoutSegment, ModelWindow
 from stream.stages.frame import Frame
 from stream.stages.qrs import QrsDetector
 from stream.stages.rules import RuleConfig, RuleEngine
+from stream.stages.sqi import LeadQuality, QualityConfig, SignalQuality
 from stream.stages.vf import VfDecision, VfDetector
 
 #: Dropout kinds whose end is a step the band-pass filter rings after (``StageConfig.dropout_settle_s``).
@@ -36,6 +37,10 @@ SETTLE_KINDS: frozenset[str] = frozenset({"lead_off", "saturation"})
 
 #: Preferred leads for beat detection and single-lead model windows, in order.
 QRS_LEAD_PREFERENCE: tuple[str, ...] = ("MLII", "II", "V5", "I")
+
+#: Preferred second QRS lead for multi-lead fusion (a precordial lead sees the QRS from another angle
+#: and picks up other artefacts than the limb leads), in order; else the first other lead.
+FUSION_LEAD_PREFERENCE: tuple[str, ...] = ("V5", "V2", "V1", "II", "MLII", "V4", "V3", "V6", "I")
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,15 @@ class StageConfig:
     #: streams sampled below this rate get no model windows (a QRS complex is not resolved; the models'
     #: cards take 100-500 Hz input): ``StreamProcessor.unsupported`` says so, the worker counts it
     min_model_fs: float = 100.0
+    #: per-lead signal quality (:mod:`stream.stages.sqi`), one entry per lead per second
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    #: multi-lead fusion: detect QRS on a second lead too and take the beats, per second, from the
+    #: candidate lead of better quality (bSQI first); the model windows stay on the primary lead
+    fuse_leads: bool = True
+    #: fusion hysteresis: the other lead's bSQI must beat the chosen one's by this to switch while both
+    #: are usable; back to the primary once it has been usable for ``fuse_return_s`` seconds
+    fuse_margin: float = 0.1
+    fuse_return_s: float = 3.0
 
 
 @dataclass
@@ -96,11 +110,15 @@ class ProcessorOutput:
     """Everything one frame produced."""
 
     beats: list[Beat] = field(default_factory=list)
+    #: the lead each beat of ``beats`` was detected on (parallel list)
+    beat_leads: list[str] = field(default_factory=list)
     dropouts: list[DropoutSegment] = field(default_factory=list)
     alerts: list[AlertEvent] = field(default_factory=list)
     windows: list[ModelWindow] = field(default_factory=list)
     #: VF/flutter decisions on the QRS lead, one per second of signal (:mod:`stream.stages.vf`)
     vf: list[VfDecision] = field(default_factory=list)
+    #: signal quality per lead per completed second (:class:`~stream.stages.sqi.LeadQuality`)
+    quality: list[LeadQuality] = field(default_factory=list)
     samples: int = 0
     gap_frames: int = 0
     duplicate: bool = False
@@ -110,10 +128,12 @@ class ProcessorOutput:
     def extend(self, other: ProcessorOutput) -> None:
         """Accumulate ``other``'s events and counts (beats, dropouts, alerts, windows, samples, gaps)."""
         self.beats += other.beats
+        self.beat_leads += other.beat_leads
         self.dropouts += other.dropouts
         self.alerts += other.alerts
         self.windows += other.windows
         self.vf += other.vf
+        self.quality += other.quality
         self.samples += other.samples
         self.gap_frames += other.gap_frames
 
@@ -124,6 +144,14 @@ def pick_qrs_lead(leads: tuple[str, ...]) -> int:
         if name in leads:
             return leads.index(name)
     return 0
+
+
+def pick_fusion_lead(leads: tuple[str, ...], primary: int) -> int | None:
+    """Index of the second QRS candidate lead (see :data:`FUSION_LEAD_PREFERENCE`), None for one lead."""
+    for name in FUSION_LEAD_PREFERENCE:
+        if name in leads and leads.index(name) != primary:
+            return leads.index(name)
+    return next((i for i in range(len(leads)) if i != primary), None)
 
 
 class StreamProcessor:
@@ -143,6 +171,21 @@ class StreamProcessor:
         self.qrs_lead = pick_qrs_lead(self.leads)
         self._filter = CausalFilter(self.fs, len(self.leads))
         self._qrs = QrsDetector(self.fs)
+        # multi-lead fusion: a second QRS candidate lead, its detector, and per-lead signal quality
+        second = pick_fusion_lead(self.leads, self.qrs_lead) if self.config.fuse_leads else None
+        self.qrs_leads: tuple[int, ...] = (self.qrs_lead,) + (() if second is None else (second,))
+        self._qrs2 = QrsDetector(self.fs) if second is not None else None
+        self._sqi = SignalQuality(
+            stream_id, self.fs, self.leads, 0.0, self.config.quality, self.qrs_leads
+        )
+        self._usable: dict[int, bool] = {}  # latest quality verdict of each QRS candidate lead
+        self._bsqi: dict[int, float] = {}
+        self._good_run = 0  # consecutive usable seconds of the primary lead
+        self._chosen = self.qrs_lead  # the candidate lead beats come from
+        # recent beats of each candidate (absolute samples), for the catch-up at a switch
+        self._recent: dict[int, deque[int]] = {li: deque(maxlen=8) for li in self.qrs_leads}
+        self._last_emitted = -(10**12)
+        self._same_beat = round(0.15 * self.fs)  # beats of two leads this close are the same beat
         self._vf: VfDetector | None = None
         if self.config.detect_vf:
             # a rate too low for the detector's band gives no VF decisions (``unsupported``)
@@ -252,6 +295,7 @@ class StreamProcessor:
         st = out.stage_seconds
         if self.t0 is None:
             self.t0 = float(frame.start_time)
+            self._sqi.t0 = self.t0
             self._drop = DropoutDetector(
                 self.stream_id, self.fs, self.leads, self.t0, self.config.dropouts
             )
@@ -273,9 +317,13 @@ class StreamProcessor:
                 nan = np.full((gap, len(self.leads)), np.nan, dtype=np.float32)
                 self._filter.process(nan)
                 self._qrs.process(nan[:, self.qrs_lead], start)
+                if self._qrs2 is not None:
+                    self._qrs2.process(nan[:, self.qrs_leads[1]], start)
             else:  # a long outage: start the filter and the detector afresh after it
                 self._filter.reset()
                 self._qrs.reset(start + gap)
+                if self._qrs2 is not None:
+                    self._qrs2.reset(start + gap)
             self._pending.clear()
             self._rr_last = None  # an RR interval across lost samples is not a rhythm
             # every lead was lost over the gap: let the rules see it (signal loss, no asystole)
@@ -292,8 +340,8 @@ class StreamProcessor:
             self._buf.append_gap(x.shape[0])
         t2 = time.perf_counter()
         st["filter"] = t2 - t1
-        peaks = self._qrs.process(x[:, self.qrs_lead], start)
-        for p in peaks.tolist():
+        peaks = self._fused_beats(x, start, out)
+        for p in peaks:
             rr = (p - self._peaks[-1]) / self.fs if self._peaks else None
             self._peaks.append(p)
             if len(self._peaks) > 64:
@@ -301,6 +349,7 @@ class StreamProcessor:
             recent = np.diff(self._peaks[-(self.config.hr_beats + 1) :])
             self._hr = 60.0 * self.fs / float(np.median(recent)) if recent.size else None
             out.beats.append(Beat(self.stream_id, int(p), self.time_of(p), rr, self._hr))
+            out.beat_leads.append(self.leads[self._chosen])
             if self._windows_on:
                 pre = (p - self._rr_last) / self.fs if self._rr_last is not None else None
                 if self._pending and self._pending[-1].post_s is None and pre is not None:
@@ -312,7 +361,7 @@ class StreamProcessor:
         if self._vf is not None:
             out.vf = self._vf.process(x[:, self.qrs_lead], self.time_of(start))
         t3 = time.perf_counter()
-        st["qrs"] = t3 - t2
+        st["qrs"] = t3 - t2  # both candidate leads' detectors, their signal quality and the fusion
         out.dropouts += drop.process(x, start)
         if self._mask:
             self._mask_dropouts(out.dropouts, start)
@@ -324,7 +373,9 @@ class StreamProcessor:
         if active.all():
             all_lost = max(s for s in since if s is not None)
         now = self.time_of(max(self._buf.end - self._qrs.latency_samples, 0))
-        out.alerts += self._rules.update(now, out.beats, not bool(active[self.qrs_lead]), all_lost)
+        # asystole and pauses only count usable signal: the fused lead in no dropout and of usable quality
+        ok = not bool(active[self._chosen]) and self._usable.get(self._chosen, True)
+        out.alerts += self._rules.update(now, out.beats, ok, all_lost)
         t5 = time.perf_counter()
         st["rules"] = t5 - t4
         out.windows += self._windows()
@@ -332,6 +383,53 @@ class StreamProcessor:
         out.samples = x.shape[0]
         out.heart_rate_bpm = self._hr
         return out
+
+    def _fused_beats(self, x: np.ndarray, start: int, out: ProcessorOutput) -> list[int]:
+        """Run the QRS detector(s) and the signal quality on the frame; returns the beats to emit (from
+        the chosen candidate lead, time order, none within 150 ms of an emitted one); ``out.quality``."""
+        found = {self.qrs_lead: self._qrs.process(x[:, self.qrs_lead], start)}
+        if self._qrs2 is not None:
+            found[self.qrs_leads[1]] = self._qrs2.process(x[:, self.qrs_leads[1]], start)
+        out.quality = self._sqi.process(x, start, found)
+        for li, pk in found.items():
+            self._recent[li].extend(pk.tolist())
+        before = self._chosen
+        self._choose(out.quality)
+        chosen = self._chosen
+        # at a switch, catch up the new lead's beats decided earlier but not yet emitted
+        cand = list(self._recent[chosen]) if chosen != before else found[chosen].tolist()
+        beats = []
+        for p in sorted(set(cand)):
+            if p > self._last_emitted + self._same_beat:
+                beats.append(int(p))
+                self._last_emitted = int(p)
+        return beats
+
+    def _choose(self, quality: list[LeadQuality]) -> None:
+        """Update the candidate leads' verdicts from this frame's quality and pick the lead to follow."""
+        for q in quality:
+            li = self.leads.index(q.lead)
+            if li in self._recent:
+                self._usable[li] = q.usable
+                self._bsqi[li] = q.bsqi if q.bsqi is not None else 0.0
+                if li == self.qrs_lead:
+                    self._good_run = self._good_run + 1 if q.usable else 0
+        if len(self.qrs_leads) < 2 or not quality:
+            return
+        cur = self._chosen
+        oth = self.qrs_leads[1] if cur == self.qrs_lead else self.qrs_lead
+        ok_cur, ok_oth = self._usable.get(cur, True), self._usable.get(oth, True)
+        b_cur, b_oth = self._bsqi.get(cur, 1.0), self._bsqi.get(oth, 1.0)
+        margin = self.config.fuse_margin
+        if ok_oth and (not ok_cur or b_oth > b_cur + margin):
+            self._chosen = oth
+        elif (
+            cur != self.qrs_lead
+            and ok_oth
+            and self._good_run >= self.config.fuse_return_s
+            and b_oth >= b_cur - margin
+        ):
+            self._chosen = self.qrs_lead  # back to the primary (the model windows' lead)
 
     def flush(self) -> ProcessorOutput:
         """End of stream: close open dropout runs and alert episodes."""
