@@ -72,7 +72,7 @@ ALERT_LABELS: tuple[tuple[str, str], ...] = tuple(
     (kind, severity) for kind, levels in ALERT_LEVELS.items() for severity in levels
 )
 #: Reasons of ``ecg_alarms_suppressed_total`` (:mod:`stream.stages.alarms`).
-SUPPRESS_REASONS: tuple[str, ...] = ("covered", "dropout", "noise")
+SUPPRESS_REASONS: tuple[str, ...] = ("covered", "dropout", "noise", "signal_quality")
 #: Reasons of ``ecg_model_windows_skipped_total`` (:meth:`PipelineObserver.scored`).
 SKIP_REASONS: tuple[str, ...] = ("dropout", "model_error")
 

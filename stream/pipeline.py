@@ -38,6 +38,7 @@ from stream.schemas import (
     DeadLetterMessage,
     DropoutMessage,
     FrameLimits,
+    LeadQualityOut,
     RecoveredMessage,
     ScoreOut,
     ScoresMessage,
@@ -152,6 +153,14 @@ def _qrs_lead_name(state: _StreamState) -> str:
     return state.leads[pick_qrs_lead(state.leads)]
 
 
+def _beat_lead_names(state: _StreamState) -> tuple[str, ...]:
+    """The leads the stream's processor detects beats on (its fusion candidates)."""
+    idx = getattr(state.processor, "qrs_leads", None)
+    if idx is None:
+        return (_qrs_lead_name(state),)
+    return tuple(state.leads[i] for i in idx)
+
+
 def default_processor_factory(
     settings: Settings, *, windows: Sequence[WindowSpec] = ()
 ) -> ProcessorFactory:
@@ -253,6 +262,23 @@ class MessageRouter:
                 for b in result.beats
             ],
             classes=_class_out(classes),
+            beat_lead=result.beat_leads[-1] if result.beat_leads else None,
+            quality=[
+                LeadQualityOut(
+                    lead=q.lead,
+                    start_ts=q.start,
+                    seconds=q.seconds,
+                    usable=q.usable,
+                    reason=q.reason,
+                    bsqi=None if q.bsqi is None else round(q.bsqi, 4),
+                    ksqi=round(q.ksqi, 3),
+                    psqi=round(q.psqi, 4),
+                    bassqi=round(q.bassqi, 4),
+                    flat=round(q.flat, 4),
+                    clipped=round(q.clipped, 4),
+                )
+                for q in result.quality
+            ],
         )
         return Outgoing(self.topics.beats, frame.stream_id.encode(), batch.to_bytes())
 
@@ -752,6 +778,8 @@ class FramePipeline:
         engine = state.alarms if state is not None else None
         raised = list(result.alerts)
         if engine is not None:
+            if result.quality:
+                engine.on_quality(result.quality, _beat_lead_names(state))  # type: ignore[arg-type]
             raised = engine.gate(raised)  # no asystole or pause from a lead carrying noise
             if result.dropouts:
                 engine.on_dropouts(result.dropouts, _qrs_lead_name(state))  # type: ignore[arg-type]

@@ -567,6 +567,17 @@ class TwelveLeadEvidence(_Evidence):
         description="Epoch seconds where the temporal attention peaks; null if absent."
     )
     window_time: float = Field(description="Epoch seconds of the raising window's first sample.")
+    recovered_by: str | None = Field(
+        None,
+        description="The recovery model that rebuilt masked leads of the raising window (lead_recon); "
+        "null when every lead was measured.",
+    )
+    poor_quality_leads: list[list[Any]] | None = Field(
+        None,
+        description="[[lead, reason], ...]: leads of unusable signal quality (noise, baseline, clipped, "
+        "flat, no_agreement) for at least half of the raising window; null if none. The finding may "
+        "then be the signal's, not the heart's.",
+    )
     score_at_resolution: float | None = Field(
         None, description="Resolved only: score of the window that resolved the episode."
     )

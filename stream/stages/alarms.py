@@ -49,7 +49,12 @@ Hygiene, the same for every kind:
 - the processor's no-beat rules (``asystole``, ``pause``) pass through :meth:`AlarmEngine.gate`: while
   the median ``sqi`` of the stream's last ``quality_beats`` classified beats is below ``min_sqi`` the
   detector is following noise, not ECG, so a gap between its "beats" is no asystole: the raise and its
-  resolution are dropped and counted as ``(kind, "noise")``;
+  resolution are dropped and counted as ``(kind, "noise")``; so are those raised over a second in which
+  no beat-detection lead had usable signal quality (``(kind, "signal_quality")``);
+- signal quality (:meth:`AlarmEngine.on_quality`, :mod:`stream.stages.sqi`): an alarm whose evidence span
+  overlaps a second in which neither beat-detection lead (the processor's fusion candidates) was usable
+  is not raised (``"signal_quality"``); an ``abnormal_12lead`` alert names the leads of poor quality
+  over its window (``poor_quality_leads``) and the model that rebuilt masked leads (``recovered_by``);
 - ``Q`` beats are never V beats (they end runs and patterns; their intervals are excluded from AF);
 - :meth:`AlarmEngine.flush` resolves every open episode with ``closed_by="end_of_stream"``.
 
@@ -77,6 +82,7 @@ from stream.stages.events import (
     DropoutSegment,
     alert_id,
 )
+from stream.stages.sqi import LeadQuality
 from stream.stages.vf import VfDecision
 
 # ------------------------------------------------------------------------------------------ settings
@@ -467,6 +473,10 @@ class AlarmEngine:
         }
         self._now: float | None = None
         self._dropouts: deque[tuple[float, float]] = deque(maxlen=256)
+        # seconds when no beat-detection lead was usable (signal quality), and each lead's unusable
+        # seconds with their reason (12-lead evidence)
+        self._poor: deque[tuple[float, float]] = deque(maxlen=256)
+        self._lead_poor: deque[tuple[str, float, float, str]] = deque(maxlen=1024)
         # beats
         h = c.history_beats
         self._first_beat: float | None = None
@@ -528,11 +538,17 @@ class AlarmEngine:
         out: list[AlertEvent] = []
         for ev in events:
             if ev.kind in ("asystole", "pause"):
-                if ev.status == "raised" and (
-                    self._recent_q and float(np.median(self._recent_q)) < self.config.min_sqi
-                ):
+                reason = None
+                if ev.status == "raised":
+                    if self._recent_q and float(np.median(self._recent_q)) < self.config.min_sqi:
+                        reason = "noise"
+                    elif self._poor and self._in_poor(
+                        ev.start, max(ev.at or ev.start, ev.start + 1.0)
+                    ):
+                        reason = "signal_quality"
+                if reason is not None:
                     self._gated.add(ev.id)
-                    key = (ev.kind, "noise")
+                    key = (ev.kind, reason)
                     self._suppressed[key] = self._suppressed.get(key, 0) + 1
                     continue
                 if ev.status == "resolved" and ev.id in self._gated:
@@ -549,6 +565,40 @@ class AlarmEngine:
 
     def _in_dropout(self, a: float, b: float) -> bool:
         return any(s < b and e > a for s, e in self._dropouts)
+
+    def on_quality(self, quality: Sequence[LeadQuality], beat_leads: Sequence[str]) -> None:
+        """Per-lead signal quality of completed seconds (:mod:`stream.stages.sqi`): a second in which no
+        beat-detection lead (``beat_leads``, the processor's fusion candidates) is usable is a
+        poor-quality span (alarms whose evidence overlaps it are suppressed, reason ``signal_quality``);
+        each lead's unusable seconds other than dropouts (those are masked and recovered) are kept to mark
+        12-lead alarms (``poor_quality_leads``)."""
+        by_second: dict[float, list[LeadQuality]] = {}
+        for q in quality:
+            by_second.setdefault(q.start, []).append(q)
+            if not q.usable and q.reason != "dropout":
+                self._lead_poor.append((q.lead, q.start, q.start + q.seconds, q.reason or "noise"))
+        for start, qs in sorted(by_second.items()):
+            cands = [q for q in qs if q.lead in beat_leads]
+            if cands and not any(q.usable for q in cands):
+                end = start + cands[0].seconds
+                if self._poor and abs(self._poor[-1][1] - start) < 1e-6:
+                    self._poor[-1] = (self._poor[-1][0], end)  # extend the current span
+                else:
+                    self._poor.append((start, end))
+
+    def _in_poor(self, a: float, b: float) -> bool:
+        return any(s < b and e > a for s, e in self._poor)
+
+    def _poor_leads(self, a: float, b: float) -> list[list[Any]] | None:
+        """``[[lead, reason], ...]`` of the leads unusable for at least half of ``[a, b)``; None if none."""
+        span = max(b - a, 1e-9)
+        seconds: dict[tuple[str, str], float] = {}
+        for lead, s, e, reason in self._lead_poor:
+            if s < b and e > a:
+                key = (lead, reason)
+                seconds[key] = seconds.get(key, 0.0) + min(e, b) - max(s, a)
+        poor = sorted([lead, r] for (lead, r), sec in seconds.items() if sec >= 0.5 * span)
+        return poor or None
 
     def _event(self, kind: str, status: str, st: _Kind, end: float | None, ev: dict[str, Any]):
         return AlertEvent(
@@ -584,6 +634,8 @@ class AlarmEngine:
             reason = "covered"
         elif span is not None and self._dropouts and self._in_dropout(*span):
             reason = "dropout"
+        elif span is not None and self._poor and self._in_poor(*span):
+            reason = "signal_quality"
         elif sqis and float(np.median(sqis)) < self.config.min_sqi:
             reason = "noise"
         if reason is not None:
@@ -958,6 +1010,8 @@ class AlarmEngine:
                         "top_lead_attention": _top3(attn),
                         "attention_peak": peak,
                         "window_time": s.time,
+                        "recovered_by": s.recovered_by,
+                        "poor_quality_leads": self._poor_leads(s.time, s.time + 10.0),
                     },
                 )
             return []

@@ -15,6 +15,7 @@ from stream.records import read_record
 from stream.schemas import ALERT_EVIDENCE
 from stream.stages.alarms import ALARM_DEFINITIONS, AlarmConfig, AlarmEngine, rr_irregularity
 from stream.stages.events import ALARM_KINDS, AlertEvent, ClassifiedBeat, DropoutSegment
+from stream.stages.sqi import LeadQuality
 from stream.stages.vf import VfDecision, VfDetector
 from training.datasets.mitdb_split import AAMI_CLASSES
 
@@ -455,3 +456,29 @@ def test_gate_drops_no_beat_alarms_over_noise_and_keeps_them_over_clean_ecg():
     assert noisy.drain_suppressed() == {("pause", "noise"): 1, ("asystole", "noise"): 1}
     other = [_no_beat("asystole", "raised", 30.0)]
     assert AlarmEngine("s").gate(other) == other  # no classified beat yet: nothing says noise
+
+
+def _q(lead: str, start: float, usable: bool, reason: str | None = None) -> LeadQuality:
+    return LeadQuality("s", lead, start, 1.0, 0.5, 3.0, 0.2, 0.9, 0.0, 0.0, usable, reason)
+
+
+def test_signal_quality_suppresses_alarms_and_marks_12_lead_evidence():
+    eng = AlarmEngine("s")
+    # 8-12 s: both beat leads noisy; 20-25 s: only V1 noisy (MLII carries the beats)
+    eng.on_quality(
+        [_q(ld, t, False, "noise") for t in range(8, 12) for ld in ("MLII", "V1")]
+        + [_q("V1", t, False, "noise") for t in range(20, 25)]
+        + [_q("MLII", t, True) for t in range(20, 25)],
+        ("MLII", "V1"),
+    )
+    out = eng.on_beats(_beats("N" * 10 + "VVV" + "N" * 5, rr=0.8))  # run at 8.8-10.4 s
+    assert out == [] and eng.drain_suppressed() == {("ventricular_run", "signal_quality"): 1}
+    out = eng.on_beats(_beats("N" * 10 + "VVV" + "N" * 5, rr=0.8, t0=20.0))
+    assert _kinds(out) == [("ventricular_run", "raised")]
+    # the no-beat rules: an asystole raised over the noisy seconds is dropped with its resolution
+    raised = AlertEvent("a1", "s", "asystole", "critical", "raised", 9.0, None, {}, 13.0)
+    resolved = AlertEvent("a1", "s", "asystole", "critical", "resolved", 9.0, 14.0, {}, 14.0)
+    assert eng.gate([raised, resolved]) == []
+    assert eng.drain_suppressed() == {("asystole", "signal_quality"): 1}
+    assert eng._poor_leads(20.0, 40.0) is None  # V1 noisy 5 of 20 s: under half the window
+    assert eng._poor_leads(20.0, 25.0) == [["V1", "noise"]]
