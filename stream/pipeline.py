@@ -832,9 +832,12 @@ class FramePipeline:
     def _recovered_runs(self, res: ScoringResult) -> list[RecoveredRun]:
         """The recovered and the unrecoverable runs of a scoring call's windows with masked samples."""
         runs: list[RecoveredRun] = []
+        why = {id(w): reason for w, reason in res.unrebuilt}
         for original, rec in res.recovered_windows:
-            runs += recovered_runs(original, self._window_leads.get(original.kind, ()), rec)
-        for w, reason in res.skipped:
+            leads = self._window_leads.get(original.kind, ())
+            runs += recovered_runs(original, leads, rec, why.pop(id(original), None))
+        unrecovered = [*res.skipped, *((w, r) for w, r in res.unrebuilt if id(w) in why)]
+        for w, reason in unrecovered:
             runs += recovered_runs(w, self._window_leads.get(w.kind, ()), None, reason)
         return runs
 

@@ -79,6 +79,11 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+#: Name of the windows the processor cuts to rebuild a masked lead of a stream that no model's leads window
+#: covers (MIT-BIH's two leads): all the stream's leads at its own rate, ``lead`` = the comma-joined names.
+REBUILD_WINDOW = "leads_rebuild"
+
+
 @dataclass(frozen=True)
 class Beat:
     """One detected QRS complex: absolute ``sample`` index in the stream, its time, RR and heart rate."""

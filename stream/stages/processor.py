@@ -25,7 +25,7 @@ from models.preprocessing.segmentation import resample
 from stream.errors import FrameValidationError
 from stream.stages.buffering import SampleBuffer, SequenceTracker
 from stream.stages.dropouts import DropoutConfig, DropoutDetector
-from stream.stages.events import AlertEvent, Beat, DropoutSegment, ModelWindow
+from stream.stages.events import REBUILD_WINDOW, AlertEvent, Beat, DropoutSegment, ModelWindow
 from stream.stages.frame import Frame
 from stream.stages.qrs import QrsDetector
 from stream.stages.rules import RuleConfig, RuleEngine
@@ -74,6 +74,11 @@ class StageConfig:
     #: streams sampled below this rate get no model windows (a QRS complex is not resolved; the models'
     #: cards take 100-500 Hz input): ``StreamProcessor.unsupported`` says so, the worker counts it
     min_model_fs: float = 100.0
+    #: multi-lead streams that no leads window covers (MIT-BIH's two leads): every ``rebuild_window_s``
+    #: of signal in which a lead is masked and another is complete is cut as a ``leads_rebuild`` window
+    #: (all the stream's leads, at its own rate; ``ModelWindow.lead`` = the comma-joined lead names) for
+    #: the scoring stage to rebuild the masked lead from the others or say why not; 0 turns it off
+    rebuild_window_s: float = 10.0
     #: per-lead signal quality (:mod:`stream.stages.sqi`), one entry per lead per second
     quality: QualityConfig = field(default_factory=QualityConfig)
     #: multi-lead fusion: detect QRS on a second lead too and take the beats, per second, from the
@@ -219,6 +224,16 @@ class StreamProcessor:
             self._beat_cuts, self._lead_cuts = [], []
         if cfg.detect_vf and self._vf is None:
             self.unsupported["vf"] = "sampling_rate"
+        # rebuild windows: streams of several leads that no leads window covers (see StageConfig)
+        self._rebuild_n = (
+            round(cfg.rebuild_window_s * self.fs)
+            if cfg.rebuild_window_s > 0
+            and len(self.leads) > 1
+            and not self._lead_cuts
+            and self._beat_cuts
+            else 0
+        )
+        self._rebuild_next = self._rebuild_n
         self._windows_on = bool(self._beat_cuts or self._lead_cuts)
         # the buffer holds the band-passed signal for model windows; without windows it only counts samples
         self._max_hold = round(
@@ -228,6 +243,7 @@ class StreamProcessor:
         # window is (a window longer than the buffer would otherwise never be cut)
         longest = max(
             [c.length for c in self._lead_cuts]
+            + [self._rebuild_n]
             + [before + after for _, before, after in self._beat_cuts],
             default=0,
         )
@@ -542,6 +558,24 @@ class StreamProcessor:
                     continue
                 out.append(
                     ModelWindow(self.stream_id, spec.name, None, self.time_of(a), spec.fs, data)
+                )
+        while self._rebuild_n and self._rebuild_next <= ready:
+            a, b = self._rebuild_next - self._rebuild_n, self._rebuild_next
+            self._rebuild_next += self._rebuild_n
+            if not self._buf.available(a, b):
+                continue
+            seg = self._buf.get(a, b)
+            bad = np.isnan(seg).any(axis=0)
+            if bad.any() and not bad.all():  # a masked lead and a complete one: worth a rebuild
+                out.append(
+                    ModelWindow(
+                        self.stream_id,
+                        REBUILD_WINDOW,
+                        ",".join(self.leads),
+                        self.time_of(a),
+                        self.fs,
+                        np.array(seg, dtype=np.float32),
+                    )
                 )
         return out
 

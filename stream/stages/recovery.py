@@ -80,9 +80,12 @@ def _merge_close(runs: list[tuple[int, int]], limit: int) -> list[tuple[int, int
 
 
 def window_leads(window: Window, leads: Sequence[str]) -> tuple[str, ...]:
-    """Lead names of a window's columns: its own lead (beat windows) or its spec's leads."""
+    """Lead names of a window's columns: its own lead (beat windows), its spec's leads, or the
+    comma-joined names a ``leads_rebuild`` window carries."""
     if window.data.ndim == 1:
         return (window.lead or "?",)
+    if not leads and window.lead and window.lead.count(",") == window.data.shape[1] - 1:
+        return tuple(window.lead.split(","))  # leads_rebuild windows name their stream's leads
     return (
         tuple(leads)
         if len(leads) == window.data.shape[1]

@@ -18,19 +18,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.card import BEAT_720, WindowSpec
+from models.card import BEAT_720, LEADS_10S, WindowSpec
 from models.errors import ModelError
 
 if TYPE_CHECKING:
+    from models.runtime.lead_recon import LeadReconModel
     from stream.stages.beatclass import BeatClassStage
 from models.runtime.protocol import ModelScore, Recovered, Recoverer, Window, WindowModel
-from stream.stages.events import ClassifiedBeat
+from stream.stages.events import REBUILD_WINDOW, ClassifiedBeat
 
 #: The recovery models the stream loads by default (each used only for a window a scorer takes).
 DEFAULT_RECOVERERS: tuple[str, ...] = ("lstm_ae", "lead_recon")
@@ -52,6 +53,9 @@ class ScoringResult:
     classifier_error: str | None = None
     #: every window that was recovered, as ``(window with its NaN, what the recoverer made of it)``
     recovered_windows: list[tuple[Window, Recovered]] = field(default_factory=list)
+    #: ``leads_rebuild`` windows (never scored) whose masked leads could not or should not be rebuilt,
+    #: with the reason (a window also in ``recovered_windows`` had only some of its leads rebuilt)
+    unrebuilt: list[tuple[Window, str]] = field(default_factory=list)
 
 
 def scoring_models(models_dir: str | Path | None = None) -> list[str]:
@@ -71,6 +75,7 @@ class WindowScorer:
         recover: bool = True,
         recoverers: Sequence[str] = DEFAULT_RECOVERERS,
         classify: bool = True,
+        rebuild: bool = True,
     ) -> None:
         """``classify``: classify each beat (AAMI class) with the ``beat_class`` model when its card is in
         ``models_dir`` and a loaded model takes its beat window."""
@@ -97,6 +102,18 @@ class WindowScorer:
                 card = cards.get(name)
                 if card is not None and specs.get(card.window.name) == card.window:
                     self.recoverers.setdefault(card.window.name, load_recoverer(name, models_dir))
+        #: rebuilds masked leads of the processor's ``leads_rebuild`` windows (streams no leads window
+        #: covers, e.g. MIT-BIH): lead_recon, when its card is in ``models_dir``
+        self.rebuilder: LeadReconModel | None = None
+        if recover and rebuild and any(c.name == "lead_recon" for c in available(models_dir)):
+            from models.runtime.lead_recon import LeadReconModel
+
+            loaded = self.recoverers.get(LEADS_10S.name)
+            self.rebuilder = (
+                loaded
+                if isinstance(loaded, LeadReconModel)
+                else LeadReconModel.load("lead_recon", models_dir)
+            )
         self.classifier: BeatClassStage | None = None
         if classify:
             from stream.stages.beatclass import BeatClassStage
@@ -127,7 +144,11 @@ class WindowScorer:
         groups: dict[str, list[Window]] = {}
         filled: dict[int, tuple[str, float]] = {}  # id(recovered window) -> (recoverer, share)
         damaged: dict[str, list[Window]] = {}
+        rebuild: list[Window] = []
         for w in windows:
+            if w.kind == REBUILD_WINDOW:
+                rebuild.append(w)
+                continue
             if w.kind not in self._specs:
                 continue
             if np.isfinite(w.data).all():
@@ -160,6 +181,8 @@ class WindowScorer:
             res.model_seconds[rec.name] = (
                 res.model_seconds.get(rec.name, 0.0) + time.perf_counter() - t0
             )
+        if rebuild:
+            self._rebuild(rebuild, res)
         scored: list[Window] = []
         for model in self.scorers:
             items = groups.get(model.window.name)
@@ -192,6 +215,34 @@ class WindowScorer:
                 res.classifier_error = str(exc)
             res.model_seconds["beat_class"] = time.perf_counter() - t0
         return res
+
+    def _rebuild(self, windows: list[Window], res: ScoringResult) -> None:
+        """Rebuild the masked leads of ``leads_rebuild`` windows from their complete leads (never scored:
+        published as recovered runs), or record why not."""
+        if self.rebuilder is None:
+            res.unrebuilt += [
+                (w, "unrecoverable: no lead reconstruction model loaded") for w in windows
+            ]
+            return
+        t0 = time.perf_counter()
+        for w in windows:
+            leads = tuple((w.lead or "").split(","))
+            try:
+                r = self.rebuilder.rebuild_leads(
+                    w.data, w.fs, leads, stream_id=w.stream_id, start=w.start
+                )
+            except ModelError as exc:
+                res.unrebuilt.append((w, f"model_error: {exc}"))
+                continue
+            if r.recovered is not None:
+                rec = replace(r.recovered, window=replace(r.recovered.window, lead=w.lead))
+                res.recovered_windows.append((w, rec))
+                if r.reason:  # some leads left missing: their runs say why (matched by identity)
+                    res.unrebuilt.append((w, r.reason))
+            else:
+                res.unrebuilt.append((w, r.reason or "unrecoverable"))
+        name = self.rebuilder.name
+        res.model_seconds[name] = res.model_seconds.get(name, 0.0) + time.perf_counter() - t0
 
     def forget(self, stream_id: str) -> None:
         """Drop a stream's per-patient state (the classifier's running template and RR averages)."""
