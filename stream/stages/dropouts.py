@@ -14,9 +14,27 @@ Kinds (:data:`stream.stages.events.DROPOUT_KINDS`), in priority order when sever
 - ``lead_off``: electrode off -- the lead jumps at least ``lead_off_mv`` away from its recent baseline
   (mean of the last clean frame) and stays there with no ECG activity (peak-to-peak range below
   ``lead_off_range_mv``: only a little noise or hum), without reaching the rail, for ``min_lead_off_s``;
-- ``flatline``: the lead has zero variance (consecutive samples within ``flat_eps_mv``) for
-  ``min_flat_s``, near its baseline (a constant far from it is ``lead_off``);
+- ``flatline``: the lead has zero variance (consecutive samples within ``flat_eps_mv``) near its baseline
+  (a constant far from it is ``lead_off``) for longer than the stream's own natural plateaus (below);
 - ``missing_frames``: lost frames (sequence gap), reported on every lead by :meth:`DropoutDetector.gap`.
+
+Flatline minimum, per stream. A finely quantised, heavily low-pass filtered recording holds exactly the
+same value whenever its ECG moves less than one quantisation step: clean PTB-XL (100 Hz, 1 uV steps) has
+runs of identical samples up to 0.39 s (30 % of records have one >= 0.15 s), LUDB (500 Hz, ~0.8 uV
+steps, 42 % zero differences) up to 0.58 s (82 of 200 records >= 40 samples), while the noisier MIT-BIH
+(360 Hz, 5 uV steps) stays under ~30 ms near its baseline (its longer runs are clipping at the ADC rails).
+A frozen amplifier or a zeroed lead cannot be told from such a plateau by its values, only by its
+length, so a plateau must outlast ``flat_natural_factor`` (4) times the longest *natural* plateau (a run
+of equal samples that ended without being confirmed) the stream has shown on any of its leads, that run
+having ended before the plateau began, within ``flat_history_s`` (memory 1-2x that), and never less
+than ``min_flat_s`` (0.15 s, what MIT-BIH-like streams keep) nor more than ``max_flat_s`` (1 s);
+plateaus starting in the first ``flat_warmup_s`` (2 s, no evidence yet) need ``max_flat_s``. Each
+plateau's minimum is fixed when it starts, from runs that ended before, so results do not depend on
+how the stream is cut into frames. Replayed whole (:func:`detect_dropouts`), 500 PTB-XL records and
+all 200 LUDB records gave 0 dropouts (0.15 s fixed: hundreds of flatlines); the factor 4 is the
+smallest integer with no natural plateau confirmed on them (3: one PTB-XL record). On streams with long
+natural plateaus, flatlines shorter than their minimum (at most 1 s) go unreported and a confirmed one is
+reported up to that much later; on MIT-BIH, after the warm-up, it is still 0.15 s.
 
 A run is confirmed once it has lasted its kind's minimum duration, using trailing-window counts
 computed with integer cumulative sums over the carried tail plus the new chunk, so results do not depend
@@ -43,7 +61,22 @@ class DropoutConfig:
     min_nan_s: float = 0.05
     min_saturation_s: float = 0.10
     min_lead_off_s: float = 0.18
+    #: flatline: shortest plateau ever confirmed (streams without long natural plateaus: MIT-BIH's stay
+    #: under ~30 ms near baseline, so 0.15 s there, as before)
     min_flat_s: float = 0.15
+    #: flatline: a plateau must last this many times the longest natural plateau (a run of equal samples
+    #: that ended unconfirmed) the stream showed on any lead before it began. 4: the smallest integer for
+    #: which no plateau of 500 clean PTB-XL (natural runs up to 0.39 s) and 200 LUDB records (up to
+    #: 0.58 s) is confirmed (3: one PTB-XL record)
+    flat_natural_factor: float = 4.0
+    #: flatline: the minimum never exceeds this; it is also the minimum during the warm-up. Above the
+    #: longest natural plateau measured (LUDB 0.58 s) with margin
+    max_flat_s: float = 1.0
+    #: flatline: plateaus starting this early in the stream (no natural plateaus seen yet) need ``max_flat_s``
+    flat_warmup_s: float = 2.0
+    #: flatline: natural plateaus are remembered for 1-2 times this (blocks of this length: the current
+    #: and the previous one), so one long plateau does not raise the minimum for good
+    flat_history_s: float = 60.0
     flat_eps_mv: float = 1e-4
     #: declared range: a sample within this of its rail (or beyond) is at the rail
     sat_tol_mv: float = 0.01
@@ -81,12 +114,25 @@ class DropoutDetector:
             ],
             dtype=np.int64,
         )
-        self._mmax = int(self._m.max()) + 1
+        self._mmax = int(self._m[:3].max()) + 1
         n_leads = len(self.leads)
-        self._tails = [np.zeros((self._mmax + 1, n_leads), dtype=bool) for _ in range(4)]
+        # trailing raw masks of nan / saturation / lead_off (flatline keeps run lengths instead)
+        self._tails = [np.zeros((self._mmax + 1, n_leads), dtype=bool) for _ in range(3)]
         self._tail_any = [
             False
-        ] * 4  # whether a tail holds any True (all-False tails need no shifting)
+        ] * 3  # whether a tail holds any True (all-False tails need no shifting)
+        # flatline: minimum plateau (samples) = clip(factor * longest natural plateau, floor, cap)
+        self._flat_floor = int(self._m[3]) + 1
+        self._flat_cap = max(self._flat_floor, round(c.max_flat_s * fs))
+        self._flat_warm = round(c.flat_warmup_s * fs)
+        self._flat_block = max(1, round(c.flat_history_s * fs))
+        # natural plateaus that could raise the minimum, in end order, increasing within a block:
+        # end index (first sample after the run), length (samples), block (end // flat_block)
+        self._nat_end: list[int] = []
+        self._nat_len: list[int] = []
+        self._nat_blk: list[int] = []
+        self._flat_rl = np.zeros(n_leads, dtype=np.int64)  # equal diffs ending at the last sample
+        self._flat_thr = np.zeros(n_leads, dtype=np.int64)  # minimum (samples) of the current run
         self._last = np.full(n_leads, np.nan)  # last raw sample of each lead
         self._xtail = np.full(
             (int(self._m[2]) - 1, n_leads), np.nan
@@ -135,17 +181,100 @@ class DropoutDetector:
         confirmed (dropout-like samples at the end, fewer than its kind's minimum) may later be confirmed
         back to its start, so samples from there on may still turn out to be a dropout."""
         end = self._n
+        is_open = np.array([o is not None for o in self._open])
         for k, tail in enumerate(self._tails):
             if not self._tail_any[k]:
                 continue
             rev = tail[::-1]
             count = np.where(rev.all(axis=0), rev.shape[0], rev.argmin(axis=0))  # trailing run
-            back = np.minimum(
-                count + (k == 3), int(self._m[k])
-            )  # flat: one sample before the diffs
-            back[(count == 0) | np.array([o is not None for o in self._open])] = 0
+            back = np.minimum(count, int(self._m[k]))
+            back[(count == 0) | is_open] = 0
             end = min(end, self._n - int(back.max(initial=0)))
-        return end
+        # flat: the unconfirmed plateau's samples (one before its equal diffs)
+        back = np.where((self._flat_rl > 0) & ~is_open, self._flat_rl + 1, 0)
+        return min(end, self._n - int(back.max(initial=0)))
+
+    def flat_minimum_s(self) -> float:
+        """Minimum duration (s) a flatline starting now must last (see the module docstring)."""
+        return float(self._flat_min(np.array([self._n - 1]))[0]) / self.fs
+
+    def _flat_min(self, start: np.ndarray) -> np.ndarray:
+        """Minimum length (samples) of plateaus starting at absolute samples ``start``: from the
+        longest natural plateau ended at or before each start, in its block or the previous one."""
+        thr = np.full(start.shape, self._flat_floor, dtype=np.int64)
+        if self._nat_end:
+            ends = np.asarray(self._nat_end, dtype=np.int64)
+            lens = np.asarray(self._nat_len, dtype=np.int64)
+            blks = np.asarray(self._nat_blk, dtype=np.int64)
+            b = start // self._flat_block
+            last = np.searchsorted(ends, start, side="right") - 1  # last run ended by start
+            prev = np.searchsorted(blks, b, side="left") - 1  # last run of an earlier block
+            ok_last = (last >= 0) & (blks[np.maximum(last, 0)] >= b - 1)
+            ok_prev = (prev >= 0) & (blks[np.maximum(prev, 0)] == b - 1) & (prev <= last)
+            longest = np.maximum(
+                np.where(ok_last, lens[np.maximum(last, 0)], 0),
+                np.where(ok_prev, lens[np.maximum(prev, 0)], 0),
+            )
+            want = np.ceil(self.config.flat_natural_factor * longest).astype(np.int64)
+            thr = np.maximum(thr, want)
+        thr = np.minimum(thr, self._flat_cap)
+        return np.where(start < self._flat_warm, self._flat_cap, thr)
+
+    def _natural(self, end: int, length: int) -> None:
+        """Remember a natural plateau of ``length`` samples ended at ``end`` (runs ended in order)."""
+        blk = end // self._flat_block
+        if self._nat_blk and self._nat_blk[-1] == blk and self._nat_len[-1] >= length:
+            return
+        self._nat_end.append(end)
+        self._nat_len.append(length)
+        self._nat_blk.append(blk)
+
+    def _flat(self, flat: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray]:
+        """Confirmed flatline samples of a chunk ``[n, leads]`` and the equal-diff run length at each
+        sample; updates the natural plateaus and the carried run state."""
+        n = flat.shape[0]
+        idx = np.arange(n)[:, None]
+        lastfalse = np.maximum.accumulate(np.where(flat, -1, idx), axis=0)
+        rl = np.where(flat, np.where(lastfalse < 0, idx + 1 + self._flat_rl, idx - lastfalse), 0)
+        carried = (lastfalse < 0) & (
+            self._flat_rl > 0
+        )  # samples of a run begun in an earlier chunk
+        # runs ended in this chunk (a non-flat sample after a flat one), in end order
+        prev_rl = np.concatenate([self._flat_rl[None, :], rl[:-1]], axis=0)
+        ended = ~flat & (prev_rl > 0)
+        floor = self._flat_floor / self.config.flat_natural_factor  # shorter runs never matter
+        cand = ended & (prev_rl + 1 > floor)
+        if cand.any():
+            ii, ll = np.nonzero(cand)
+            for i, li in zip(ii.tolist(), ll.tolist(), strict=True):  # row-major: end order
+                length = int(prev_rl[i, li]) + 1  # equal samples
+                end = base + i
+                start = end - length
+                if i == 0 or carried[i - 1, li]:
+                    thr = int(self._flat_thr[li])
+                else:
+                    thr = int(self._flat_min(np.array([start]))[0])
+                if length < thr:
+                    self._natural(end, length)
+        thr_s = np.zeros(flat.shape, dtype=np.int64)
+        if flat.any():
+            first = base + idx - rl  # first sample of each sample's plateau
+            if not self._nat_end and base - 1 >= self._flat_warm:  # no natural plateau on record
+                thr_s[:] = self._flat_floor
+            else:
+                new = flat & ~carried
+                if new.any():
+                    thr_s[new] = self._flat_min(first[new])
+            thr_s = np.where(carried, self._flat_thr[None, :], thr_s)
+        conf = flat & (rl + 1 >= thr_s)
+        self._flat_rl = rl[-1].astype(np.int64)
+        self._flat_thr = np.where(flat[-1], thr_s[-1], 0).astype(np.int64)
+        if self._nat_blk:  # forget blocks no plateau starting from here on can look back to
+            keep = (base + n - 1) // self._flat_block - 1
+            drop = int(np.searchsorted(np.asarray(self._nat_blk), keep, side="left"))
+            if drop:
+                del self._nat_end[:drop], self._nat_len[:drop], self._nat_blk[:drop]
+        return conf, rl
 
     def _segment(self, lead: int, code: int, start: int, end: int) -> DropoutSegment:
         self._last_end[lead] = end
@@ -203,7 +332,13 @@ class DropoutDetector:
                 self._ref[lead] = float(x[~bad[:, lead], lead].mean())
         code = np.zeros((n, n_leads), dtype=np.int8)
         any_conf = False
-        for k in (3, 2, 1, 0):  # lowest priority first, overwritten by higher ones
+        flat_rl: np.ndarray | None = None
+        if flat.any() or self._flat_rl.any():
+            conf, flat_rl = self._flat(flat, base)
+            if conf.any():
+                code[conf] = 4
+                any_conf = True
+        for k in (2, 1, 0):  # lowest priority first, overwritten by higher ones
             m = int(self._m[k])
             if not raw[k].any():
                 if self._tail_any[k]:  # shift the tail; no run of this kind can be confirmed now
@@ -228,10 +363,12 @@ class DropoutDetector:
         if not any_conf and all(o is None for o in self._open):
             return out
         for li in range(n_leads):
-            out += self._runs(li, code[:, li], base)
+            out += self._runs(li, code[:, li], base, None if flat_rl is None else flat_rl[:, li])
         return out
 
-    def _runs(self, lead: int, code: np.ndarray, base: int) -> list[DropoutSegment]:
+    def _runs(
+        self, lead: int, code: np.ndarray, base: int, flat_rl: np.ndarray | None
+    ) -> list[DropoutSegment]:
         out: list[DropoutSegment] = []
         opened = self._open[lead]
         if opened is None and not code.any():
@@ -247,10 +384,12 @@ class DropoutDetector:
                 out.append(self._segment(lead, opened[0], opened[1], idx))
                 opened = None
             if k:
-                # confirmed m samples into the run (flat: m equal diffs = m + 1 samples);
-                # never start before the previous segment of this lead ended
-                m = int(self._m[k - 1])
-                begin = idx - m + 1 if k != 4 else idx - m
+                # confirmed m samples into the run (flat: from the plateau's first sample, one
+                # before its equal diffs); never start before the previous segment of this lead ended
+                if k == 4 and flat_rl is not None:
+                    begin = idx - int(flat_rl[s])
+                else:
+                    begin = idx - int(self._m[k - 1]) + 1
                 opened = (k, max(begin, int(self._last_end[lead])))
         self._open[lead] = opened
         return out
@@ -265,7 +404,9 @@ class DropoutDetector:
                 self._open[lead] = None
         for tail in self._tails:
             tail[:] = False
-        self._tail_any = [False] * 4
+        self._tail_any = [False] * 3
+        self._flat_rl[:] = 0
+        self._flat_thr[:] = 0
         self._last = np.full(len(self.leads), np.nan)
         self._xtail[:] = np.nan
         self._n = max(self._n, start_sample + n)

@@ -172,3 +172,76 @@ def test_bad_declared_range_raises():
         det.set_adc_range([(-5.0, 5.0)])
     with pytest.raises(ValueError):
         det.set_adc_range([(5.0, -5.0), (-5.0, 5.0)])
+
+
+# ------------------------------------------------------- flatline: the stream's own natural plateaus
+def _longest_plateau_s(rec) -> float:
+    best = 0
+    for col in rec.signal.T:
+        d = np.concatenate([[0], (np.diff(col) == 0).astype(np.int8), [0]])
+        st, en = np.flatnonzero(np.diff(d) == 1), np.flatnonzero(np.diff(d) == -1)
+        if st.size:
+            best = max(best, int((en - st).max()) + 1)
+    return best / rec.fs
+
+
+@pytest.mark.parametrize(
+    ("path", "longest_s"),
+    [
+        ("ptbxl/records100/07000/07857_lr", 0.27),  # 100 Hz, 1 uV steps: 27 equal samples on V6
+        ("ludb/data/128", 0.576),  # 500 Hz: 288 equal samples on II, >= 0.5 s on 5 leads
+    ],
+)
+@pytest.mark.parametrize("chunk", [None, 97])
+def test_natural_plateaus_of_finely_quantised_records_are_not_flatlines(
+    data_dir, path, longest_s, chunk
+):
+    rec = read_record(data_dir / path)
+    assert _longest_plateau_s(rec) == pytest.approx(longest_s, abs=1e-6)
+    assert detect_dropouts(rec.signal, rec.fs, rec.leads, chunk=chunk) == []
+
+
+def test_a_flatline_longer_than_the_natural_plateaus_is_still_found_on_ludb(data_dir):
+    rec = read_record(data_dir / "ludb" / "data" / "128")
+    x = rec.signal.copy()
+    li = rec.leads.index("V2")
+    x[3000:3750, li] = x[2999, li]  # 1.5 s frozen at 6 s
+    segs = detect_dropouts(x, rec.fs, rec.leads)
+    assert [(s.lead, s.kind) for s in segs] == [("V2", "flatline")]
+    assert segs[0].start == pytest.approx(6.0, abs=0.01) and segs[0].end == pytest.approx(7.5)
+    for chunk in (1, 333):
+        assert detect_dropouts(x[:4500], rec.fs, rec.leads, chunk=chunk) == detect_dropouts(
+            x[:4500], rec.fs, rec.leads
+        )
+
+
+def test_the_flatline_minimum_follows_the_stream(data_dir, rec):
+    det = DropoutDetector("m", rec.fs, rec.leads)
+    assert det.flat_minimum_s() == pytest.approx(1.0)  # warm-up: no plateau seen yet
+    for s in range(0, 360 * 20, 360):
+        det.process(rec.signal[s : s + 360], s)
+    assert det.flat_minimum_s() == pytest.approx(0.15)  # MIT-BIH: natural runs of a few samples
+    lud = read_record(data_dir / "ludb" / "data" / "128")
+    det = DropoutDetector("l", lud.fs, lud.leads)
+    for s in range(0, 5000, 500):
+        det.process(lud.signal[s : s + 500], s)
+    assert det.flat_minimum_s() == pytest.approx(1.0)  # 4 x 0.576 s, capped at max_flat_s
+
+
+@pytest.mark.parametrize("kind", ["flatline", "zero"])
+@pytest.mark.parametrize("start_s", [5.0, 12.3, 47.9])
+def test_short_injected_flatlines_on_mitdb_are_still_found(rec, kind, start_s):
+    x = inject(rec.signal, rec.fs, rec.leads, [FaultSpec(kind, "V1", start_s, 0.2)])
+    segs = detect_dropouts(x, rec.fs, rec.leads)
+    assert [(s.lead, s.kind) for s in segs] == [("V1", "flatline")]
+    assert segs[0].start == pytest.approx(start_s, abs=0.02)
+    assert segs[0].end == pytest.approx(start_s + 0.2, abs=0.02)
+
+
+def test_a_flatline_in_the_warm_up_needs_the_longest_minimum():
+    fs = 360.0
+    x = (0.5 * np.sin(2 * np.pi * 1.1 * np.arange(3600) / fs))[:, None]
+    x[180:360] = x[179]  # 0.5 s frozen at 0.5 s: no evidence yet, below max_flat_s
+    x[400:900] = x[399]  # 1.39 s frozen at 1.1 s: found
+    segs = detect_dropouts(x, fs, ("MLII",))
+    assert [(s.kind, round(s.start, 3)) for s in segs] == [("flatline", round(399 / fs, 3))]
