@@ -1,4 +1,5 @@
-"""``python -m simulators``: the replay simulator (same as ``ecg-monitor replay``)."""
+"""``python -m simulators [replay|nst|fuzz] ...``: the simulators (same as ``ecg-monitor replay``, ``nst``,
+``fuzz``); without a command name, ``replay``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ import sys
 
 from stream.cli import main
 
+#: simulator commands registered in the ``ecg_monitor.commands`` entry-point group (pyproject.toml)
+COMMANDS: tuple[str, ...] = ("replay", "nst", "fuzz")
+
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], "replay", *sys.argv[1:]]
+    args = sys.argv[1:]
+    if not args or args[0] not in COMMANDS:
+        args = ["replay", *args]
+    sys.argv = [sys.argv[0], *args]
     main()

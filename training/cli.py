@@ -240,15 +240,27 @@ def evaluate(
         list[str] | None,
         typer.Option(
             "--records",
-            help="`evaluate alarms`: MIT-BIH records (repeatable or comma-separated; default all 48).",
+            help="`evaluate alarms`: MIT-BIH records (repeatable or comma-separated; default all 48); "
+            "`evaluate qrs --noise` / `alarms --noise`: the records the NST records are made from "
+            "(default 118, 119, 100, 103).",
         ),
     ] = None,
     seconds: Annotated[
         float | None,
         typer.Option(
-            "--seconds", help="`evaluate alarms`: replay only the first seconds of each record."
+            "--seconds",
+            help="`evaluate alarms` (and `qrs --noise`): replay only the first seconds of each record.",
         ),
     ] = None,
+    noise: Annotated[
+        bool,
+        typer.Option(
+            "--noise/--no-noise",
+            help="`evaluate qrs`: the noise stress test instead (MIT-BIH records with NSTDB bw/ma noise "
+            "at 24..-6 dB, made by simulators.nst; Se/PPV per SNR of ours, XQRS, GQRS, NeuroKit2); "
+            "`evaluate alarms`: the alarms raised on those NST records.",
+        ),
+    ] = False,
     ptbxl: Annotated[
         bool,
         typer.Option(
@@ -270,6 +282,15 @@ def evaluate(
         from training import eval_alarms
 
         root = Path(data_dir or _settings().data_dir).resolve()
+        if noise:
+            result = eval_alarms.evaluate_alarms_noise(
+                root,
+                records=records_opt(records, ()) or None,
+                seconds=seconds,
+                progress=progress_alarms,
+            )
+            _emit(result, as_json, "alarms on the NST records")
+            return
         result = eval_alarms.evaluate_alarms(
             root,
             records=records_opt(records, ()) or None,
@@ -280,14 +301,23 @@ def evaluate(
         _emit(result, as_json, "alarms")
         return
     if model in DETECTOR_EVALS:
+        from stream.cli_options import records_opt
         from training import eval_detectors
 
         root = Path(data_dir or _settings().data_dir).resolve()
-        result = (
-            eval_detectors.evaluate_qrs(root, db=db, progress=progress)
-            if model == "qrs"
-            else eval_detectors.evaluate_dropouts(root, progress=progress)
-        )
+        if model == "qrs" and noise:
+            result = eval_detectors.evaluate_qrs_noise(
+                root,
+                records=records_opt(records, ()) or None,
+                seconds=seconds,
+                progress=progress_alarms,
+            )
+        elif model == "qrs":
+            result = eval_detectors.evaluate_qrs(root, db=db, progress=progress)
+        else:  # dropouts: injected faults, clean records, DC offsets and the NST records
+            result = eval_detectors.evaluate_dropouts(
+                root, progress=progress_alarms, offsets=True, nst=True
+            )
         _emit(result, as_json, model)
         return
     from training.registry import get_spec
