@@ -40,7 +40,7 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
-DETECTOR_EVALS = ("qrs", "dropouts", "alarms")
+DETECTOR_EVALS = ("qrs", "dropouts", "alarms", "recovery")
 DATABASES = ("mitdb", "nstdb", "ludb", "ptbxl")
 
 ModelArg = Annotated[str, typer.Argument(help="Model name (see `python -m training models`).")]
@@ -300,6 +300,18 @@ def evaluate(
         )
         _emit(result, as_json, "alarms")
         return
+    if model == "recovery":
+        from models.runtime.lead_recon import LeadReconModel
+        from training import recovery
+
+        root = Path(data_dir or _settings().data_dir).resolve()
+        result = {
+            "twelve_lead": recovery.evaluate_recovery(root, progress=progress_alarms),
+            "two_lead_transfer": recovery.evaluate_lead_transfer(root, progress=progress_alarms),
+            "two_lead_network": recovery.evaluate_two_lead(root, LeadReconModel.load("lead_recon")),
+        }
+        _emit(result, as_json, "recovery")
+        return
     if model in DETECTOR_EVALS:
         from stream.cli_options import records_opt
         from training import eval_detectors
@@ -334,6 +346,37 @@ def evaluate(
         extra={"source": source},
     )
     _emit(get_spec(model).evaluate(ctx), as_json, f"{model} evaluation")
+
+
+@app.command()
+def calibrate(
+    what: Annotated[
+        str, typer.Argument(help="What to calibrate: `recovery` (lead_recon, lstm_ae intervals).")
+    ],
+    data_dir: DataDirOpt = None,
+    write: Annotated[
+        bool,
+        typer.Option(
+            "--write/--dry-run", help="Write the calibration into the committed model cards."
+        ),
+    ] = True,
+    progress: ProgressOpt = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Calibrate the recovery models' 90 % intervals on validation data (split conformal; PTB-XL fold 9
+    for lead_recon, the LSTM-AE's validation patients) and store them in their cards' ``uncertainty``."""
+    if what != "recovery":
+        raise typer.BadParameter(
+            f"unknown calibration {what!r}; known: recovery", param_hint="WHAT"
+        )
+    from training import recovery
+
+    root = Path(data_dir or _settings().data_dir).resolve()
+    _emit(
+        recovery.calibrate_recovery(root, write=write, progress=progress and not as_json),
+        as_json,
+        "recovery calibration",
+    )
 
 
 @app.command("bench-processor")

@@ -496,7 +496,7 @@ def calibrate_recovery(
     data_dir: str | Path,
     models_dir: str | Path | None = None,
     *,
-    n_ptbxl: int = 400,
+    n_ptbxl: int = 600,
     gap_per_record: int = 300,
     two_lead_windows: int = 12,
     seed: int = 0,
