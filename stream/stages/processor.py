@@ -11,6 +11,8 @@ first frame; a sequence gap advances the sample index by the lost samples (NaN),
 from __future__ import annotations
 
 import contextlib
+import itertools
+import statistics
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -88,6 +90,12 @@ class StageConfig:
     #: are usable; back to the primary once it has been usable for ``fuse_return_s`` seconds
     fuse_margin: float = 0.1
     fuse_return_s: float = 3.0
+    #: the second candidate lead's detectors (QRS and bSQI) run only while needed: they are woken (replaying
+    #: the last ``fuse_history_s`` of that lead) in the second the primary lead is unusable or its bSQI
+    #: is below 1 - ``fuse_margin`` (only then can fusion switch), and sleep again once the primary has
+    #: been followed and sure for ``fuse_sleep_s`` seconds. Asleep, that lead's quality has no bSQI
+    fuse_history_s: float = 20.0
+    fuse_sleep_s: float = 10.0
 
 
 @dataclass
@@ -179,10 +187,21 @@ class StreamProcessor:
         # multi-lead fusion: a second QRS candidate lead, its detector, and per-lead signal quality
         second = pick_fusion_lead(self.leads, self.qrs_lead) if self.config.fuse_leads else None
         self.qrs_leads: tuple[int, ...] = (self.qrs_lead,) + (() if second is None else (second,))
+        self._second = second
         self._qrs2 = QrsDetector(self.fs) if second is not None else None
         self._sqi = SignalQuality(
-            stream_id, self.fs, self.leads, 0.0, self.config.quality, self.qrs_leads
+            stream_id,
+            self.fs,
+            self.leads,
+            0.0,
+            self.config.quality,
+            self.qrs_leads,
+            lazy_leads=() if second is None else (second,),
+            history_s=self.config.fuse_history_s,
         )
+        # consecutive seconds the primary lead was followed and sure (see _doubtful)
+        self._sure_run = 0
+        self._lead_index = {name: i for i, name in enumerate(self.leads)}
         self._usable: dict[int, bool] = {}  # latest quality verdict of each QRS candidate lead
         self._bsqi: dict[int, float] = {}
         self._good_run = 0  # consecutive usable seconds of the primary lead
@@ -333,12 +352,12 @@ class StreamProcessor:
                 nan = np.full((gap, len(self.leads)), np.nan, dtype=np.float32)
                 self._filter.process(nan)
                 self._qrs.process(nan[:, self.qrs_lead], start)
-                if self._qrs2 is not None:
-                    self._qrs2.process(nan[:, self.qrs_leads[1]], start)
+                if self._second is not None and self._sqi.awake(self._second):
+                    self._qrs2.process(nan[:, self._second], start)  # type: ignore[union-attr]
             else:  # a long outage: start the filter and the detector afresh after it
                 self._filter.reset()
                 self._qrs.reset(start + gap)
-                if self._qrs2 is not None:
+                if self._qrs2 is not None:  # (asleep, it is reset when woken)
                     self._qrs2.reset(start + gap)
             self._pending.clear()
             self._rr_last = None  # an RR interval across lost samples is not a rhythm
@@ -362,8 +381,9 @@ class StreamProcessor:
             self._peaks.append(p)
             if len(self._peaks) > 64:
                 del self._peaks[:-32]
-            recent = np.diff(self._peaks[-(self.config.hr_beats + 1) :])
-            self._hr = 60.0 * self.fs / float(np.median(recent)) if recent.size else None
+            last = self._peaks[-(self.config.hr_beats + 1) :]
+            rrs = [b - a for a, b in itertools.pairwise(last)]
+            self._hr = 60.0 * self.fs / float(statistics.median(rrs)) if rrs else None
             out.beats.append(Beat(self.stream_id, int(p), self.time_of(p), rr, self._hr))
             out.beat_leads.append(self.leads[self._chosen])
             if self._windows_on:
@@ -404,14 +424,31 @@ class StreamProcessor:
         """Run the QRS detector(s) and the signal quality on the frame; returns the beats to emit (from
         the chosen candidate lead, time order, none within 150 ms of an emitted one); ``out.quality``."""
         found = {self.qrs_lead: self._qrs.process(x[:, self.qrs_lead], start)}
-        if self._qrs2 is not None:
-            found[self.qrs_leads[1]] = self._qrs2.process(x[:, self.qrs_leads[1]], start)
-        out.quality = self._sqi.process(x, start, found)
+        second = self._second
+        if second is not None and self._sqi.awake(second):
+            found[second] = self._qrs2.process(x[:, second], start)  # type: ignore[union-attr]
+        quality = self._sqi.process(x, start, found)
+        doubtful = self._doubtful(quality) if second is not None else False
+        if (
+            second is not None
+            and not self._sqi.awake(second)
+            and (doubtful or self._chosen != self.qrs_lead)
+        ):
+            quality = self._wake_second(second, start, quality, found)
+        out.quality = quality
         for li, pk in found.items():
-            self._recent[li].extend(pk.tolist())
+            if pk.size:
+                self._recent[li].extend(pk.tolist())
         before = self._chosen
-        self._choose(out.quality)
+        self._choose(quality)
         chosen = self._chosen
+        if second is not None and self._sqi.awake(second) and quality:
+            # sleep once the primary has been followed and sure for a while
+            sure = chosen == self.qrs_lead and not doubtful
+            self._sure_run = self._sure_run + 1 if sure else 0
+            if self._sure_run >= self.config.fuse_sleep_s:
+                self._sqi.sleep(second)
+                self._sure_run = 0
         # at a switch, catch up the new lead's beats decided earlier but not yet emitted
         cand = list(self._recent[chosen]) if chosen != before else found[chosen].tolist()
         beats = []
@@ -421,10 +458,47 @@ class StreamProcessor:
                 self._last_emitted = int(p)
         return beats
 
+    def _doubtful(self, quality: list[LeadQuality]) -> bool:
+        """Whether this frame's quality of the primary lead lets fusion switch away from it: unusable,
+        or a bSQI another lead could beat by ``fuse_margin``."""
+        name = self.leads[self.qrs_lead]
+        limit = 1.0 - self.config.fuse_margin
+        return any(
+            q.lead == name and (not q.usable or (q.bsqi is not None and q.bsqi < limit))
+            for q in quality
+        )
+
+    def _wake_second(
+        self,
+        second: int,
+        start: int,
+        quality: list[LeadQuality],
+        found: dict[int, np.ndarray],
+    ) -> list[LeadQuality]:
+        """Wake the second candidate lead: its QRS detector replays the lead's kept history (1 s chunks,
+        then this frame), the signal quality re-scores its seconds of this frame with a bSQI."""
+        hist, h0 = self._sqi.history(second)
+        det = self._qrs2
+        assert det is not None
+        det.reset(h0)
+        cut = max(start - h0, 0)
+        step = max(1, round(self.fs))
+        peaks: list[int] = []
+        for s in range(0, cut, step):
+            peaks += det.process(hist[s : min(s + step, cut)], h0 + s).tolist()
+        now = det.process(hist[cut:], h0 + cut)
+        found[second] = now
+        self._recent[second].clear()
+        self._recent[second].extend(peaks)
+        redone = iter(self._sqi.wake(second, peaks + now.tolist()))
+        self._sure_run = 0
+        name = self.leads[second]
+        return [next(redone) if q.lead == name else q for q in quality]
+
     def _choose(self, quality: list[LeadQuality]) -> None:
         """Update the candidate leads' verdicts from this frame's quality and pick the lead to follow."""
         for q in quality:
-            li = self.leads.index(q.lead)
+            li = self._lead_index[q.lead]
             if li in self._recent:
                 self._usable[li] = q.usable
                 self._bsqi[li] = q.bsqi if q.bsqi is not None else 0.0

@@ -33,6 +33,44 @@ import numpy as np
 from scipy import signal as sps
 from scipy.ndimage import maximum_filter1d
 
+try:  # the C routine behind scipy.signal.lfilter, without its per-call array-API dispatch (~10 us)
+    from scipy.signal._sigtools import _linear_filter as _c_lfilter
+except ImportError:  # pragma: no cover - another scipy layout: the public function
+    _c_lfilter = None
+
+
+def lfilter_state(
+    b: np.ndarray, a: np.ndarray, x: np.ndarray, zi: np.ndarray, axis: int = -1
+) -> tuple[np.ndarray, np.ndarray]:
+    """``scipy.signal.lfilter(b, a, x, axis, zi)`` for float64 ``b``, ``a`` (``a[0] == 1``), ``x`` and
+    ``zi`` of the exact state shape: the same C routine, called directly (streaming stages filter
+    small chunks, where the public wrapper's overhead exceeds the filtering)."""
+    if _c_lfilter is not None:
+        y, zf = _c_lfilter(b, a, x, axis, zi)
+    else:
+        y, zf = sps.lfilter(b, a, x, axis=axis, zi=zi)
+    return y, zf
+
+
+def _check_c_lfilter() -> None:
+    """Fall back to the public function unless the direct call gives its exact result."""
+    global _c_lfilter
+    if _c_lfilter is None:
+        return
+    b, a = sps.butter(2, [0.1, 0.3], btype="bandpass")
+    x = np.sin(np.arange(64.0))
+    zi = sps.lfilter_zi(b, a) * 0.5
+    try:
+        y, zf = _c_lfilter(b, a, x, -1, zi)
+        y0, zf0 = sps.lfilter(b, a, x, zi=zi)
+        if not (np.array_equal(y, y0) and np.array_equal(zf, zf0)):
+            _c_lfilter = None
+    except Exception:  # pragma: no cover - signature changed
+        _c_lfilter = None
+
+
+_check_c_lfilter()
+
 
 class QrsDetector:
     """Stateful causal R-peak detector for one lead sampled at ``fs``."""
@@ -173,7 +211,7 @@ class QrsDetector:
         self._last_x = float(x[-1])
         if self._zi is None:
             self._zi = self._zi_unit * x[0]
-        bp, self._zi = sps.lfilter(self._b, self._a, x, zi=self._zi)
+        bp, self._zi = lfilter_state(self._b, self._a, x, self._zi)
         n = x.size
         self._reserve(n)
         w0, w1 = self._len, self._len + n
@@ -191,7 +229,7 @@ class QrsDetector:
         if self._lb is not None:
             if self._lzi is None:
                 self._lzi = self._lzi_unit * x[0]
-            self._loc[w0:w1], self._lzi = sps.lfilter(self._lb, self._la, x, zi=self._lzi)
+            self._loc[w0:w1], self._lzi = lfilter_state(self._lb, self._la, x, self._lzi)  # type: ignore[arg-type]
         self._len = w1
         self._n += n
 
@@ -222,7 +260,7 @@ class QrsDetector:
                 self._candidate(i, out)
             self._scan = stop
             self._searchback_until(stop, out)
-        return np.asarray(out, dtype=np.int64)
+        return np.asarray(out, dtype=np.int64) if out else np.zeros(0, dtype=np.int64)
 
     def flush(self) -> np.ndarray:
         """End of stream: peaks still waiting for look-ahead are not reported (the stream has no future)."""

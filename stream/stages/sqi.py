@@ -13,15 +13,20 @@ Indices (Li, Clark & Clifford 2008; Clifford et al. 2012; Behar et al. 2013), ea
 - ``bassqi``: 1 - P(0-1 Hz) / P(0-40 Hz) (Li et al. 2008), as the share of the raw lead's variance over
   the window that the 1-40 Hz band carries (baseline wander lowers it; a DC offset does not change it);
 - ``flat``: share of the last second in 100 ms blocks of (almost) no activity;
-- ``clipped``: share of the last second's samples at its extremes while the lead does swing.
+- ``clipped``: share of the last second's samples in plateaus at its extremes (runs of at least
+  ``clip_run_s`` at the second's max or min value, the same ADC code) while the lead does swing; a
+  clean R wave or T wave apex is never that flat.
 
 ``flat``, ``clipped`` and the missing-sample share are taken over the last second so a fault is seen at
 once; the other indices need the window. :class:`SignalQuality` keeps, per stream, a ring of per-second
-sums (moments and band powers) so a second costs one small ``lfilter`` and one 1 s ``rfft`` per lead.
+sums (moments and band powers) so a second costs one small ``lfilter`` and one 1 s ``rfft`` for all
+leads at once. The second detector runs only on the leads whose bSQI is wanted now (``lazy_leads``
+sleep until woken, then replay a short raw history).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +35,7 @@ from typing import Any
 import numpy as np
 from scipy import signal as sps
 
-from stream.stages.qrs import QrsDetector
+from stream.stages.qrs import QrsDetector, lfilter_state
 
 #: Every value :attr:`LeadQuality.reason` takes (None when the lead is usable), in priority order.
 QUALITY_REASONS: tuple[str, ...] = (
@@ -83,9 +88,13 @@ class QualityConfig:
     flat_block_s: float = 0.1
     flat_range_mv: float = 0.005
     flat_max: float = 0.5  # a second with at least this share flat is ``flat``
-    #: clipped: samples within ``clip_tol`` x the window's range of its max or min, on a lead swinging at
-    #: least ``clip_min_range_mv``; a second with at least ``clipped_max`` of them is ``clipped``
-    clip_tol: float = 0.005
+    #: clipped: samples in plateaus at the second's max or min (runs of at least ``clip_run_s`` at the
+    #: extreme value: within ``clip_tol_mv``, below the quantisation step (MIT-BIH 5 uV), so the same
+    #: ADC code) on a lead swinging at least ``clip_min_range_mv``; a second with at least
+    #: ``clipped_max`` of them is ``clipped``. DS1 clean leads: runs at the extreme value of at most 5
+    #: samples (14 ms) at 360 Hz; within a whole step of it, up to 10
+    clip_tol_mv: float = 0.001
+    clip_run_s: float = 0.02
     clip_min_range_mv: float = 0.2
     clipped_max: float = 0.05
     dropout_max: float = (
@@ -178,30 +187,77 @@ def flat_fraction(
 
 
 def clipped_fraction(
-    x: np.ndarray, hi: np.ndarray, lo: np.ndarray, tol: float = 0.005, min_range_mv: float = 0.2
+    x: np.ndarray,
+    hi: np.ndarray,
+    lo: np.ndarray,
+    tol_mv: float = 0.001,
+    min_run: int = 7,
+    min_range_mv: float = 0.2,
 ) -> np.ndarray:
-    """Per column of ``x`` [n, leads]: share of samples within ``tol`` x (``hi`` - ``lo``) of ``hi`` or
-    ``lo`` (the lead's extremes, e.g. over the second), 0 where the lead swings less than ``min_range_mv``."""
-    rng = hi - lo
-    eps = tol * rng
-    at = (x >= (hi - eps)) | (x <= (lo + eps))
-    frac = at.mean(axis=0)
-    return np.where(rng >= min_range_mv, frac, 0.0)
+    """Per column of ``x`` [n, leads]: share of samples in plateaus at ``hi`` or ``lo`` (the lead's
+    extremes, e.g. over the second): runs of at least ``min_run`` consecutive samples within ``tol_mv``
+    of the extreme (less than the quantisation step: the same ADC code); 0 where the lead swings less
+    than ``min_range_mv``."""
+    xt = np.ascontiguousarray(np.asarray(x, dtype=np.float64).T)
+    his, los = (
+        np.broadcast_to(hi, xt.shape[:1]).tolist(),
+        np.broadcast_to(lo, xt.shape[:1]).tolist(),
+    )
+    return np.asarray(_plateaus(xt, his, los, tol_mv, min_run, min_range_mv))
 
 
-def match_f1(a: np.ndarray, b: np.ndarray, tol: int) -> float:
+def _plateaus(
+    xt: np.ndarray,
+    hi: Sequence[float],
+    lo: Sequence[float],
+    tol_mv: float,
+    min_run: int,
+    min_range: float,
+) -> list[float]:
+    """:func:`clipped_fraction` on rows of ``xt`` [leads, n]."""
+    n = xt.shape[1]
+    out = [0.0] * xt.shape[0]
+    for li, row in enumerate(xt):
+        if hi[li] - lo[li] < min_range:
+            continue
+        at = row >= hi[li] - tol_mv
+        at |= row <= lo[li] + tol_mv
+        if np.count_nonzero(at) < min_run:
+            continue
+        d = np.diff(at.astype(np.int8), prepend=0, append=0)
+        runs = np.flatnonzero(d < 0) - np.flatnonzero(d > 0)
+        out[li] = float(runs[runs >= min_run].sum()) / n
+    return out
+
+
+def match_f1(a: np.ndarray | Sequence[int], b: np.ndarray | Sequence[int], tol: int) -> float:
     """F1 agreement of two sorted beat lists (samples) matched within ``tol`` samples (1 when both are
     empty: the detectors agree there is no beat)."""
-    na, nb = a.size, b.size
+    la = a.tolist() if isinstance(a, np.ndarray) else list(a)
+    lb = b.tolist() if isinstance(b, np.ndarray) else list(b)
+    return _f1(la, lb, tol)
+
+
+def _f1(a: list[int], b: list[int], tol: int) -> float:
+    """:func:`match_f1` on lists: a beat of ``a`` is matched when its nearest beat of ``b`` is within
+    ``tol`` (one merge pass; a 10 s window holds a few dozen beats)."""
+    na, nb = len(a), len(b)
     if na + nb == 0:
         return 1.0
     if na == 0 or nb == 0:
         return 0.0
-    pos = np.searchsorted(b, a)
-    left = np.abs(a - b[np.clip(pos - 1, 0, nb - 1)])
-    right = np.abs(b[np.clip(pos, 0, nb - 1)] - a)
-    matched = min(int((np.minimum(left, right) <= tol).sum()), na, nb)
-    return 2.0 * matched / (na + nb)
+    j = matched = 0
+    for p in a:
+        while j < nb and b[j] < p:
+            j += 1
+        if (j < nb and b[j] - p <= tol) or (j > 0 and p - b[j - 1] <= tol):
+            matched += 1
+    return 2.0 * min(matched, na, nb) / (na + nb)
+
+
+#: the empty beat list the detectors return (read-only, shared)
+_NO_BEATS = np.zeros(0, dtype=np.int64)
+_NO_BEATS.flags.writeable = False
 
 
 # ------------------------------------------------------------------------- second QRS detector
@@ -211,7 +267,8 @@ class EnergyQrsDetector:
     Band-pass 8-20 Hz, square, then a QRS-wide (97 ms) and a beat-wide (611 ms) centred moving average;
     where the first exceeds the second plus ``beta`` x the mean energy, a block of interest; a block at
     least QRS-wide is a beat, at its largest band-passed deflection. Decided ``latency_samples`` after the
-    peak (half the beat window plus the block's end).
+    peak (half the beat window plus the block's end). The band-passed signal and its square are kept in
+    preallocated history (compacted every few seconds, never reallocated per call).
     """
 
     def __init__(
@@ -243,6 +300,7 @@ class EnergyQrsDetector:
         self._refractory = round(refractory_s * self.fs)
         self._tau = energy_tau_s * self.fs
         self._max_block = round(max_block_s * self.fs)
+        self._slack = round(8.0 * self.fs)  # history rows added at a compaction
         self.reset()
 
     @property
@@ -254,8 +312,11 @@ class EnergyQrsDetector:
         """Forget all state; the next sample fed is absolute index ``start_sample``."""
         self._zi: np.ndarray | None = None
         self._n = int(start_sample)
-        # history of the band-passed signal; row 0 is absolute sample ``_off`` (zeros before the start)
-        self._f = np.zeros(self._h2)
+        # history of the band-passed signal (row 0) and its square (row 1); column 0 is absolute sample
+        # ``_off``; the first h2 columns are zeros before the start
+        self._cap = 2 * self._h2 + self._max_block + self._slack
+        self._hist = np.zeros((2, self._cap))
+        self._len = self._h2
         self._off = self._n - self._h2
         self._done = self._n  # next absolute index whose averages are not evaluated yet
         self._open: int | None = None  # start of the block of interest open at ``_done``
@@ -263,74 +324,102 @@ class EnergyQrsDetector:
         self._last = -(10**12)
         self._last_x = 0.0
 
-    def process(self, chunk: np.ndarray, start_sample: int | None = None) -> np.ndarray:
-        """Feed the next samples; returns the absolute beat indices decided in this call."""
+    def _reserve(self, n: int) -> None:
+        """Room for ``n`` more history columns: drop the ones no later call reads (averages, open block)."""
+        if self._len + n <= self._cap:
+            return
+        keep_from = self._done - self._h2
+        if self._open is not None:
+            keep_from = min(keep_from, self._open)
+        drop = max(0, min(keep_from - self._off, self._len))
+        keep = self._len - drop
+        if keep + n > self._cap:
+            self._cap = keep + n + self._slack
+            hist = np.zeros((2, self._cap))
+            hist[:, :keep] = self._hist[:, drop : self._len]
+            self._hist = hist
+        else:
+            self._hist[:, :keep] = self._hist[:, drop : self._len].copy()
+        self._len = keep
+        self._off += drop
+
+    def process(
+        self, chunk: np.ndarray, start_sample: int | None = None, *, finite: bool = False
+    ) -> np.ndarray:
+        """Feed the next samples; returns the absolute beat indices decided in this call (``finite``:
+        the caller has checked that ``chunk`` holds no NaN)."""
         x = np.asarray(chunk, dtype=np.float64).reshape(-1)
         if start_sample is not None and start_sample != self._n:
+            finite = False
             if start_sample > self._n:
                 x = np.concatenate([np.full(start_sample - self._n, np.nan), x])
             else:
                 x = x[self._n - start_sample :]
-        if x.size == 0:
-            return np.zeros(0, dtype=np.int64)
-        nan = np.isnan(x)
-        if nan.any():
-            idx = np.where(~nan, np.arange(x.size), -1)
+        n = x.size
+        if n == 0:
+            return _NO_BEATS
+        if not finite and np.isnan(x).any():
+            nan = np.isnan(x)
+            idx = np.where(~nan, np.arange(n), -1)
             np.maximum.accumulate(idx, out=idx)
             x = np.where(idx >= 0, x[np.maximum(idx, 0)], self._last_x)
         self._last_x = float(x[-1])
         if self._zi is None:
             self._zi = self._zi_unit * x[0]
-        f, self._zi = sps.lfilter(self._b, self._a, x, zi=self._zi)
-        e = float(np.mean(f * f))
+        self._reserve(n)
+        w0, w1 = self._len, self._len + n
+        hf, hz = self._hist
+        hf[w0:w1], self._zi = lfilter_state(self._b, self._a, x, self._zi)
+        z = hz[w0:w1]
+        np.multiply(hf[w0:w1], hf[w0:w1], out=z)
+        e = float(z.sum()) / n
         if self._energy is None:
             self._energy = e
         else:
-            self._energy += (1.0 - np.exp(-x.size / self._tau)) * (e - self._energy)
-        self._f = np.concatenate([self._f, f])
-        self._n += x.size
-        out: list[int] = []
+            self._energy += (1.0 - math.exp(-n / self._tau)) * (e - self._energy)
+        self._len = w1
+        self._n += n
         stop = self._n - self._h2  # averages need h2 samples of look-ahead
-        if stop > self._done:
-            h1, h2 = self._h1, self._h2
-            a0 = self._done - h2 - self._off  # first history row the averages read
-            seg = self._f[max(a0, 0) :]
-            z = seg * seg
-            if a0 < 0:
-                z = np.concatenate([np.zeros(-a0), z])
-            c = np.concatenate([[0.0], np.cumsum(z)])
-            m = stop - self._done
-            i = np.arange(m) + h2  # positions in z of the evaluated samples
-            ma1 = (c[i + h1 + 1] - c[i - h1]) / (2 * h1 + 1)
-            ma2 = (c[i + h2 + 1] - c[i - h2]) / (2 * h2 + 1)
-            blk = ma1 > ma2 + self._beta * self._energy
-            # block starts and ends (absolute), the open block carried over from the last call
-            edges = np.flatnonzero(np.diff(blk.astype(np.int8)))
-            starts = (edges[blk[edges + 1]] + 1 + self._done).tolist()
-            ends = (edges[~blk[edges + 1]] + 1 + self._done).tolist()
-            if blk[0]:
-                starts.insert(0, self._done if self._open is None else self._open)
+        if stop <= self._done:
+            return _NO_BEATS
+        h1, h2 = self._h1, self._h2
+        done = self._done
+        a0 = done - h2 - self._off  # first history column the averages read (>= 0)
+        m = stop - done
+        c = np.empty(m + 2 * h2 + 1)
+        c[0] = 0.0
+        np.cumsum(hz[a0:w1], out=c[1:])
+        ma1 = c[h2 + h1 + 1 : h2 + h1 + 1 + m] - c[h2 - h1 : h2 - h1 + m]
+        ma1 /= 2 * h1 + 1
+        ma2 = c[2 * h2 + 1 : 2 * h2 + 1 + m] - c[:m]
+        ma2 /= 2 * h2 + 1
+        ma2 += self._beta * self._energy
+        blk = ma1 > ma2
+        out: list[int] = []
+        # block starts and ends (absolute), the open block carried over from the last call; the edges
+        # alternate, the first one rising when the first sample is outside a block
+        b0 = bool(blk[0])
+        edges = np.flatnonzero(blk[1:] != blk[:-1])
+        if edges.size or b0 or self._open is not None:
+            el = (edges + (1 + done)).tolist()
+            starts, ends = (el[1::2], el[0::2]) if b0 else (el[0::2], el[1::2])
+            if b0:
+                starts.insert(0, done if self._open is None else self._open)
             elif self._open is not None:
-                ends.insert(0, self._done)
+                ends.insert(0, done)
                 starts.insert(0, self._open)
             for s, t in zip(starts, ends, strict=False):
                 self._block(s, t, out)
             self._open = starts[-1] if len(starts) > len(ends) else None
             if self._open is not None and stop - self._open > self._max_block:
                 self._open = None  # a block this long is noise, not a QRS
-            self._done = stop
-        # keep the rows the next call reads (averages and an open block)
-        keep_from = min(self._done - self._h2, self._open if self._open is not None else self._n)
-        drop = keep_from - self._off
-        if drop > 4 * round(self.fs):
-            self._f = self._f[drop:]
-            self._off += drop
-        return np.asarray(out, dtype=np.int64)
+        self._done = stop
+        return np.asarray(out, dtype=np.int64) if out else _NO_BEATS
 
     def _block(self, s: int, t: int, out: list[int]) -> None:
         if t - s < self._w1 or t - s > self._max_block:
             return
-        seg = self._f[max(s - self._off, 0) : t - self._off]
+        seg = self._hist[0, max(s - self._off, 0) : t - self._off]
         if seg.size == 0:
             return
         r = s + int(np.argmax(np.abs(seg))) - self._delay
@@ -340,7 +429,7 @@ class EnergyQrsDetector:
 
 
 # ---------------------------------------------------------------------------- per-stream quality
-_ROWS = 12  # per-second sums kept per lead (see SignalQuality.reset)
+_ROWS = 9  # per-second sums kept per lead (see SignalQuality.reset)
 
 
 @dataclass
@@ -358,6 +447,12 @@ class SignalQuality:
     from the caller (``peaks`` of :meth:`process`: the stream's :class:`QrsDetector` output) or, when the
     caller passes none, from a :class:`QrsDetector` run here. Seconds are counted from absolute sample 0
     of the stream; ``t0`` is its time.
+
+    ``lazy_leads`` (a subset of ``qrs_leads``) get their bSQI only while awake (:meth:`wake`,
+    :meth:`sleep`; they start asleep): asleep, their second detector does not run, their raw samples
+    are kept ``history_s`` back, and their entries have no bSQI (judged as a lead without a detector).
+    :meth:`wake` replays that history through the detectors and re-scores the lead's seconds of the
+    last :meth:`process` call with its bSQI, so a caller can wake a lead on what a second shows.
     """
 
     def __init__(
@@ -369,6 +464,8 @@ class SignalQuality:
         config: QualityConfig | None = None,
         qrs_leads: Sequence[int] = (),
         own_detectors: bool = False,
+        lazy_leads: Sequence[int] = (),
+        history_s: float = 20.0,
     ) -> None:
         if fs <= 0:
             raise ValueError(f"fs must be positive, got {fs}")
@@ -378,6 +475,7 @@ class SignalQuality:
         self.t0 = float(t0)
         self.config = cfg = config or QualityConfig()
         self.qrs_leads = tuple(qrs_leads)
+        self.lazy_leads = tuple(li for li in lazy_leads if li in self.qrs_leads)
         nl = len(self.leads)
         self._sec = max(1, round(self.fs))
         self._wsec = max(1, round(cfg.window_s))
@@ -388,13 +486,23 @@ class SignalQuality:
         lo, hi = cfg.band_hz[0], min(cfg.band_hz[1], 0.45 * self.fs)
         self._b, self._a = sps.butter(2, [lo / nyq, hi / nyq], btype="bandpass")
         self._zi_unit = sps.lfilter_zi(self._b, self._a)
+        # periodogram of the 5-40 Hz bins by one product with their DFT rows (cos, sin): [sec, 2 bins],
+        # and the sums of the QRS band (5-15 Hz) and the ECG band (5-40 Hz) bins: [2 bins, 2]
         f = np.fft.rfftfreq(self._sec, 1.0 / self.fs)
-        self._bands = np.stack([(f >= 5.0) & (f <= 15.0), (f >= 5.0) & (f <= hi)]).astype(
-            np.float64
-        )
+        kk = np.flatnonzero((f >= 5.0) & (f <= hi))
+        ang = (2.0 * np.pi / self._sec) * (np.outer(np.arange(self._sec), kk) % self._sec)
+        self._dft = np.concatenate([np.cos(ang), np.sin(ang)], axis=1)
+        qrs = np.tile((f[kk] >= 5.0) & (f[kk] <= 15.0), 2)
+        self._bands = np.stack([qrs, np.ones_like(qrs)], axis=1).astype(np.float64)
         self._ones = np.ones(self._sec)
         self._block = max(1, round(cfg.flat_block_s * self.fs))
+        self._clip_run = max(3, round(cfg.clip_run_s * self.fs))
         self._tol = round(cfg.match_s * self.fs)
+        self._m = np.empty((6, nl, self._sec))  # per-second moment terms (see _second)
+        # per ring slot, the slots of the last fast_s seconds ending with it
+        self._recent_rows = [
+            np.arange(s - self._fast + 1, s + 1) % self._wsec for s in range(self._wsec)
+        ]
         self._energy = {li: EnergyQrsDetector(self.fs) for li in self.qrs_leads}
         self._own = {li: QrsDetector(self.fs) for li in self.qrs_leads} if own_detectors else {}
         lat = [d.latency_samples for d in self._energy.values()]
@@ -402,6 +510,10 @@ class SignalQuality:
         self._lag = max(lat, default=0) + self._tol
         self._beats = {li: _Beats() for li in self.qrs_leads}
         self._nl = nl
+        self._hlen = max(self._sec, round(history_s * self.fs))
+        self._hist = np.zeros(
+            (len(self.lazy_leads), self._hlen)
+        )  # ring of the lazy leads' raw samples
         self.reset(0)
 
     def reset(self, start_sample: int) -> None:
@@ -409,19 +521,79 @@ class SignalQuality:
         nl = self._nl
         self._n = int(start_sample)
         self._zi: np.ndarray | None = None
-        self._part = np.zeros((0, nl))  # raw samples of the second being filled (NaN = missing)
-        self._partf = np.zeros((0, nl))  # their band-passed values
-        # per completed second and lead: Σf, Σf², Σf³, Σf⁴, Σd, Σd² (d = x - ref), P(5-15), P(5-40),
-        # n, max x, min x, ref (f: 1-40 Hz band-passed, x: raw)
+        self._part = np.zeros((nl, 0))  # raw samples of the second being filled (NaN = missing)
+        self._partf = np.zeros((nl, 0))  # their band-passed values
+        # per completed second and lead: Σf, Σf², Σf³, Σf⁴, Σd, Σd², P(5-15), P(5-40), n (f: 1-40 Hz
+        # band-passed; d: raw minus the lead's first value after the reset)
         self._ring = np.zeros((self._wsec, _ROWS, nl))
+        self._anchor: np.ndarray | None = None
         self._count = 0
         self._ref = [float("nan")] * nl  # per lead, running psqi of its usable seconds
         self._last_x = np.zeros(nl)
+        self._hist_from = self._n  # first absolute sample of the lazy leads' history
+        self._scored: list[tuple[int, float, list[tuple[Any, ...]]]] = []  # last call's seconds
+        self._awake = {li: li not in self.lazy_leads for li in self.qrs_leads}
         for li in self.qrs_leads:
             self._beats[li] = _Beats()
             self._energy[li].reset(start_sample)
             if li in self._own:
                 self._own[li].reset(start_sample)
+
+    def awake(self, li: int) -> bool:
+        """Whether QRS candidate lead ``li`` gets a bSQI now."""
+        return self._awake.get(li, False)
+
+    def history(self, li: int) -> tuple[np.ndarray, int]:
+        """Raw samples (NaN = missing) of lazy lead ``li`` kept up to the last one fed, and the absolute
+        index of the first."""
+        k = self.lazy_leads.index(li)
+        h0 = max(self._hist_from, self._n - self._hlen)
+        a, b = h0 % self._hlen, self._n % self._hlen
+        row = self._hist[k]
+        if self._n - h0 == self._hlen:
+            seg = np.concatenate([row[a:], row[:a]]) if a else row.copy()
+        elif a <= b:
+            seg = row[a:b].copy()
+        else:
+            seg = np.concatenate([row[a:], row[:b]])
+        return seg, h0
+
+    def wake(
+        self, li: int, peaks: Sequence[int] | np.ndarray | None = None, chunk: int | None = None
+    ) -> list[LeadQuality]:
+        """Start the bSQI of lazy lead ``li``: its second detector replays :meth:`history` (in chunks of
+        ``chunk`` samples, default 1 s), ``peaks`` are the stream detector's beats over that history (run
+        here from the history when this object owns the detectors). Returns the lead's entries of the
+        last :meth:`process` call, re-scored with its bSQI (replace the ones it returned)."""
+        if self._awake.get(li, True):
+            return []
+        hist, h0 = self.history(li)
+        step = max(1, int(chunk or self._sec))
+        det = self._energy[li]
+        det.reset(h0)
+        bt = self._beats[li] = _Beats()
+        own = self._own.get(li)
+        if own is not None:
+            own.reset(h0)
+        for s in range(0, hist.size, step):
+            bt.other.extend(det.process(hist[s : s + step], h0 + s).tolist())
+            if own is not None:
+                bt.main.extend(own.process(hist[s : s + step], h0 + s).tolist())
+        if own is None and peaks is not None:
+            bt.main.extend(int(p) for p in peaks)
+        self._awake[li] = True
+        out = []
+        for end, start_t, rows in self._scored:
+            args, ref_p, full = rows[li]
+            self._ref[li] = ref_p
+            out.append(self._score(li, end, start_t, args, ref_p, full))
+        return out
+
+    def sleep(self, li: int) -> None:
+        """Stop the bSQI of lazy lead ``li`` (its history keeps being recorded)."""
+        if li in self.lazy_leads:
+            self._awake[li] = False
+            self._beats[li] = _Beats()
 
     def process(
         self,
@@ -435,159 +607,191 @@ class SignalQuality:
         ``peaks``: the stream detector's R peaks decided in this call, per QRS candidate lead index.
         A jump forward longer than the window restarts the quality state; a shorter one is missing data.
         """
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim == 1:
-            x = x[:, None]
+        xt = np.asarray(x, dtype=np.float64)
+        if xt.ndim == 1:
+            xt = xt[:, None]
+        xt = np.ascontiguousarray(xt.T)  # [leads, n]: every per-lead operation on contiguous rows
         if start_sample is not None and start_sample != self._n:
             if start_sample > self._n + self._wsec * self._sec or start_sample < self._n:
                 self.reset(start_sample)
             else:
-                gap = np.full((start_sample - self._n, self._nl), np.nan)
-                x = np.concatenate([gap, x])
-        if x.shape[0] == 0:
+                gap = np.full((self._nl, start_sample - self._n), np.nan)
+                xt = np.concatenate([gap, xt], axis=1)
+        n = xt.shape[1]
+        self._scored = []
+        if n == 0:
             return []
         start = self._n
+        nan = np.isnan(xt)
+        any_nan = bool(nan.any())
         for li in self.qrs_leads:
+            if not self._awake[li]:
+                continue
             bt = self._beats[li]
-            col = x[:, li]
-            bt.other.extend(self._energy[li].process(col, start).tolist())
+            col = xt[li]
+            bt.other.extend(self._energy[li].process(col, start, finite=not any_nan).tolist())
             if li in self._own:
                 bt.main.extend(self._own[li].process(col, start).tolist())
             elif peaks is not None and li in peaks:
                 bt.main.extend(int(p) for p in peaks[li])
-        nan = np.isnan(x)
-        xf = x
-        if nan.any():  # hold the last finite value (the filter and the moments stay finite)
-            idx = np.where(~nan, np.arange(x.shape[0])[:, None], -1)
-            np.maximum.accumulate(idx, axis=0, out=idx)
-            held = np.take_along_axis(x, np.maximum(idx, 0), axis=0)
-            xf = np.where(idx >= 0, held, self._last_x[None, :])
-        self._last_x = xf[-1].copy()
+        if self.lazy_leads:
+            self._record(xt, start)
+        xf = xt
+        if any_nan:  # hold the last finite value (the filter and the moments stay finite)
+            idx = np.where(~nan, np.arange(n)[None, :], -1)
+            np.maximum.accumulate(idx, axis=1, out=idx)
+            held = np.take_along_axis(xt, np.maximum(idx, 0), axis=1)
+            xf = np.where(idx >= 0, held, self._last_x[:, None])
+        self._last_x = xf[:, -1].copy()
         if self._zi is None:
-            self._zi = self._zi_unit[:, None] * xf[0][None, :]
-        filt, self._zi = sps.lfilter(self._b, self._a, xf, axis=0, zi=self._zi)
-        self._n += x.shape[0]
-        if self._part.shape[0]:
-            x = np.concatenate([self._part, x])
-            filt = np.concatenate([self._partf, filt])
+            self._zi = xf[:, :1] * self._zi_unit[None, :]
+        filt, self._zi = lfilter_state(self._b, self._a, xf, self._zi, 1)
+        self._n += n
+        if self._part.shape[1]:
+            xt = np.concatenate([self._part, xt], axis=1)
+            filt = np.concatenate([self._partf, filt], axis=1)
+            any_nan = any_nan or bool(np.isnan(self._part).any())
         out: list[LeadQuality] = []
-        k = x.shape[0] // self._sec
+        sec = self._sec
+        k = xt.shape[1] // sec
+        base = self._n - xt.shape[1]
         for j in range(k):
-            a, b = j * self._sec, (j + 1) * self._sec
-            out += self._second(x[a:b], filt[a:b], self._n - x.shape[0] + b)
-        self._part = x[k * self._sec :]
-        self._partf = filt[k * self._sec :]
+            a, b = j * sec, (j + 1) * sec
+            out += self._second(xt[:, a:b], filt[:, a:b], base + b, any_nan)
+        self._part = xt[:, k * sec :]
+        self._partf = filt[:, k * sec :]
         return out
 
-    def _second(self, raw: np.ndarray, filt: np.ndarray, end: int) -> list[LeadQuality]:
+    def _record(self, xt: np.ndarray, start: int) -> None:
+        """Keep the lazy leads' raw samples of this call in the history ring."""
+        n, hl = xt.shape[1], self._hlen
+        if n > hl:
+            xt, start, n = xt[:, n - hl :], start + n - hl, hl
+        a = start % hl
+        b = min(hl, a + n)
+        for k, li in enumerate(self.lazy_leads):
+            row = self._hist[k]
+            row[a:b] = xt[li, : b - a]
+            if b - a < n:
+                row[: n - (b - a)] = xt[li, b - a :]
+
+    def _second(
+        self, raw: np.ndarray, filt: np.ndarray, end: int, any_nan: bool
+    ) -> list[LeadQuality]:
         """Close the second ending at absolute sample ``end``: update the ring, score every lead."""
         cfg = self.config
-        n, nl = raw.shape
-        nan = np.isnan(raw)
-        any_nan = bool(nan.any())
-        if any_nan:  # missing samples count as the lead's mean (0 where all are missing)
-            missing = nan.mean(axis=0)
-            fill = np.nanmean(np.where(nan.all(axis=0), 0.0, raw), axis=0)
-            xr = np.where(nan, fill, raw)
+        nl, n = raw.shape
+        if any_nan and np.isnan(raw).any():
+            # missing samples count as the lead's mean (0 where all are missing)
+            nan = np.isnan(raw)
+            ms = nan.mean(axis=1).tolist()
+            fill = np.nanmean(np.where(nan.all(axis=1, keepdims=True), 0.0, raw), axis=1)
+            xr = np.where(nan, fill[:, None], raw)
         else:
-            missing = np.zeros(nl)
             xr = raw
-        ref = xr[0]  # raw sums about the first value: a DC offset costs no precision
-        d = xr - ref
-        f2 = filt * filt
-        m = np.concatenate([filt, f2, f2 * filt, f2 * f2, d, d * d], axis=1)
-        spec = np.fft.rfft(filt, axis=0)
-        p = spec.real**2 + spec.imag**2
-        row = self._ring[self._count % self._wsec]
-        row[:6] = (self._ones[:n] @ m).reshape(6, nl)
-        row[6:8] = self._bands @ p
+            ms = [0.0] * nl
+        if self._anchor is None:  # raw sums about the first value: a DC offset costs no precision
+            self._anchor = xr[:, :1].copy()
+        m = self._m
+        m[0] = filt
+        np.multiply(filt, filt, out=m[1])
+        np.multiply(m[1], filt, out=m[2])
+        np.multiply(m[1], m[1], out=m[3])
+        np.subtract(xr, self._anchor, out=m[4])
+        np.multiply(m[4], m[4], out=m[5])
+        c = filt @ self._dft  # the DFT of the 5-40 Hz bins (as rfft's, unscaled)
+        c *= c
+        slot = self._count % self._wsec
+        row = self._ring[slot]
+        row[:6] = (m.reshape(6 * nl, n) @ self._ones).reshape(6, nl)
+        row[6:8] = (c @ self._bands).T
         row[8] = n
         # flat blocks (ptp of 100 ms blocks), and the second's extremes from the same block extremes
-        bmax, bmin = self._block_extremes(xr)
-        row[9], row[10], row[11] = bmax.max(axis=0), bmin.min(axis=0), ref
+        bl = self._block
+        kb = max(1, n // bl)
+        blocks = xr[:, : kb * bl].reshape(nl, kb, -1)
+        bmax, bmin = blocks.max(axis=2), blocks.min(axis=2)
+        hi, lo = bmax.max(axis=1).tolist(), bmin.min(axis=1).tolist()
+        bmax -= bmin
+        fl = ((bmax <= cfg.flat_range_mv).sum(axis=1) / kb).tolist()
         self._count += 1
-        ring = self._ring[: min(self._count, self._wsec)]
-        w = ring.sum(axis=0)
-        hi, lo = row[9], row[10]  # clipping: samples at this second's extremes
-        flat = ((bmax - bmin) <= cfg.flat_range_mv).mean(axis=0)
-        clipped = clipped_fraction(xr, hi, lo, cfg.clip_tol, cfg.clip_min_range_mv)
-        # the raw variance over the window: per-second sums about each second's ref, recombined
-        refs = ring[:, 11]
-        sx = ring[:, 4] + ring[:, 8] * refs
-        sxx = ring[:, 5] + 2 * refs * ring[:, 4] + ring[:, 8] * refs * refs
-        sx_w, sxx_w = sx.sum(axis=0), sxx.sum(axis=0)
+        nr = min(self._count, self._wsec)
+        ws = self._ring[:nr].sum(axis=0).T.tolist()  # per lead: the window's sums
+        cl = _plateaus(xr, hi, lo, cfg.clip_tol_mv, self._clip_run, cfg.clip_min_range_mv)
+        # the QRS band share of the last fast_s seconds and of the seconds before them
+        fast = self._fast
+        recent = (
+            self._ring[self._recent_rows[slot], 6:8].sum(axis=0).T.tolist() if nr > fast else None
+        )
+        now_pe = row[7].tolist()
         start_t = self.t0 + (end - n) / self.fs
+        full = nr >= self._wsec
+        psqi_min, psqi_drop = cfg.psqi_min, cfg.psqi_drop
         out = []
-        ws, sxl, sxxl = w.T.tolist(), sx_w.tolist(), sxx_w.tolist()
-        # the QRS band share of the last fast_s seconds and of the seconds before them (None: too early)
-        nr = ring.shape[0]
-        if nr > self._fast:
-            last = (np.arange(self._count - self._fast, self._count) % self._wsec).tolist()
-            recent = self._ring[last, 6:8].sum(axis=0)
-            rpow = (recent[1] / self._fast).tolist()
-            older = w[6:8] - recent
-            drop = (recent[0] < cfg.psqi_min * recent[1]) & (
-                recent[0] * older[1] < cfg.psqi_drop * older[0] * recent[1]
-            )
-        else:
-            drop = np.zeros(nl, dtype=bool)
-            rpow = (self._ring[(self._count - 1) % self._wsec, 7]).tolist()
-        drops = drop.tolist()
-        fl, cl, ms = flat.tolist(), clipped.tolist(), missing.tolist()
-        for li, name in enumerate(self.leads):
-            s1, s2, s3, s4, _, _, pq, pe, nn = ws[li][:9]
+        rows: list[tuple[Any, ...]] = []
+        for li in range(nl):
+            s1, s2, s3, s4, sx, sxx, pq, pe, nn = ws[li]
             mf = s1 / nn
             m2 = s2 / nn - mf * mf
             m4 = s4 / nn - 4 * mf * s3 / nn + 6 * mf * mf * s2 / nn - 3 * mf**4
             ksqi = m4 / (m2 * m2) if m2 > 1e-12 else 0.0
             psqi = pq / pe if pe > 0 else 0.0
-            mx = sxl[li] / nn
-            var_raw = sxxl[li] / nn - mx * mx
+            mx = sx / nn
+            var_raw = sxx / nn - mx * mx  # the raw variance over the window
             bassqi = min(max(m2 / var_raw, 0.0), 1.0) if var_raw > 1e-12 else 1.0
             fla = 0.0 if ms[li] >= 1.0 else fl[li]
-            bsqi = self._bsqi(li, end) if li in self._beats else None
+            if recent is not None:
+                rq, rp = recent[li]
+                oq, op = pq - rq, pe - rp
+                drop = rq < psqi_min * rp and rq * op < psqi_drop * oq * rp
+                active = rp / fast >= self._rms_floor
+            else:
+                drop = False
+                active = now_pe[li] >= self._rms_floor
             ref_p = self._ref[li]
-            active = rpow[li] >= self._rms_floor
-            low = drops[li] or (ref_p == ref_p and psqi < cfg.psqi_drop * ref_p)
-            reason = self._reason(ms[li], fla, cl[li], bsqi, psqi, ksqi, bassqi, low, active)
-            if reason is None and nr >= self._wsec:
-                self._ref[li] = psqi if ref_p != ref_p else ref_p + (psqi - ref_p) / cfg.reference_s
-            out.append(
-                LeadQuality(
-                    self.stream_id,
-                    name,
-                    start_t,
-                    n / self.fs,
-                    bsqi,
-                    ksqi,
-                    psqi,
-                    bassqi,
-                    fla,
-                    cl[li],
-                    reason is None,
-                    reason,
-                )
-            )
+            low = drop or (ref_p == ref_p and psqi < psqi_drop * ref_p)
+            args = (n, ms[li], fla, cl[li], psqi, ksqi, bassqi, low, active)
+            rows.append((args, ref_p, full))
+            out.append(self._score(li, end, start_t, args, ref_p, full))
+        self._scored.append((end, start_t, rows))
         return out
 
-    def _block_extremes(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Max and min of each ``flat_block_s`` block of the second ``x`` [n, leads]."""
-        b = self._block
-        k = max(1, x.shape[0] // b)
-        blocks = x[: k * b].reshape(k, -1, x.shape[1])
-        return blocks.max(axis=1), blocks.min(axis=1)
+    def _score(
+        self, li: int, end: int, start_t: float, args: tuple[Any, ...], ref_p: float, full: bool
+    ) -> LeadQuality:
+        """Verdict of lead ``li`` for the second ending at ``end`` from its indices ``args``; updates
+        the lead's psqi reference."""
+        n, missing, fla, clip, psqi, ksqi, bassqi, low, active = args
+        bsqi = self._bsqi(li, end) if self._awake.get(li, False) else None
+        reason = self._reason(missing, fla, clip, bsqi, psqi, ksqi, bassqi, low, active)
+        if reason is None and full:
+            cfg = self.config
+            self._ref[li] = psqi if ref_p != ref_p else ref_p + (psqi - ref_p) / cfg.reference_s
+        return LeadQuality(
+            self.stream_id,
+            self.leads[li],
+            start_t,
+            n / self.fs,
+            bsqi,
+            ksqi,
+            psqi,
+            bassqi,
+            fla,
+            clip,
+            reason is None,
+            reason,
+        )
 
     def _bsqi(self, li: int, end: int) -> float:
         bt = self._beats[li]
         hi = end - self._lag
         lo = hi - self._wsec * self._sec
-        while bt.main and bt.main[0] < lo:
-            bt.main.popleft()
-        while bt.other and bt.other[0] < lo:
-            bt.other.popleft()
-        a = np.fromiter((p for p in bt.main if p < hi), dtype=np.int64)
-        b = np.fromiter((p for p in bt.other if p < hi), dtype=np.int64)
-        return match_f1(a, b, self._tol)
+        main, other = bt.main, bt.other
+        while main and main[0] < lo:
+            main.popleft()
+        while other and other[0] < lo:
+            other.popleft()
+        return _f1([p for p in main if p < hi], [p for p in other if p < hi], self._tol)
 
     def _reason(
         self,

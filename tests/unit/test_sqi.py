@@ -12,6 +12,7 @@ from stream.stages.sqi import (
     EnergyQrsDetector,
     LeadQuality,
     SignalQuality,
+    clipped_fraction,
     match_f1,
 )
 
@@ -83,7 +84,7 @@ def test_muscle_noise_lowers_psqi_and_bsqi_and_is_noise(rec119, ma_noise, data_d
     noisy = lead_seconds(run_quality(x), "MLII", after=21.0)
     clean = [r for r in clean if r.start >= 21.0]
     assert np.median([r.psqi for r in noisy]) < 0.6 * np.median([r.psqi for r in clean])
-    assert np.mean([r.bsqi for r in noisy]) < np.mean([r.bsqi for r in clean])  # type: ignore[misc]
+    assert np.mean([r.bsqi for r in noisy]) < np.mean([r.bsqi for r in clean])
     assert np.mean([r.reason == "noise" for r in noisy]) > 0.8
     assert not any(r.usable for r in noisy if r.reason == "noise")
 
@@ -104,6 +105,37 @@ def test_clipped_segment_is_clipped(rec119):
     q = {r.start: r for r in lead_seconds(run_quality(x), "MLII")}
     assert np.mean([q[t].reason == "clipped" for t in range(21, 40)]) > 0.8
     assert q[15.0].clipped < 0.05 and q[15.0].usable
+
+
+@pytest.mark.parametrize("record", ["101", "114", "124", "201"])
+def test_clean_records_are_never_clipped(data_dir, record):
+    """Clean 10 min of MIT-BIH: no second of either lead is ``clipped`` (samples near the second's max
+    are no plateau at a rail; these records used to get 1-6 such verdicts on MLII)."""
+    rec = read_record(data_dir / "mitdb" / record, sampto=int(FS * 600))
+    sq = SignalQuality("s", FS, rec.leads, 0.0)
+    q = [
+        r
+        for k in range(0, rec.signal.shape[0], int(FS))
+        for r in sq.process(rec.signal[k : k + 360], k)
+    ]
+    assert len(q) == 600 * len(rec.leads)
+    assert not [r for r in q if r.reason == "clipped"]
+    assert max(r.clipped for r in q) == 0.0
+
+
+def test_clipped_fraction_counts_plateaus_not_peaks():
+    t = np.arange(360) / FS
+    rng = np.random.default_rng(0)
+    beat = np.exp(-(((t - 0.5) / 0.025) ** 2)) - 0.3 * np.exp(-(((t - 0.56) / 0.01) ** 2))
+    beat = np.round((beat + rng.normal(0, 0.01, t.size)) / 0.005) * 0.005  # 5 uV ADC codes
+    flat_top = np.minimum(beat, 0.3)  # the same beat clipped at 0.3 mV: a plateau of ~20 samples
+    x = np.stack([beat, flat_top], axis=1)
+    hi, lo = x.max(axis=0), x.min(axis=0)
+    frac = clipped_fraction(x, hi, lo, min_run=7)
+    assert frac[0] == 0.0  # the R apex and the S trough are single samples
+    assert frac[1] == pytest.approx(np.mean(flat_top == 0.3), abs=3 / 360)
+    assert frac[1] > 0.05
+    assert clipped_fraction(x * 0.1, hi * 0.1, lo * 0.1, min_run=7)[1] == 0.0  # swings < 0.2 mV
 
 
 def test_baseline_wander_lowers_bassqi(rec119, data_dir):
