@@ -789,6 +789,14 @@ class FramePipeline:
         alerts = self._alerts.fresh(raised)
         self.observer.processed(result, alerts, frame, now)
         out = self.router.events(stream_id, record, result.dropouts, alerts, now)
+        if result.rebuilt:  # masked leads the stream's own lead transfer rebuilt (or could not)
+            runs = [
+                run
+                for w, rec, why in result.rebuilt
+                for run in recovered_runs(w, (), rec, why or (None if rec else "unrecoverable"))
+            ]
+            self.observer.recovered(runs)
+            out += self.router.recovered(runs)
         if self.score_batcher is not None:
             seq = frame.seq if frame is not None else None
             out += self.score_batcher.add(stream_id, result.windows, seq)

@@ -15,7 +15,7 @@ import itertools
 import statistics
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import signal as sps
@@ -24,11 +24,13 @@ from models.card import BEAT_400, BEAT_720, LEADS_10S, WindowSpec
 from models.preprocessing.filtering import CausalFilter
 from models.preprocessing.rhythm import RRContext
 from models.preprocessing.segmentation import resample
+from models.runtime.protocol import MEASURED, MODEL, Recovered
 from stream.errors import FrameValidationError
 from stream.stages.buffering import SampleBuffer, SequenceTracker
 from stream.stages.dropouts import DropoutConfig, DropoutDetector
 from stream.stages.events import REBUILD_WINDOW, AlertEvent, Beat, DropoutSegment, ModelWindow
 from stream.stages.frame import Frame
+from stream.stages.leadtransfer import LeadTransfer
 from stream.stages.qrs import QrsDetector
 from stream.stages.rules import RuleConfig, RuleEngine
 from stream.stages.sqi import LeadQuality, QualityConfig, SignalQuality
@@ -81,6 +83,10 @@ class StageConfig:
     #: (all the stream's leads, at its own rate; ``ModelWindow.lead`` = the comma-joined lead names) for
     #: the scoring stage to rebuild the masked lead from the others or say why not; 0 turns it off
     rebuild_window_s: float = 10.0
+    #: rebuild those windows with the stream's own patient-specific lead transfer
+    #: (:mod:`stream.stages.leadtransfer`, learned online from its clean seconds) instead of sending them
+    #: to the scoring stage's 12-lead network
+    lead_transfer: bool = True
     #: per-lead signal quality (:mod:`stream.stages.sqi`), one entry per lead per second
     quality: QualityConfig = field(default_factory=QualityConfig)
     #: multi-lead fusion: detect QRS on a second lead too and take the beats, per second, from the
@@ -132,6 +138,9 @@ class ProcessorOutput:
     vf: list[VfDecision] = field(default_factory=list)
     #: signal quality per lead per completed second (:class:`~stream.stages.sqi.LeadQuality`)
     quality: list[LeadQuality] = field(default_factory=list)
+    #: ``leads_rebuild`` windows rebuilt by the stream's lead transfer: (window with its NaN, what the
+    #: transfer made of it or None, why samples were left missing)
+    rebuilt: list[tuple[ModelWindow, Recovered | None, str | None]] = field(default_factory=list)
     samples: int = 0
     gap_frames: int = 0
     duplicate: bool = False
@@ -147,6 +156,7 @@ class ProcessorOutput:
         self.windows += other.windows
         self.vf += other.vf
         self.quality += other.quality
+        self.rebuilt += other.rebuilt
         self.samples += other.samples
         self.gap_frames += other.gap_frames
 
@@ -253,6 +263,11 @@ class StreamProcessor:
             else 0
         )
         self._rebuild_next = self._rebuild_n
+        self._transfer = (
+            LeadTransfer(self.fs, self.leads) if self._rebuild_n and cfg.lead_transfer else None
+        )
+        self._learned_to = 0  # the transfer has learned the settled samples before this index
+        self._rebuilt: list[tuple[ModelWindow, Recovered | None, str | None]] = []
         self._windows_on = bool(self._beat_cuts or self._lead_cuts)
         # the buffer holds the band-passed signal for model windows; without windows it only counts samples
         self._max_hold = round(
@@ -415,6 +430,8 @@ class StreamProcessor:
         t5 = time.perf_counter()
         st["rules"] = t5 - t4
         out.windows += self._windows()
+        if self._rebuilt:
+            out.rebuilt, self._rebuilt = self._rebuilt, []
         st["windows"] = time.perf_counter() - t5
         out.samples = x.shape[0]
         out.heart_rate_bpm = self._hr
@@ -529,6 +546,7 @@ class StreamProcessor:
             if self._mask:
                 self._mask_dropouts(out.dropouts, self._buf.end)
                 out.windows += self._windows(final=True)  # what waited for the detector to settle
+                out.rebuilt, self._rebuilt = self._rebuilt, []
         if self.t0 is not None:
             out.alerts += self._rules.flush(self.time_of(self._buf.end))
         return out
@@ -633,24 +651,44 @@ class StreamProcessor:
                 out.append(
                     ModelWindow(self.stream_id, spec.name, None, self.time_of(a), spec.fs, data)
                 )
+        if self._transfer is not None and ready > self._learned_to:
+            # the transfer learns every settled sample once (masked ones are NaN: not learned)
+            if self._buf.available(self._learned_to, ready):
+                self._transfer.learn(self._buf.get(self._learned_to, ready))
+            else:  # an outage longer than the buffer: learn afresh
+                self._transfer.reset()
+            self._learned_to = ready
         while self._rebuild_n and self._rebuild_next <= ready:
             a, b = self._rebuild_next - self._rebuild_n, self._rebuild_next
             self._rebuild_next += self._rebuild_n
             if not self._buf.available(a, b):
                 continue
             seg = self._buf.get(a, b)
-            bad = np.isnan(seg).any(axis=0)
-            if bad.any() and not bad.all():  # a masked lead and a complete one: worth a rebuild
-                out.append(
-                    ModelWindow(
-                        self.stream_id,
-                        REBUILD_WINDOW,
-                        ",".join(self.leads),
-                        self.time_of(a),
-                        self.fs,
-                        np.array(seg, dtype=np.float32),
-                    )
+            miss = np.isnan(seg)
+            if not (miss & ~miss.all(axis=1, keepdims=True)).any():
+                continue  # nothing masked, or every lead masked at once: nothing to rebuild from
+            win = ModelWindow(
+                self.stream_id,
+                REBUILD_WINDOW,
+                ",".join(self.leads),
+                self.time_of(a),
+                self.fs,
+                np.array(seg, dtype=np.float32),
+            )
+            if self._transfer is None:
+                out.append(win)  # the scoring stage's lead_recon rebuilds it or says why not
+                continue
+            r = self._transfer.rebuild(win.data)
+            rec = None
+            if (r.provenance == MODEL).any():
+                rec = Recovered(
+                    replace(win, data=r.filled.astype(np.float32)),
+                    r.by,
+                    float(np.mean(r.provenance != MEASURED)),
+                    r.provenance,
+                    r.half_width_90,
                 )
+            self._rebuilt.append((win, rec, r.reason))
         return out
 
 
