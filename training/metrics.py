@@ -86,3 +86,98 @@ def binary_report(
         out["recall_by_class"] = rec
         out["count_by_class"] = counts
     return out
+
+
+def platt_fit(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    """Platt scaling: ``(a, b)`` of ``P(y = 1 | score) = 1 / (1 + exp(-(a * score + b)))``, fitted by
+    (almost unregularised) logistic regression on (validation) data."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(y).astype(int)
+    if y.min() == y.max():
+        raise ValueError("Platt scaling needs both classes in the data it is fitted on")
+    lr = LogisticRegression(C=1e6, max_iter=1000)
+    lr.fit(np.asarray(score, dtype=float).reshape(-1, 1), y)
+    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+
+
+def platt_apply(ab: tuple[float, float], score: np.ndarray) -> np.ndarray:
+    """Calibrated probabilities of :func:`platt_fit`'s mapping."""
+    a, b = ab
+    z = np.clip(a * np.asarray(score, dtype=float) + b, -50.0, 50.0)
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+
+def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> float:
+    """ECE: mean over ``bins`` equal-width probability bins of |observed rate - mean probability|,
+    weighted by the bin's share of the samples (Guo et al., 2017)."""
+    y = np.asarray(y).astype(float)
+    prob = np.asarray(prob, dtype=float)
+    idx = np.minimum((prob * bins).astype(int), bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            ece += m.mean() * abs(float(y[m].mean()) - float(prob[m].mean()))
+    return float(ece)
+
+
+def calibration_report(
+    y_fit: np.ndarray,
+    s_fit: np.ndarray,
+    threshold: float,
+    held_out: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    bins: int = 10,
+    folds: int = 5,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Calibration of a score at its operating point ``threshold`` (``score > threshold`` = positive).
+
+    A Platt mapping is fitted on (``y_fit``, ``s_fit``) (the validation data). Reported there: the in-sample
+    ECE (optimistic) and a ``folds``-fold cross-fitted ECE (each part scored by the mapping fitted on the
+    others); on each ``held_out`` split (name -> (y, score)): the ECE of the same mapping. At the operating
+    point: the calibrated probability at the threshold, and the positive predictive value (PPV) and negative
+    predictive value (NPV) of the decision on each split.
+    """
+    y_fit = np.asarray(y_fit).astype(int)
+    s_fit = np.asarray(s_fit, dtype=float)
+    ab = platt_fit(y_fit, s_fit)
+    rng = np.random.default_rng(seed)
+    part = rng.permutation(y_fit.size) % folds
+    cross = np.zeros(y_fit.size)
+    for k in range(folds):
+        cross[part == k] = platt_apply(
+            platt_fit(y_fit[part != k], s_fit[part != k]), s_fit[part == k]
+        )
+
+    def decision(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
+        pred = s > threshold
+        return {
+            "ppv": float(y[pred].mean()) if pred.any() else float("nan"),
+            "npv": float(1 - y[~pred].mean()) if (~pred).any() else float("nan"),
+            "prevalence": float(y.mean()),
+        }
+
+    out: dict[str, Any] = {
+        "method": f"Platt scaling of the score (logistic), fitted on the validation data; ECE with {bins} "
+        "equal-width bins",
+        "platt": {"a": ab[0], "b": ab[1]},
+        "threshold": float(threshold),
+        "probability_at_threshold": float(platt_apply(ab, np.array([threshold]))[0]),
+        "validation": {
+            "ece_in_sample": expected_calibration_error(y_fit, platt_apply(ab, s_fit), bins),
+            f"ece_cross_fitted_{folds}fold": expected_calibration_error(y_fit, cross, bins),
+            "brier": float(np.mean((platt_apply(ab, s_fit) - y_fit) ** 2)),
+            **decision(y_fit, s_fit),
+        },
+    }
+    for name, (y, s) in (held_out or {}).items():
+        y = np.asarray(y).astype(int)
+        s = np.asarray(s, dtype=float)
+        p = platt_apply(ab, s)
+        out[name] = {
+            "ece": expected_calibration_error(y, p, bins),
+            "brier": float(np.mean((p - y) ** 2)),
+            **decision(y, s),
+        }
+    return out

@@ -228,10 +228,12 @@ def test_a_faulty_lead_is_rebuilt_not_scored_as_disease(data_dir):
         assert s.recovered_by == "lead_recon" and s.recovered_fraction == pytest.approx(1 / 12), (
             lead
         )
-        assert not s.anomalous and s.score < 0.85 * s.threshold
+        assert (
+            not s.anomalous and s.score < 0.9 * s.threshold
+        )  # clearly normal, like the clean window
         assert s.score <= before[t].score
-    for t in (10, 20, 50):
-        assert after[t].score < before[t].score - 0.6
+    for t in (10, 20, 50):  # the faulty lead itself made the raw window abnormal
+        assert after[t].score < before[t].score - 0.3
     assert after[0].recovered_by is None and after[0].score == pytest.approx(before[0].score)
 
 
@@ -250,8 +252,9 @@ def test_a_beat_window_with_a_flatline_gap_is_filled_or_skipped_never_scored_raw
         if w.kind == BEAT_720.name and w.start - T0 < 10.3 and w.start - T0 + 2.0 > 10.0
     ]
     assert hit and all(np.isnan(w.data).any() and np.isnan(w.data).mean() <= 0.2 for w in hit)
-    # MLII masked over 0.3 s: the two-lead stream also cuts its 10 s window for a lead rebuild
-    assert [w.kind for w in windows if w.kind == "leads_rebuild"] == ["leads_rebuild"]
+    # MLII masked over 0.3 s: the two-lead stream rebuilds it with its own lead transfer (not a window
+    # for the scorer; tests/unit/test_rebuild_windows.py)
+    assert not [w for w in windows if w.kind == "leads_rebuild"]
     res = scorer.score(hit)
     assert len(res.scores) + len(res.skipped) == len(hit)  # cae: the only beat_720 model
     assert res.scores and all(s.recovered_by == "lstm_ae" for s in res.scores)
