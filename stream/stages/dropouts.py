@@ -11,9 +11,17 @@ Kinds (:data:`stream.stages.events.DROPOUT_KINDS`), in priority order when sever
   observed extreme (within ``sat_eps_mv``), with zero variance (as ``flatline``), at least
   ``sat_min_excursion_mv`` away from the lead's baseline. Never because of its absolute value: a DC
   offset or baseline drift of any size is not a dropout;
-- ``lead_off``: electrode off -- the lead jumps at least ``lead_off_mv`` away from its recent baseline
-  (mean of the last clean frame) and stays there with no ECG activity (peak-to-peak range below
-  ``lead_off_range_mv``: only a little noise or hum), without reaching the rail, for ``min_lead_off_s``;
+- ``lead_off``: electrode off -- the lead sits at least ``lead_off_mv`` away from its baseline with no ECG
+  activity (peak-to-peak range below ``lead_off_range_mv`` over the run: only a little noise or hum),
+  without reaching a declared rail, for ``min_lead_off_s``. The baseline is learned continuously from the
+  lead's ECG: the median of the means of its last ``lead_off_baseline_blocks`` *active* blocks of
+  ``lead_off_block_s`` (blocks at absolute sample indices whose range exceeds ``lead_off_range_mv``:
+  signal with ECG on it; flat blocks -- a lead-off, a flatline, a quiet stretch -- teach nothing, so the
+  baseline holds through a dropout). A DC offset, a baseline step or baseline wander that carries ECG is
+  learned within those blocks (0.6 s of activity) and is never a lead-off; an instant step that lands in
+  a quiet stretch of ECG (the T-P segment) can still look like one until the next beats are learned
+  (at most one segment per step). Without a declared range, a sample of the plateau that merely repeats
+  its predecessor at the lead's new extreme (raw estimated-rail saturation) does not cut the run;
 - ``flatline``: the lead has zero variance (consecutive samples within ``flat_eps_mv``) near its baseline
   (a constant far from it is ``lead_off``) for longer than the stream's own natural plateaus (below);
 - ``missing_frames``: lost frames (sequence gap), reported on every lead by :meth:`DropoutDetector.gap`.
@@ -86,6 +94,11 @@ class DropoutConfig:
     sat_min_excursion_mv: float = 1.0
     lead_off_mv: float = 2.5
     lead_off_range_mv: float = 0.05
+    #: lead_off: the baseline is learned per block of this length (absolute sample blocks)
+    lead_off_block_s: float = 0.1
+    #: lead_off: the baseline is the median of the medians of the last this many blocks that carried
+    #: ECG activity (range above ``lead_off_range_mv``, no NaN): 0.6 s of activity
+    lead_off_baseline_blocks: int = 6
 
 
 class DropoutDetector:
@@ -137,7 +150,16 @@ class DropoutDetector:
         self._xtail = np.full(
             (int(self._m[2]) - 1, n_leads), np.nan
         )  # raw samples for the range test
-        self._ref = np.full(n_leads, np.nan)  # baseline (mean of the last clean frame)
+        # lead_off baseline: medians of the last K active blocks (oldest first, NaN until seen), their
+        # median, and the samples of the current, incomplete block
+        self._blk = max(2, round(c.lead_off_block_s * fs))
+        self._ring = np.full((max(1, int(c.lead_off_baseline_blocks)), n_leads), np.nan)
+        self._base = np.full(n_leads, np.nan)
+        self._warm = True  # some lead has had fewer than K active blocks
+        self._cols = np.arange(n_leads)
+        self._kidx = np.arange(self._ring.shape[0])[:, None]
+        self._win: dict[int, np.ndarray] = {}  # window row indices per number of blocks
+        self._bx = np.empty((0, n_leads))
         self._lo = np.full(n_leads, np.inf)  # running min / max of each lead (estimated rails)
         self._hi = np.full(n_leads, -np.inf)
         self._range: np.ndarray | None = None  # declared ADC range [n_leads, 2] (mV), if any
@@ -276,6 +298,81 @@ class DropoutDetector:
                 del self._nat_end[:drop], self._nat_len[:drop], self._nat_blk[:drop]
         return conf, rl
 
+    def _baseline(self, x: np.ndarray) -> np.ndarray:
+        """Baseline ``[n, leads]`` of a chunk's samples. Samples are cut into blocks at absolute
+        indices ``[k B, (k + 1) B)``; a block is *active* when its range exceeds ``lead_off_range_mv``
+        (ECG on the lead) and it holds no NaN. Each block's baseline is the median of the means of the
+        last K active blocks before it (NaN until a first one), so it does not depend on how the stream
+        is cut into frames. A flat block (lead-off, flatline, saturation, a quiet stretch of ECG) teaches
+        nothing: the baseline holds through a dropout (only the block of its onset step is learned, one
+        of K), while a DC offset or a baseline step that carries ECG is learned within K active blocks.
+        Updates the ring of block means and the incomplete block carried to the next chunk."""
+        n_leads = x.shape[1]
+        b = self._blk
+        p = self._bx.shape[0]
+        xb = np.concatenate([self._bx, x], axis=0) if p else x
+        size = xb.shape[0]
+        first = b - (self._n - p) % b  # length of the block xb starts with (short after a gap)
+        nb = 0 if size < first else 1 + (size - first) // b  # complete blocks in xb
+        if nb == 0:
+            self._bx = xb
+            return np.broadcast_to(self._base, x.shape)
+        done = first + (nb - 1) * b
+        self._bx = xb[done:]
+        with np.errstate(invalid="ignore"):
+            if first == b:
+                blk = xb[:done].reshape(nb, b, n_leads)
+                mean = blk.mean(axis=1)
+                active = (blk.max(axis=1) - blk.min(axis=1)) > self.config.lead_off_range_mv
+            else:  # after a gap: the first block is short
+                parts = np.split(xb[:done], np.arange(first, done, b), axis=0)
+                mean = np.stack([q.mean(axis=0) for q in parts])
+                rng = np.stack([q.max(axis=0) - q.min(axis=0) for q in parts])
+                active = rng > self.config.lead_off_range_mv
+        if not active.any():  # nothing learned: every block keeps the baseline
+            bases = np.broadcast_to(self._base, (nb + 1, n_leads))
+        else:
+            bases = self._learn(mean, active)
+        lengths = np.full(nb + 1, b)
+        lengths[0], lengths[-1] = first, size - done
+        return np.repeat(bases, lengths, axis=0)[p:]
+
+    def _learn(self, mean: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """Baselines ``[nb + 1, leads]`` before each of ``nb`` complete blocks (``mean``, ``active``:
+        ``[nb, leads]``) and after the last; the ring takes the active blocks' means."""
+        nb, n_leads = mean.shape
+        k = self._ring.shape[0]
+        cols = self._cols
+        # per lead, the active blocks' means moved to the front (in order) after the ring: the ring
+        # after i new active blocks is rows i .. i + K - 1 of ``ext``
+        new = mean if active.all() else mean[np.argsort(~active, axis=0, kind="stable"), cols]
+        ext = np.concatenate([self._ring, new], axis=0)
+        idx = self._win.get(nb)
+        if idx is None:
+            idx = self._win[nb] = np.arange(1, k + 1)[None, :] + np.arange(nb)[:, None]
+        win = np.sort(ext[idx], axis=1)  # [nb, K, leads]: the ring after 1 .. nb new active blocks
+        if (
+            self._warm
+        ):  # median of the values seen (NaN, sorted last) until K active blocks per lead
+            v = k - np.isnan(win).sum(axis=1)
+            med = 0.5 * (
+                win[np.arange(nb)[:, None], np.maximum(v - 1, 0) // 2, cols]
+                + win[np.arange(nb)[:, None], np.minimum(v // 2, k - 1), cols]
+            )
+        else:
+            med = 0.5 * (win[:, (k - 1) // 2] + win[:, k // 2])
+        med = np.concatenate([self._base[None, :], med], axis=0)  # after 0 .. nb new active blocks
+        count = np.cumsum(active, axis=0)
+        bases = np.empty((nb + 1, n_leads))
+        bases[0] = self._base
+        bases[1:] = med[count, cols]
+        got = count[-1]
+        self._base = bases[-1].copy()
+        self._ring = ext[got + self._kidx, cols]
+        if self._warm:
+            self._warm = bool(np.isnan(self._ring[0]).any())
+        return bases
+
     def _segment(self, lead: int, code: int, start: int, end: int) -> DropoutSegment:
         self._last_end[lead] = end
         return DropoutSegment(
@@ -297,8 +394,8 @@ class DropoutDetector:
             return out
         c = self.config
         nan = np.isnan(x)
+        ref = self._baseline(x)
         with np.errstate(invalid="ignore"):
-            ref = np.where(np.isnan(self._ref), x[0], self._ref)
             prev = np.concatenate([self._last[None, :], x[:-1]], axis=0)
             step = np.abs(x - prev)
             # running extremes up to and including each sample (NaN ignored): chunking-independent
@@ -314,7 +411,12 @@ class DropoutDetector:
                     & (step <= c.flat_eps_mv)
                     & (np.abs(x - ref) >= c.sat_min_excursion_mv)
                 )
-            off = (np.abs(x - ref) >= c.lead_off_mv) & ~sat
+            off = np.abs(x - ref) >= c.lead_off_mv
+            if self._range is not None:  # at a declared rail: saturation, never lead-off
+                off &= ~sat
+            # (estimated rails: a sample of a noisy lead-off plateau at the lead's new extreme that
+            # happens to repeat its predecessor is raw saturation; it must not cut the lead-off run.
+            # A confirmed saturation still wins over lead-off sample by sample, by priority.)
             flat = (step <= c.flat_eps_mv) & ~sat & ~off
         raw = (nan, sat, off, flat)  # NaN compares False in the others
         base = self._n
@@ -322,14 +424,6 @@ class DropoutDetector:
         self._last = x[-1]
         xext = np.concatenate([self._xtail, x], axis=0)
         self._xtail = xext[-(int(self._m[2]) - 1) :]
-        bad = nan | sat | off
-        # baseline: mean of this frame per lead, kept when the frame is mostly dropout
-        if not bad.any():
-            self._ref = np.add.reduce(x, axis=0) / n
-        else:
-            cnt = (~bad).sum(axis=0)
-            for lead in np.flatnonzero(cnt >= max(1, n // 2)):
-                self._ref[lead] = float(x[~bad[:, lead], lead].mean())
         code = np.zeros((n, n_leads), dtype=np.int8)
         any_conf = False
         flat_rl: np.ndarray | None = None
@@ -409,6 +503,7 @@ class DropoutDetector:
         self._flat_thr[:] = 0
         self._last = np.full(len(self.leads), np.nan)
         self._xtail[:] = np.nan
+        self._bx = self._bx[:0]  # the incomplete block's samples; the baseline itself holds
         self._n = max(self._n, start_sample + n)
         if n > 0:
             for name in self.leads:

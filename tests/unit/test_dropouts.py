@@ -245,3 +245,73 @@ def test_a_flatline_in_the_warm_up_needs_the_longest_minimum():
     x[400:900] = x[399]  # 1.39 s frozen at 1.1 s: found
     segs = detect_dropouts(x, fs, ("MLII",))
     assert [(s.kind, round(s.start, 3)) for s in segs] == [("flatline", round(399 / fs, 3))]
+
+
+# ------------------------------------------- lead_off: a re-learned baseline, and no ECG on the lead
+def test_baseline_steps_that_carry_ecg_are_not_lead_off(data_dir):
+    """MIT-BIH 100 with +5 mV and -10 mV baseline steps (2 s ramps) on both leads and a 0.5 s +5 mV step
+    on MLII: the ECG goes on at the new level, so no dropout (the frame-mean reference gave 187)."""
+    from simulators.nst import OffsetStep, nst_record
+
+    steps = [OffsetStep(30.0, 5.0), OffsetStep(60.0, -10.0), OffsetStep(90.0, 5.0, "MLII", 0.5)]
+    r = nst_record(data_dir, "100", None, None, seconds=120, offset_steps=steps).record()
+    assert detect_dropouts(r.signal, r.fs, r.leads) == []
+
+
+@pytest.mark.parametrize("record", ["119", "103"])
+@pytest.mark.parametrize("offset", [(0.0, 0.0), (10.0, -10.0)])
+def test_nst_baseline_wander_at_6_db_has_no_dropouts(data_dir, record, offset):
+    """The project's NST records (NSTDB bw at 6 dB, NST convention, seed 0), replayed as the stream
+    sends them (1 s frames declaring the range): no dropout (103 gave lead_off segments on V2)."""
+    from simulators.nst import nst_record
+    from training.eval_detectors import sent_signal
+
+    r = nst_record(data_dir, record, "bw", 6.0, offset_mv=offset).record()
+    x, adc = sent_signal(r)
+    det = DropoutDetector("n", r.fs, r.leads)
+    det.set_adc_range(adc)
+    segs = []
+    for s in range(0, x.shape[0], 360):
+        segs += det.process(x[s : s + 360], s)
+    assert segs + det.flush() == []
+
+
+def test_a_short_lead_off_at_the_leads_new_extreme_is_found(rec):
+    """A 0.25 s lead-off stepping above the lead's running maximum, two of its samples equal (hum and
+    noise): without a declared range that sample is raw saturation, which must not cut the run."""
+    f = FaultSpec("lead_off", "MLII", 40.0, 0.25)
+    x = inject(rec.signal, rec.fs, rec.leads, [f], rng=np.random.default_rng(3))
+    s = round(f.start_s * rec.fs)
+    assert x[s : s + 90, 0].min() > x[:s, 0].max()  # a new running maximum
+    x[s + 41 : s + 43, 0] = x[s : s + 90, 0].max()
+    segs = detect_dropouts(x, rec.fs, rec.leads)
+    assert [(sg.lead, sg.kind) for sg in segs] == [("MLII", "lead_off")]
+    assert segs[0].start == pytest.approx(f.start_s, abs=0.02)
+    assert segs[0].end == pytest.approx(f.end_s, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    "path", ["08000/08705_lr", "04000/04575_lr", "11000/11641_lr"]
+)  # V4, V3/V4, V4 gave lead_off
+@pytest.mark.parametrize("chunk", [None, 37])
+def test_clean_ptbxl_records_with_large_precordial_waves_have_no_dropouts(data_dir, path, chunk):
+    rec = read_record(data_dir / "ptbxl" / "records100" / path)
+    assert detect_dropouts(rec.signal, rec.fs, rec.leads, chunk=chunk) == []
+
+
+def test_the_baseline_does_not_depend_on_frames_or_gaps(rec):
+    """The lead-off baseline is learned in absolute sample blocks: any chunking (and a gap) gives
+    the same segments, and a lead-off after a step that carries ECG is still found."""
+    x = _offset(rec, [0.0, 0.0]).astype(np.float64)
+    x[360 * 20 :, 1] += 6.0  # instant 6 mV step on V1 at 20 s (inside a beat or not)
+    faults = [FaultSpec("lead_off", "V1", 30.0, 0.3), FaultSpec("lead_off", "MLII", 50.0, 2.0)]
+    x = inject(x, rec.fs, rec.leads, faults, rng=np.random.default_rng(0))
+    ref = detect_dropouts(x, rec.fs, rec.leads)
+    assert [(s.lead, s.kind) for s in ref if s.start > 21.0] == [
+        ("V1", "lead_off"),
+        ("MLII", "lead_off"),
+    ]
+    for chunk in (1, 50, 97, 1000):
+        xx = x[: 360 * 35] if chunk == 1 else x
+        want = [s for s in ref if s.end <= xx.shape[0] / rec.fs]
+        assert detect_dropouts(xx, rec.fs, rec.leads, chunk=chunk) == want
