@@ -41,7 +41,9 @@ out = Console()
 
 
 #: Models the worker scores with by default (committed artifacts in models/artifacts).
-DEFAULT_MODELS = "cae,beat_vae,vae_bilstm_mha"
+#: the 12-lead alarm model is vae_bilstm (best of the three on the complete PTB-XL fold 9); the attention
+#: model vae_bilstm_mha scores beside it for its lead and temporal attention (the alarm's evidence)
+DEFAULT_MODELS = "cae,beat_vae,vae_bilstm,vae_bilstm_mha"
 
 
 def parse_models(models: str, models_dir: Path) -> tuple[str, ...]:

@@ -550,7 +550,8 @@ class VentricularFibrillationEvidence(_Evidence):
 
 class TwelveLeadEvidence(_Evidence):
     """``evidence`` of an ``abnormal_12lead`` alert (advisory): 3 consecutive anomalous windows of the
-    configured 12-lead model (AlarmConfig.twelve_lead_model, default vae_bilstm_mha)."""
+    configured 12-lead model (AlarmConfig.twelve_lead_model, default vae_bilstm, the best on the
+    complete PTB-XL fold 9), with the attention model's (vae_bilstm_mha) attention as evidence."""
 
     model: str = Field(description="The 12-lead model whose windows raised the alert.")
     score: float = Field(description="Anomaly score of the raising window.")

@@ -52,7 +52,7 @@ LEARNING_S = 300.0
 #: scoring models of the MIT-BIH replay (the pipeline adds the beat classifier where its card exists)
 MITDB_MODELS: tuple[str, ...] = ("cae", "beat_vae")
 #: the stream's default 12-lead model (stream.cli.DEFAULT_MODELS)
-PTBXL_MODEL = "vae_bilstm_mha"
+PTBXL_MODEL = "vae_bilstm"
 AF_RHYTHMS: tuple[str, ...] = ("AFIB", "AFL")
 VT_RHYTHMS: tuple[str, ...] = ("VT", "VFL")
 VT_KINDS: tuple[str, ...] = ("ventricular_tachycardia", "ventricular_fibrillation")

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 def test_bigeminy_record_raises_its_alarm_on_the_alerts_topic(
     settings: Settings, workers: WorkerFactory, data_dir: Path
 ) -> None:
-    workers.start()  # default models: cae, beat_vae, vae_bilstm_mha (+ beat_class)
+    workers.start()  # default models: cae, beat_vae, vae_bilstm, vae_bilstm_mha (+ beat_class)
     frames = list(record_frames("mitdb/119", data_dir, seconds=75, stream_id="arr-119"))
     messages = telemetry_messages(frames, record="mitdb/119", sent_at=time.time())
     produce(settings, settings.topics.telemetry, list(messages))

@@ -35,7 +35,7 @@ def test_lead_off_lead_is_published_as_recovered_with_provenance_and_uncertainty
         rng=np.random.default_rng(0),
     )
     frames = list(frames_from_array(x, rec.fs, rec.leads, "rec-ludb"))
-    workers.start()  # default models: cae, beat_vae, vae_bilstm_mha (+ lead_recon, lstm_ae)
+    workers.start()  # default models: cae, beat_vae, vae_bilstm, vae_bilstm_mha (+ lead_recon, lstm_ae)
     produce(
         settings, settings.topics.telemetry, list(telemetry_messages(frames, sent_at=time.time()))
     )

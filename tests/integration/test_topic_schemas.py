@@ -24,7 +24,7 @@ def test_worker_outputs_validate_against_the_committed_schemas(
     settings: Settings, workers: WorkerFactory, data_dir: Path
 ) -> None:
     schemas = committed_schemas()
-    workers.start()  # default models: cae, beat_vae, vae_bilstm_mha
+    workers.start()  # default models: cae, beat_vae, vae_bilstm, vae_bilstm_mha
     # MIT-BIH: a 9 s gap on every lead (all-NaN frames: dead letters, then missing frames and a signal
     # loss raised and resolved), short NaN spans (beat windows recovered by lstm_ae), two lost frames;
     # LUDB: one 10 s 12-lead window (a vae_bilstm_mha score with lead scores and attention)
