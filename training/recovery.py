@@ -58,7 +58,9 @@ GAP_DISTANCE_CAP_S = 0.3
 MIN_TWO_LEAD_PEARSON = 0.5
 MIN_TWO_LEAD_COVERAGE = 0.8
 FAULT_KINDS: tuple[str, ...] = ("lead_off", "flatline", "saturation", "nan", "lost_frames")
-STREAM_12_LEAD_MODEL = "vae_bilstm_mha"  # stream.cli.DEFAULT_MODELS' 12-lead scorer
+STREAM_12_LEAD_MODEL = (
+    "vae_bilstm"  # the 12-lead model of the stream's abnormal_12lead alarm (AlarmConfig)
+)
 
 
 def _say(progress: bool, msg: str) -> None:
