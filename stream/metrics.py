@@ -153,7 +153,8 @@ class PipelineMetrics:
         self.alarms_suppressed = Counter(
             "ecg_alarms_suppressed_total",
             "Arrhythmia and model alarms not raised (or closed early), by kind and reason: covered by a "
-            "higher-priority alarm on the stream, over a dropout of the QRS lead, or over noise.",
+            "higher-priority alarm on the stream, over a dropout of the QRS lead, over noise, or over "
+            "seconds with no beat-detection lead of usable signal quality.",
             ["kind", "reason"],
             registry=r,
         )
@@ -294,8 +295,9 @@ class PipelineMetrics:
                 self.alarms_suppressed.labels(kind, reason)
         for prov in ("model", "derived", "unrecoverable"):
             self.recovered_runs.labels(prov)
-        for kind in ("asystole", "pause"):  # gated on the beats' signal quality
+        for kind in ("asystole", "pause"):  # gated on the beats' and the leads' signal quality
             self.alarms_suppressed.labels(kind, "noise")
+            self.alarms_suppressed.labels(kind, "signal_quality")
         for label in BEAT_CLASSES:
             self.beats_classified.labels(label)
 
