@@ -25,6 +25,7 @@ import numpy as np
 from scipy.ndimage import maximum_filter1d
 
 from models.runtime.protocol import MEASURED, MODEL, UNRECOVERABLE
+from stream.stages.recovery import true_runs
 
 BY = "lead_transfer"
 
@@ -309,9 +310,7 @@ class LeadTransfer:
             ker = np.zeros(2 * pad + 1)
             ker[:: self.dec] = self._W[np.arange(self.p) * self.k + lead, t]
             kernels.append(ker)
-        d = np.diff(np.concatenate(([0], ok_src.astype(np.int8), [0])))
-        starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
-        for a, b in zip(starts, ends, strict=True):
+        for a, b in true_runs(ok_src):
             run = seg[a:b][:, src_leads]
             if b - a > 1:
                 xp = np.pad(run, ((pad, pad), (0, 0)), mode="reflect")

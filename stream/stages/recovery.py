@@ -59,7 +59,7 @@ class RecoveredRun:
         }
 
 
-def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+def true_runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """``[start, end)`` of each run of True in a 1-D bool array."""
     if not flags.any():
         return []
@@ -134,7 +134,7 @@ def recovered_runs(
             codes = np.where(col_missing, prov[:, j], MEASURED)
             codes = np.where(col_missing & (codes == MEASURED), UNRECOVERABLE, codes)
         for code in (MODEL, DERIVED, UNRECOVERABLE):
-            for a, b in _merge_close(_runs(codes == code), MAX_RUNS_PER_LEAD):
+            for a, b in _merge_close(true_runs(codes == code), MAX_RUNS_PER_LEAD):
                 unrec = code == UNRECOVERABLE
                 samples = None if unrec or filled is None else filled[a:b, j].astype(np.float32)
                 hw: np.ndarray | None = None
