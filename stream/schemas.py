@@ -313,20 +313,42 @@ def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) ->
             "bad_shape",
             f"{len(payload)} sample bytes, expected {env.n_samples}x{n_leads}x{width}={expected}",
         )
+    # the sample arrays are checked with as few numpy passes as possible: this runs once per frame
     if env.encoding == "i16le":
         q = np.frombuffer(payload, dtype="<i2").reshape(env.n_samples, n_leads)
-        gain = np.asarray(
-            env.gain if env.gain is not None else [DEFAULT_GAIN] * n_leads, dtype=np.float32
-        )
-        if gain.shape != (n_leads,) or not np.all(np.isfinite(gain)) or np.any(gain <= 0):
+        gains = env.gain if env.gain is not None else [DEFAULT_GAIN] * n_leads
+        if len(gains) != n_leads or not all(math.isfinite(g) and g > 0 for g in gains):
             raise _reject("bad_value", f"gain must be {n_leads} positive numbers, got {env.gain}")
-        x = q.astype(np.float32) / gain
-        x[q == I16_MISSING] = np.nan
+        gain = np.asarray(gains, dtype=np.float32)
+        missing = q == I16_MISSING
+        any_missing = bool(missing.any())
+        if any_missing and missing.all():
+            raise _reject("nan_only", f"all {q.size} samples missing")
+        x = q.astype(np.float32)
+        x /= gain
+        if any_missing:
+            x[missing] = np.nan
+            # the lowest int16 is the missing marker: it never counts as a lead's minimum
+            lows = np.where(missing, np.int16(32767), q).min(axis=0).astype(np.float32) / gain
+        else:
+            lows = q.min(axis=0).astype(np.float32) / gain
+        highs = q.max(axis=0).astype(np.float32) / gain
+        if any_missing:
+            # a lead with every sample missing has no extreme (never beyond its range)
+            gone = missing.all(axis=0)
+            highs[gone] = -np.inf
+            lows[gone] = np.inf
     else:
         x = np.frombuffer(payload, dtype="<f4").reshape(env.n_samples, n_leads).astype(np.float32)
-        x[~np.isfinite(x)] = np.nan
-    if np.isnan(x).all():
-        raise _reject("nan_only", f"all {x.size} samples missing")
+        bad = ~np.isfinite(x)
+        if bad.any():
+            if bad.all():
+                raise _reject("nan_only", f"all {x.size} samples missing")
+            x[bad] = np.nan
+            lows = np.where(bad, np.float32(np.inf), x).min(axis=0)
+            highs = np.where(bad, np.float32(-np.inf), x).max(axis=0)
+        else:
+            lows, highs = x.min(axis=0), x.max(axis=0)
     if env.units and len(env.units) != n_leads:
         raise _reject("bad_shape", f"{len(env.units)} units for {n_leads} leads")
     adc_range = None
@@ -341,10 +363,7 @@ def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) ->
                 f"got {str(env.adc_range_mv)[:200]}",
             )
         tol = ADC_RANGE_TOL_MV + (1.0 / gain.astype(np.float64) if env.encoding == "i16le" else 0.0)
-        with np.errstate(invalid="ignore"):
-            below = np.nanmax(np.where(np.isnan(x), -np.inf, r[:, 0] - x), axis=0)
-            above = np.nanmax(np.where(np.isnan(x), -np.inf, x - r[:, 1]), axis=0)
-        worst = np.maximum(below, above)
+        worst = np.maximum(r[:, 0] - lows, highs - r[:, 1])
         if np.any(worst > tol):
             li = int(np.argmax(worst - tol))
             raise _reject(
