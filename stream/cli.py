@@ -516,20 +516,44 @@ def bench(
     models: Annotated[
         str, typer.Option(help="ONNX models the workers score with, or 'none'.")
     ] = DEFAULT_MODELS,
+    records: Annotated[
+        str,
+        typer.Option(
+            help="Streams replayed: mitdb (360 Hz, 2 leads), ptbxl (PTB-XL records100, 100 Hz, 12 leads) "
+            "or ludb (500 Hz, 12 leads)."
+        ),
+    ] = "mitdb",
+    minutes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="One long run of N minutes instead of --runs: per-minute figures, headline from the last "
+            "minute, held = every minute after the first was real time.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Throughput and end-to-end latency of N real-time MIT-BIH patient streams through the pipeline."""
-    from stream.bench import run_bench
+    """Throughput, end-to-end latency and CPU (workers, broker, a plain pass-through of the same frames) of N
+    real-time patient streams through the pipeline."""
+    from stream.bench import RECORD_SETS, run_bench
 
+    if records not in RECORD_SETS:
+        raise typer.BadParameter(
+            f"--records must be one of {', '.join(RECORD_SETS)}, not {records!r}"
+        )
+    settings = _settings()
+    _models_opt(models, settings)
     result = run_bench(
-        _settings(),
+        settings,
         patients=patients,
         runs=runs,
         seconds=seconds,
         warmup=warmup,
         progress=not as_json,
+        records=records,
         workers=workers,
         models=models,
+        minutes=minutes,
     )
     if as_json:
         print(json.dumps(result))
@@ -544,18 +568,29 @@ def soak(
     models: Annotated[
         str, typer.Option(help="Models the worker scores with, or 'none'.")
     ] = DEFAULT_MODELS,
+    records: Annotated[
+        str, typer.Option(help="Streams replayed: mitdb, ptbxl or ludb (as for bench).")
+    ] = "mitdb",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """A long run: N real-time MIT-BIH streams for M minutes on the local stack, printing per minute the
-    broker's and the worker's RSS, frames/s and p99 end-to-end latency; then the verdict (RSS growth after
-    the first 5 minutes < 10 %, p99 of the last 5 minutes within 1.5x of the first 5). Exit 1 when it
-    does not hold."""
-    from stream.bench import run_soak
+    """A long run: N real-time streams for M minutes on the local stack, printing per minute the broker's and
+    the worker's RSS and CPU, frames/s and end-to-end latency; then the verdict (RSS growth after the first 5
+    minutes < 10 %, p99 of the last 5 minutes within 1.5x of the first 5). Exit 1 when it does not hold."""
+    from stream.bench import RECORD_SETS, run_soak
 
+    if records not in RECORD_SETS:
+        raise typer.BadParameter(
+            f"--records must be one of {', '.join(RECORD_SETS)}, not {records!r}"
+        )
     settings = _settings()
     _models_opt(models, settings)
     result = run_soak(
-        settings, patients=patients, minutes=minutes, models=models, progress=not as_json
+        settings,
+        patients=patients,
+        minutes=minutes,
+        models=models,
+        records=records,
+        progress=not as_json,
     )
     if as_json:
         print(json.dumps(result))
