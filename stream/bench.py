@@ -84,6 +84,7 @@ MEDIAN_KEYS = (
     "p99_s",
     "worker_cpu_ms_per_frame",
     "worker_cpu_us_per_lead_sample",
+    "outputs_per_frame",
     "worker_cpu_share",
     "worker_rss_mb",
     "broker_cpu_share",
@@ -202,6 +203,10 @@ def rss_mb(pid: int | None) -> float | None:
     return None
 
 
+#: Key of the workers' summed acknowledged output messages in a :class:`Snapshot`'s counters.
+OUTPUTS_KEY = "ecg_output_messages_total"
+
+
 def _sum_or_none(values: Sequence[float | None]) -> float | None:
     return (
         None
@@ -213,7 +218,8 @@ def _sum_or_none(values: Sequence[float | None]) -> float | None:
 @dataclass(frozen=True)
 class Snapshot:
     """Cumulative counters of the stack at wall time ``t``: CPU seconds of the workers (summed), the broker
-    and the replay (None when not measurable), RSS in MB, and the workers' summed stage duration sums/counts."""
+    and the replay (None when not measurable), RSS in MB, and the workers' summed stage duration sums/counts
+    (and acknowledged output messages, under :data:`OUTPUTS_KEY`)."""
 
     t: float
     worker_cpu_s: float | None
@@ -247,6 +253,8 @@ def cpu_figures(a: Snapshot, b: Snapshot, frames: int, lead_samples: int) -> dic
     out["worker_rss_mb"], out["broker_rss_mb"] = b.worker_rss_mb, b.broker_rss_mb
     out["replay_rss_mb"] = b.replay_rss_mb
     out["stage_ms_per_frame"] = stage_ms_per_frame(a.stages, b.stages)
+    outputs = b.stages.get(OUTPUTS_KEY, 0.0) - a.stages.get(OUTPUTS_KEY, 0.0)
+    out["outputs_per_frame"] = _per(outputs, frames, 1.0)
     return out
 
 
@@ -555,6 +563,8 @@ class _Bench:
                     ("ecg_stage_duration_seconds_sum{", "ecg_stage_duration_seconds_count{")
                 ):
                     stages[k] += v
+                elif k.startswith("ecg_output_messages_total{"):
+                    stages[OUTPUTS_KEY] += v
         replay_pid = replay.pid if replay is not None and replay.poll() is None else None
         worker_pids = [w.pid for w in self.workers]
         return Snapshot(

@@ -601,6 +601,55 @@ def soak(
 
 
 @app.command()
+def capacity(
+    patients: Annotated[int, typer.Option(min=1, help="Patients (real-time streams) to monitor.")],
+    cpu_ms_per_frame: Annotated[
+        float | None,
+        typer.Option(help="Measured worker CPU ms per frame (bench's worker_cpu_ms_per_frame)."),
+    ] = None,
+    bench_json: Annotated[
+        Path | None,
+        typer.Option("--bench", help="A saved `ecg-monitor bench --json` result to take it from."),
+    ] = None,
+    utilisation: Annotated[
+        float, typer.Option(min=0.05, max=1.0, help="Planned share of a core per worker.")
+    ] = 0.6,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Workers and partitions a ward of N patients needs, from a measured CPU cost per frame (one
+    single-threaded worker per core, each kept at --utilisation of it)."""
+    from stream.capacity import plan_capacity
+
+    if (cpu_ms_per_frame is None) == (bench_json is None):
+        raise typer.BadParameter("give exactly one of --cpu-ms-per-frame and --bench")
+    frame_s = _settings().frame_seconds
+    if bench_json is not None:
+        try:
+            measured = json.loads(bench_json.read_text())
+            cpu_ms_per_frame = float(measured["worker_cpu_ms_per_frame"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise typer.BadParameter(
+                f"{bench_json}: not a bench result with worker_cpu_ms_per_frame ({exc})",
+                param_hint="--bench",
+            ) from None
+    assert cpu_ms_per_frame is not None
+    try:
+        plan = plan_capacity(patients, cpu_ms_per_frame, frame_s=frame_s, utilisation=utilisation)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if as_json:
+        print(json.dumps(plan.to_dict()))
+        return
+    console.print(
+        f"{patients} patients x {cpu_ms_per_frame:g} ms per {frame_s:g} s frame = "
+        f"{plan.cores_busy:g} cores busy; at {utilisation:g} of a core per worker: "
+        f"[bold]{plan.workers} workers[/] ({plan.streams_per_worker} streams each), "
+        f"[bold]{plan.partitions} partitions[/] (ECG_PARTITIONS), about {plan.messages_per_s:g} "
+        "messages/s through the brokers"
+    )
+
+
+@app.command()
 def schema(
     topic: Annotated[
         str | None,

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from stream.bench import (
+    OUTPUTS_KEY,
     RATIO_DEFINITION,
     RECORD_SETS,
     Snapshot,
@@ -74,6 +75,7 @@ def test_cpu_figures_per_frame_and_share() -> None:
     stages1 = {
         'ecg_stage_duration_seconds_sum{stage="qrs"}': 1.5,
         'ecg_stage_duration_seconds_count{stage="qrs"}': 600.0,
+        OUTPUTS_KEY: 1300.0,
     }
     a = Snapshot(t=0.0, worker_cpu_s=10.0, broker_cpu_s=5.0, replay_cpu_s=1.0, stages=stages0)
     b = Snapshot(
@@ -93,6 +95,7 @@ def test_cpu_figures_per_frame_and_share() -> None:
     assert res["worker_cpu_us_per_lead_sample"] == pytest.approx(10_000 / 6000, abs=1e-4)
     assert res["broker_rss_mb"] == 50.0 and res["worker_rss_mb"] == 200.0
     assert res["stage_ms_per_frame"] == {"qrs": 1.0}
+    assert res["outputs_per_frame"] == 1.3
     # an external broker: no pid, no figures; no frames: no per-frame figures
     ext = cpu_figures(Snapshot(t=0.0, worker_cpu_s=1.0), Snapshot(t=10.0, worker_cpu_s=2.0), 0, 0)
     assert ext["broker_cpu_share"] is None and ext["broker_cpu_ms_per_frame"] is None

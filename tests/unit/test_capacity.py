@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+from typer.testing import CliRunner
 
 from stream.capacity import plan_capacity
+from stream.cli import app
 
 
 def test_plan_keeps_each_worker_under_its_share_of_a_core() -> None:
@@ -38,3 +43,22 @@ def test_plan_scales_with_frame_duration_and_cost() -> None:
 def test_bad_plans_raise_a_clear_error(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         plan_capacity(**kwargs)  # type: ignore[arg-type]
+
+
+def test_capacity_cli_reads_a_saved_bench_result(tmp_path: Path) -> None:
+    saved = tmp_path / "bench.json"
+    saved.write_text(json.dumps({"worker_cpu_ms_per_frame": 2.0, "patients": 250}))
+    res = CliRunner().invoke(
+        app, ["capacity", "--patients", "1000", "--bench", str(saved), "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.stdout)
+    assert plan["workers"] == 4 and plan["partitions"] == 16 and plan["cpu_ms_per_frame"] == 2.0
+
+
+def test_capacity_cli_one_clear_line_for_a_wrong_file(tmp_path: Path) -> None:
+    bad = tmp_path / "not-bench.json"
+    bad.write_text("{}")
+    res = CliRunner().invoke(app, ["capacity", "--patients", "10", "--bench", str(bad)])
+    assert res.exit_code == 2
+    assert "Traceback" not in res.output
