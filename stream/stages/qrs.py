@@ -28,6 +28,7 @@ that call; feeding a record in chunks of any size gives exactly the peaks of ``d
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import numpy as np
 from scipy import signal as sps
@@ -70,6 +71,129 @@ def _check_c_lfilter() -> None:
 
 
 _check_c_lfilter()
+
+
+try:  # the C routine behind numpy.convolve, without its Python wrapper (~1 us per call)
+    from numpy._core import multiarray as _multiarray
+except ImportError:  # pragma: no cover - another numpy layout: the public function
+    _multiarray = None  # type: ignore[assignment]
+_c_correlate: Any = getattr(_multiarray, "correlate", None)
+
+
+def _check_c_correlate() -> None:
+    """Fall back to ``np.convolve`` unless the direct call gives its exact result."""
+    global _c_correlate
+    if _c_correlate is None:
+        return
+    x = np.sin(np.arange(200.0)) ** 2
+    v = np.full(17, 1.0 / 17)
+    try:
+        if not np.array_equal(_c_correlate(x, v, "valid"), np.convolve(x, v, mode="valid")):
+            _c_correlate = None
+    except Exception:  # pragma: no cover - signature changed
+        _c_correlate = None
+
+
+_check_c_correlate()
+
+
+def _moving_sum(x: np.ndarray, ones: np.ndarray) -> np.ndarray:
+    """``np.convolve(x, ones, mode="valid")`` for a symmetric ``ones`` no longer than ``x``."""
+    if _c_correlate is not None:
+        return _c_correlate(x, ones, "valid")
+    return np.convolve(x, ones, mode="valid")
+
+
+try:  # compiled per-sample loops (one pass instead of a dozen numpy calls per chunk); numpy otherwise
+    import numba as _numba
+except ImportError:  # pragma: no cover - numba missing: the vectorised numpy path below
+    _numba = None  # type: ignore[assignment]
+njit: Any = None if _numba is None else _numba.njit
+
+if njit is not None:
+
+    @njit(cache=True, nogil=True)
+    def _nb_derivative(hist, w0, w1, k):  # pragma: no cover
+        """|five-point derivative| (row 3) and its square (row 4) of the band-passed rows ``w0:w1`` (row 0),
+        in the numpy path's operation order."""
+        hb, slope, sq = hist[0], hist[3], hist[4]
+        for j in range(w0, w1):
+            d = (((2.0 * hb[j] + hb[j - 1]) - hb[j - 3]) - 2.0 * hb[j - 4]) * k
+            slope[j] = abs(d)
+            sq[j] = d * d
+
+    @njit(cache=True, nogil=True)
+    def _nb_max(x, lo, hi):  # pragma: no cover
+        """``x[lo:hi].max()`` (NaN propagates)."""
+        m = x[lo]
+        for q in range(lo + 1, hi):
+            v = x[q]
+            if v != v:
+                return v
+            if v > m:
+                m = v
+        return m
+
+    @njit(cache=True, nogil=True)
+    def _nb_argmax_abs(x, lo, hi):  # pragma: no cover
+        """``np.abs(x[lo:hi]).argmax()`` (first maximum; first NaN)."""
+        best = 0
+        m = abs(x[lo])
+        if m != m:
+            return 0
+        for q in range(lo + 1, hi):
+            v = abs(x[q])
+            if v != v:
+                return q - lo
+            if v > m:
+                m = v
+                best = q - lo
+        return best
+
+    @njit(cache=True, nogil=True)
+    def _nb_scan(hist, a, b, h, w, locate, delay, ldelay, refine, end, has_loc):  # pragma: no cover
+        """Candidates in rows ``a:b``: local maxima of the integrated signal (row 2) that are >= every
+        value within +-h (NaN: not), as rows ``(row, value, max slope, R row, lowest row read, located)``;
+        the R location (:meth:`QrsDetector._locate_r`) is left to the beat (located 0) where its windows
+        would be clipped at the history edges."""
+        bp, lrow, mwi, slope = hist[0], hist[1], hist[2], hist[3]
+        out = np.empty((max(b - a, 0), 6))
+        k = 0
+        for j in range(a, b):
+            v = mwi[j]
+            if not (v > mwi[j - 1] and v >= mwi[j + 1]):
+                continue
+            ok = True
+            for q in range(j - h, j + h + 1):
+                if not mwi[q] <= v:
+                    ok = False
+                    break
+            if not ok:
+                continue
+            out[k, 0] = j
+            out[k, 1] = v
+            out[k, 2] = _nb_max(slope, max(j - w, 0), j + 1)
+            out[k, 5] = 0.0
+            st = j - locate
+            if st >= 0:
+                r = st + _nb_argmax_abs(bp, st, j + 1) - delay
+                if not has_loc:
+                    out[k, 3], out[k, 4], out[k, 5] = r, st, 1.0
+                else:
+                    lo = r + ldelay - refine
+                    hi = lo + 2 * refine + 1
+                    if lo >= 0 and hi <= end:
+                        r = lo + _nb_argmax_abs(lrow, lo, hi) - ldelay
+                        out[k, 3], out[k, 4], out[k, 5] = r, min(st, lo), 1.0
+            k += 1
+        return out[:k]
+
+
+#: Inputs longer than this are processed in blocks of this many samples (same peaks: the detector is
+#: chunk-invariant), so the history and the temporaries stay in cache.
+_BLOCK = 16384
+#: At least this many candidates in one block: their slopes and R locations are computed in one gather.
+_BATCH = 4
 
 
 class QrsDetector:
@@ -117,6 +241,8 @@ class QrsDetector:
         self._sb_floor = searchback_floor
         self._decay_after = None if decay_after_s is None else round(decay_after_s * self.fs)
         self._decay = decay
+        self._second = round(self.fs)
+        self._fs8 = self.fs / 8.0
         # group delay (samples) of the band-pass around the QRS energy band, removed from peak positions
         _, gd = sps.group_delay(sps.sos2tf(self.sos), w=[10.0], fs=self.fs)
         self._delay = round(float(gd[0]))
@@ -136,7 +262,12 @@ class QrsDetector:
             self._lzi_unit = sps.lfilter_zi(self._lb, self._la)
         self._ones = np.full(self._w, 1.0 / self._w)
         self._span = np.arange(-self._h, self._h + 1)
+        self._wspan = np.arange(-self._w, 1)  # the slope window [i - w, i]
+        self._lspan = np.arange(self._locate + 1)  # the locate window [i - locate, i]
+        self._rspan = np.arange(2 * self._refine + 1)  # the refine window [c - refine, c + refine]
         self._keep = self._h + self._locate + self._w + int(4.0 * self.fs)
+        # scratch for the derivative of one block (a call's input is processed in blocks of <= _BLOCK)
+        self._tmp = np.empty((2, _BLOCK))
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -147,11 +278,11 @@ class QrsDetector:
         self._zi: np.ndarray | None = None
         self._lzi: np.ndarray | None = None
         self._last_x = 0.0
-        # history of the band-passed, location, integrated and |derivative| signals, preallocated;
-        # row 0 is absolute sample self._off; the first `pad` rows are zeros before the stream start
+        # history of the band-passed, location, integrated, |derivative| and squared-derivative signals,
+        # preallocated; row 0 is absolute sample self._off; the first `pad` rows are zeros before the start
         self._cap = self._keep + round(8.0 * self.fs)
-        self._hist = np.zeros((4, self._cap))
-        self._bp, self._loc, self._mwi, self._slope = self._hist
+        self._hist = np.zeros((5, self._cap))
+        self._bp, self._loc, self._mwi, self._slope, self._sq = self._hist
         self._off = self._origin - pad
         self._len = pad
         self._n = self._origin  # absolute index of the next sample
@@ -164,8 +295,11 @@ class QrsDetector:
         self._last_r = -(10**12)
         self._rr: deque[int] = deque(maxlen=8)
         self._rr_sum = 0
-        self._pending: list[tuple[int, float, float]] = []  # noise candidates since the last beat
-        self._sb_done = False
+        # noise candidates since the last beat: (index, value, slope, R location or None, lowest history
+        # index the location read)
+        self._pending: list[tuple[int, float, float, int | None, int]] = []
+        # search-back deadline (integrated-peak index), None once searched (or before two beats)
+        self._deadline: int | None = None
         self._decay_from: int | None = None
 
     @property
@@ -195,78 +329,195 @@ class QrsDetector:
         last value (missing samples), overlap with already-seen samples is dropped. NaN samples are held
         at the last finite value.
         """
-        x = np.asarray(chunk, dtype=np.float64).reshape(-1)
+        x = np.asarray(chunk, dtype=np.float64)
+        if x.ndim != 1:
+            x = x.reshape(-1)
         if start_sample is not None:
             if start_sample > self._n:
                 x = np.concatenate([np.full(start_sample - self._n, np.nan), x])
             elif start_sample < self._n:
                 x = x[self._n - start_sample :]
-        if x.size == 0:
-            return np.zeros(0, dtype=np.int64)
-        nan = np.isnan(x)
-        if nan.any():
-            idx = np.where(~nan, np.arange(x.size), -1)
-            np.maximum.accumulate(idx, out=idx)
-            x = np.where(idx >= 0, x[np.maximum(idx, 0)], self._last_x)
-        self._last_x = float(x[-1])
-        if self._zi is None:
-            self._zi = self._zi_unit * x[0]
-        bp, self._zi = lfilter_state(self._b, self._a, x, self._zi)
         n = x.size
-        self._reserve(n)
-        w0, w1 = self._len, self._len + n
-        hb = self._bp
-        hb[w0:w1] = bp
-        # five-point derivative over the history (the rows before w0 hold the previous samples)
-        d = (
-            2.0 * hb[w0:w1] + hb[w0 - 1 : w1 - 1] - hb[w0 - 3 : w1 - 3] - 2.0 * hb[w0 - 4 : w1 - 4]
-        ) * (self.fs / 8.0)
-        hs = self._slope
-        np.abs(d, out=hs[w0:w1])
-        sq = hs[w0 - self._w + 1 : w1]
-        # integrated energy, kept as its square root (amplitude scale: PVCs do not swamp the levels)
-        np.sqrt(np.convolve(sq * sq, self._ones, mode="valid"), out=self._mwi[w0:w1])
-        if self._lb is not None:
-            if self._lzi is None:
-                self._lzi = self._lzi_unit * x[0]
-            self._loc[w0:w1], self._lzi = lfilter_state(self._lb, self._la, x, self._lzi)  # type: ignore[arg-type]
-        self._len = w1
-        self._n += n
-
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        if np.isnan(x.sum()):  # NaN somewhere (or +inf and -inf): hold the last finite value
+            nan = np.isnan(x)
+            if nan.any():
+                idx = np.where(~nan, np.arange(n), -1)
+                np.maximum.accumulate(idx, out=idx)
+                x = np.where(idx >= 0, x[np.maximum(idx, 0)], self._last_x)
+        self._last_x = float(x[-1])
         out: list[int] = []
-        if not self._init:
-            if self._n - self._origin < self._learn + self._h + 1:
-                return np.zeros(0, dtype=np.int64)
-            seg = self._mwi[self._origin - self._off : self._origin + self._learn - self._off]
-            self._spki = 0.5 * float(seg.max())
-            self._npki = 0.5 * float(np.sqrt(np.mean(seg * seg)))
-            self._init = True
-        stop = self._n - self._h  # candidates need h samples of look-ahead
-        if stop > self._scan:
-            a, b = self._scan - self._off, stop - self._off
-            mwi = self._mwi
-            core = mwi[a:b]
-            # local maxima (rising into, not rising after), then keep those dominating +-h samples
-            loc = np.flatnonzero((core > mwi[a - 1 : b - 1]) & (core >= mwi[a + 1 : b + 1])) + a
-            if loc.size > 16:  # many: one running-max pass (same values as the gather below)
-                dom = maximum_filter1d(mwi[a - self._h : b + self._h], size=2 * self._h + 1)
-                loc = loc[mwi[loc] >= dom[loc - a + self._h]]
-            elif loc.size:
-                win = mwi[loc[:, None] + self._span[None, :]]
-                loc = loc[mwi[loc] >= win.max(axis=1)]
-            for j in loc.tolist():
-                i = j + self._off
-                self._searchback_until(i, out)
-                self._candidate(i, out)
-            self._scan = stop
-            self._searchback_until(stop, out)
-        return np.asarray(out, dtype=np.int64) if out else np.zeros(0, dtype=np.int64)
+        if n <= _BLOCK:
+            self._run(x, out)
+        else:
+            for s in range(0, n, _BLOCK):
+                self._run(x[s : s + _BLOCK], out)
+        return np.array(out, dtype=np.int64) if out else np.zeros(0, dtype=np.int64)
 
     def flush(self) -> np.ndarray:
         """End of stream: peaks still waiting for look-ahead are not reported (the stream has no future)."""
         return np.zeros(0, dtype=np.int64)
 
     # -------------------------------------------------------------- internals
+    def _run(self, x: np.ndarray, out: list[int]) -> None:
+        """Process one block of at most ``_BLOCK`` finite samples, appending the decided R peaks."""
+        n = x.size
+        if self._zi is None:
+            self._zi = self._zi_unit * x[0]
+            if self._lb is not None:
+                self._lzi = self._lzi_unit * x[0]
+        bp, self._zi = lfilter_state(self._b, self._a, x, self._zi)
+        if self._len + n > self._cap:
+            self._reserve(n)
+        w0, w1 = self._len, self._len + n
+        hb = self._bp
+        hb[w0:w1] = bp
+        # five-point derivative over the history (the rows before w0 hold the previous samples):
+        # (2 x[i] + x[i-1] - x[i-3] - 2 x[i-4]) fs / 8, evaluated in that order without temporaries
+        sq = self._sq
+        if njit is not None:
+            _nb_derivative(self._hist, w0, w1, self._fs8)
+        else:
+            t, u = self._tmp[0, :n], self._tmp[1, :n]
+            np.multiply(bp, 2.0, out=t)
+            np.add(t, hb[w0 - 1 : w1 - 1], out=t)
+            np.subtract(t, hb[w0 - 3 : w1 - 3], out=t)
+            np.multiply(hb[w0 - 4 : w1 - 4], 2.0, out=u)
+            np.subtract(t, u, out=t)
+            np.multiply(t, self._fs8, out=t)
+            np.abs(t, out=self._slope[w0:w1])
+            np.multiply(t, t, out=sq[w0:w1])  # == |d| |d|
+        # integrated energy, kept as its square root (amplitude scale: PVCs do not swamp the levels)
+        np.sqrt(_moving_sum(sq[w0 - self._w + 1 : w1], self._ones), out=self._mwi[w0:w1])
+        if self._lb is not None:
+            self._loc[w0:w1], self._lzi = lfilter_state(self._lb, self._la, x, self._lzi)  # type: ignore[arg-type]
+        self._len = w1
+        self._n += n
+
+        if not self._init:
+            if self._n - self._origin < self._learn + self._h + 1:
+                return
+            seg = self._mwi[self._origin - self._off : self._origin + self._learn - self._off]
+            self._spki = 0.5 * float(seg.max())
+            self._npki = 0.5 * float(np.sqrt(np.mean(seg * seg)))
+            self._init = True
+        stop = self._n - self._h  # candidates need h samples of look-ahead
+        if stop <= self._scan:
+            return
+        off = self._off
+        a, b = self._scan - off, stop - off
+        mwi = self._mwi
+        self._scan = stop
+        # local maxima (rising into, not rising after), then keep those dominating +-h samples
+        if njit is not None:
+            rows = _nb_scan(
+                self._hist, a, b, self._h, self._w, self._locate, self._delay, self._ldelay,
+                self._refine, self._len, self._lb is not None,
+            )  # fmt: skip
+            if rows.shape[0]:
+                self._decide(rows.tolist(), out)
+        elif (
+            loc := ((mwi[a:b] > mwi[a - 1 : b - 1]) & (mwi[a:b] >= mwi[a + 1 : b + 1])).nonzero()[0]
+        ).size:
+            loc += a
+            if loc.size > 16:  # many: one running-max pass (same values as the gather below)
+                dom = maximum_filter1d(mwi[a - self._h : b + self._h], size=2 * self._h + 1)
+                loc = loc[mwi[loc] >= dom[loc - a + self._h]]
+            else:
+                loc = loc[mwi[loc] >= mwi[loc[:, None] + self._span].max(axis=1)]
+            if loc.size:
+                self._candidates(loc, out)
+        if self._deadline is not None and self._deadline < stop:
+            self._searchback_until(stop, out)
+
+    def _candidates(self, loc: np.ndarray, out: list[int]) -> None:
+        """Decide the candidate peaks at history rows ``loc`` (ascending), in order (numpy path)."""
+        off = self._off
+        vals = self._mwi[loc].tolist()
+        k = loc.size
+        slopes: list[float] | None = None
+        rs: list[int | None] = [None] * k
+        lows = [0] * k
+        if k >= _BATCH:
+            if loc[0] >= self._w:
+                slopes = self._slope[loc[:, None] + self._wspan].max(axis=1).tolist()
+            located = self._locate_many(loc)
+            if located is not None:
+                rs, lows = located
+        refractory, twave = self._refractory, self._twave
+        decay_after = self._decay_after
+        pending = self._pending
+        for q, j in enumerate(loc.tolist()):
+            i = j + off
+            if self._deadline is not None and self._deadline < i:
+                self._searchback_until(i, out)
+                pending = self._pending
+            val = vals[q]
+            last = self._last_beat
+            if last is not None and i - last < refractory:
+                continue
+            if decay_after is not None:
+                # no beat for a long time (pause, or levels inflated by an artefact): lower the signal
+                # level by `decay` per second past `decay_after`, counted at candidates (chunking-invariant)
+                since = self._origin + self._learn if last is None else last
+                if self._decay_from is None or self._decay_from < since + decay_after:
+                    self._decay_from = since + decay_after
+                while i > self._decay_from:
+                    self._spki *= self._decay
+                    self._decay_from += self._second
+            slope = slopes[q] if slopes is not None else self._max_slope(i)
+            npki = self._npki
+            if val > npki + self._k * (self._spki - npki):
+                if last is not None and i - last < twave and slope < 0.5 * self._last_slope:
+                    self._npki = 0.125 * val + 0.875 * npki
+                    pending.append((i, val, slope, rs[q], lows[q]))
+                    continue
+                self._beat(i, val, slope, out, False, rs[q], lows[q])
+                pending = self._pending
+            else:
+                self._npki = 0.125 * val + 0.875 * npki
+                pending.append((i, val, slope, rs[q], lows[q]))
+            if len(pending) > 1024:  # no beat for a very long time: keep the recent candidates
+                del pending[:512]
+
+    def _decide(self, rows: list[list[float]], out: list[int]) -> None:
+        """Decide the candidates of :func:`_nb_scan`, in order (as :meth:`_candidates`)."""
+        off = self._off
+        refractory, twave = self._refractory, self._twave
+        decay_after = self._decay_after
+        pending = self._pending
+        for jf, val, slope, rf, lowf, located in rows:
+            i = int(jf) + off
+            if self._deadline is not None and self._deadline < i:
+                self._searchback_until(i, out)
+                pending = self._pending
+            last = self._last_beat
+            if last is not None and i - last < refractory:
+                continue
+            if decay_after is not None:
+                since = self._origin + self._learn if last is None else last
+                if self._decay_from is None or self._decay_from < since + decay_after:
+                    self._decay_from = since + decay_after
+                while i > self._decay_from:
+                    self._spki *= self._decay
+                    self._decay_from += self._second
+            r = max(int(rf) + off, 0) if located else None
+            low = int(lowf) + off
+            npki = self._npki
+            if val > npki + self._k * (self._spki - npki):
+                if last is not None and i - last < twave and slope < 0.5 * self._last_slope:
+                    self._npki = 0.125 * val + 0.875 * npki
+                    pending.append((i, val, slope, r, low))
+                    continue
+                self._beat(i, val, slope, out, False, r, low)
+                pending = self._pending
+            else:
+                self._npki = 0.125 * val + 0.875 * npki
+                pending.append((i, val, slope, r, low))
+            if len(pending) > 1024:  # no beat for a very long time: keep the recent candidates
+                del pending[:512]
+
     def _reserve(self, n: int) -> None:
         """Make room for ``n`` more history rows, keeping the last ``_keep`` (compacting or growing)."""
         if self._len + n <= self._cap:
@@ -275,12 +526,12 @@ class QrsDetector:
         drop = self._len - keep
         if keep + n > self._cap:
             self._cap = keep + n + round(8.0 * self.fs)
-            hist = np.zeros((4, self._cap))
+            hist = np.zeros((5, self._cap))
             hist[:, :keep] = self._hist[:, drop : self._len]
             self._hist = hist
         else:
             self._hist[:, :keep] = self._hist[:, drop : self._len].copy()
-        self._bp, self._loc, self._mwi, self._slope = self._hist
+        self._bp, self._loc, self._mwi, self._slope, self._sq = self._hist
         self._len = keep
         self._off += drop
 
@@ -289,22 +540,57 @@ class QrsDetector:
 
     def _max_slope(self, i: int) -> float:
         a = max(i - self._w - self._off, 0)
+        if njit is not None:
+            return float(_nb_max(self._slope, a, i - self._off + 1))
         return float(self._slope[a : i - self._off + 1].max())
 
     def _locate_r(self, i: int) -> int:
         # the R wave is the largest band-passed deflection in the locate_s before the integrated peak ...
         a = max(i - self._locate - self._off, 0)
-        seg = self._bp[a : i - self._off + 1]
-        r = self._off + a + int(np.argmax(np.abs(seg))) - self._delay
+        if njit is not None:
+            r = self._off + a + int(_nb_argmax_abs(self._bp, a, i - self._off + 1)) - self._delay
+        else:
+            r = self._off + a + int(np.abs(self._bp[a : i - self._off + 1]).argmax()) - self._delay
         if self._lb is not None:
             # ... refined to the largest wide-band deflection within +-refine_s (R-wave apex)
             c = r + self._ldelay - self._off
             lo, hi = max(c - self._refine, 0), min(c + self._refine + 1, self._len)
             if hi > lo:
-                r = self._off + lo + int(np.argmax(np.abs(self._loc[lo:hi]))) - self._ldelay
+                if njit is not None:
+                    j = int(_nb_argmax_abs(self._loc, lo, hi))
+                else:
+                    j = int(np.abs(self._loc[lo:hi]).argmax())
+                r = self._off + lo + j - self._ldelay
         return max(r, 0)
 
-    def _beat(self, i: int, val: float, slope: float, out: list[int], searchback: bool) -> None:
+    def _locate_many(self, loc: np.ndarray) -> tuple[list[int | None], list[int]] | None:
+        """:meth:`_locate_r` of every candidate at history rows ``loc`` at once, with the lowest absolute
+        index each read; None where a window would be clipped at the history edges (then it is located
+        one at a time, exactly as :meth:`_locate_r` does at the beat)."""
+        st = loc - self._locate
+        if st[0] < 0:
+            return None
+        r = st + np.abs(self._bp[st[:, None] + self._lspan]).argmax(axis=1) - self._delay
+        low = st
+        if self._lb is not None:
+            lo = r + self._ldelay - self._refine
+            if lo.min() < 0 or lo.max() + 2 * self._refine + 1 > self._len:
+                return None
+            r = lo + np.abs(self._loc[lo[:, None] + self._rspan]).argmax(axis=1) - self._ldelay
+            low = np.minimum(st, lo)
+        np.maximum(r + self._off, 0, out=r)
+        return r.tolist(), (low + self._off).tolist()
+
+    def _beat(
+        self,
+        i: int,
+        val: float,
+        slope: float,
+        out: list[int],
+        searchback: bool,
+        r: int | None = None,
+        low: int = 0,
+    ) -> None:
         if searchback:
             self._spki = 0.25 * val + 0.75 * self._spki
         else:
@@ -314,52 +600,29 @@ class QrsDetector:
                 self._rr_sum -= self._rr[0]
             self._rr.append(i - self._last_beat)
             self._rr_sum += i - self._last_beat
-        r = self._locate_r(i)
+        if r is None or low < self._off:  # not located yet (or its window left the history since)
+            r = self._locate_r(i)
         if r > self._last_r:
             out.append(r)
             self._last_r = r
         self._last_beat = i
         self._last_slope = slope
-        self._pending = [p for p in self._pending if p[0] > i]
-        self._sb_done = False
-
-    def _candidate(self, i: int, out: list[int]) -> None:
-        val = float(self._mwi[i - self._off])
-        last = self._last_beat
-        if last is not None and i - last < self._refractory:
-            return
-        if self._decay_after is not None:
-            # no beat for a long time (pause, or levels inflated by an artefact): lower the signal level
-            # by `decay` per second past `decay_after`, counted at candidates (chunking-invariant)
-            since = self._origin + self._learn if last is None else last
-            if self._decay_from is None or self._decay_from < since + self._decay_after:
-                self._decay_from = since + self._decay_after
-            while i > self._decay_from:
-                self._spki *= self._decay
-                self._decay_from += round(self.fs)
-        slope = self._max_slope(i)
-        if val > self._threshold():
-            if last is not None and i - last < self._twave and slope < 0.5 * self._last_slope:
-                self._npki = 0.125 * val + 0.875 * self._npki
-                self._pending.append((i, val, slope))
-                return
-            self._beat(i, val, slope, out, searchback=False)
-        else:
-            self._npki = 0.125 * val + 0.875 * self._npki
-            self._pending.append((i, val, slope))
-        if len(self._pending) > 1024:  # no beat for a very long time: keep the recent candidates
-            del self._pending[:512]
+        # the pending candidates all precede a candidate beat; a search-back beat keeps the later ones
+        self._pending = [p for p in self._pending if p[0] > i] if searchback else []
+        self._deadline = (
+            i + int(self._sb * min(self._rr_sum / len(self._rr), self._max_rr))
+            if self._rr
+            else None
+        )
 
     def _searchback_until(self, now: int, out: list[int]) -> None:
         """Search back for a missed beat once 1.66 x mean RR has elapsed before ``now``."""
-        while not self._sb_done and self._last_beat is not None and self._rr:
-            deadline = self._last_beat + int(
-                self._sb * min(self._rr_sum / len(self._rr), self._max_rr)
-            )
+        while self._deadline is not None and self._last_beat is not None:
+            deadline = self._deadline
             if deadline >= now:
                 return
             thr2 = max(0.5 * self._threshold(), self._sb_floor * self._spki)
-            best: tuple[int, float, float] | None = None
+            best: tuple[int, float, float, int | None, int] | None = None
             for p in self._pending:
                 if p[0] > deadline:
                     break
@@ -370,18 +633,18 @@ class QrsDetector:
                 ):
                     best = p
             if best is None:
-                self._sb_done = True
+                self._deadline = None
                 self._pending = [
                     p for p in self._pending if p[0] > deadline
                 ]  # never searched again
                 return
-            self._beat(best[0], best[1], best[2], out, searchback=True)
+            self._beat(best[0], best[1], best[2], out, True, best[3], best[4])
 
 
 def detect_qrs(x: np.ndarray, fs: float, chunk: int | None = None, **kwargs: float) -> np.ndarray:
     """R-peak indices of a whole 1-D record, computed exactly as the stream does (chunks of ``chunk``
     samples, default 1 s) with a :class:`QrsDetector`."""
-    x = np.asarray(x).reshape(-1)
+    x = np.asarray(x, dtype=np.float64).reshape(-1)  # converted once, not per chunk (same values)
     step = int(chunk or round(fs))
     if step <= 0:
         raise ValueError(f"chunk must be positive, got {chunk}")
