@@ -32,10 +32,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 from scipy import signal as sps
 
-from stream.stages.qrs import QrsDetector, lfilter_state
+from stream.stages.qrs import QrsDetector
 
 #: Every value :attr:`LeadQuality.reason` takes (None when the lead is usable), in priority order.
 QUALITY_REASONS: tuple[str, ...] = (
@@ -136,6 +137,49 @@ class LeadQuality:
             "usable": bool(self.usable),
             "reason": self.reason,
         }
+
+
+# lead-quality entries are built per lead per second: the frozen dataclass's ``__init__`` (one guarded
+# ``__setattr__`` per field) is most of a second's Python time with 12 leads
+_osa = object.__setattr__
+_onew = object.__new__
+
+
+def _new_quality(
+    stream_id: str,
+    lead: str,
+    start: float,
+    seconds: float,
+    bsqi: float | None,
+    ksqi: float,
+    psqi: float,
+    bassqi: float,
+    flat: float,
+    clipped: float,
+    usable: bool,
+    reason: str | None,
+) -> LeadQuality:
+    """``LeadQuality(...)`` (equal, same fields) without the frozen dataclass's per-field setattr."""
+    q = _onew(LeadQuality)
+    _osa(
+        q,
+        "__dict__",
+        {
+            "stream_id": stream_id,
+            "lead": lead,
+            "start": start,
+            "seconds": seconds,
+            "bsqi": bsqi,
+            "ksqi": ksqi,
+            "psqi": psqi,
+            "bassqi": bassqi,
+            "flat": flat,
+            "clipped": clipped,
+            "usable": usable,
+            "reason": reason,
+        },
+    )
+    return q
 
 
 # ------------------------------------------------------------------------------------- pure indices
@@ -259,6 +303,510 @@ def _f1(a: list[int], b: list[int], tol: int) -> float:
 _NO_BEATS = np.zeros(0, dtype=np.int64)
 _NO_BEATS.flags.writeable = False
 
+# integer state of EnergyQrsDetector (``_st``)
+_E_ZI_SET, _E_HAS_ENERGY, _E_DONE, _E_OFF, _E_HAS_OPEN, _E_OPEN, _E_LAST, _E_N, _E_LEN = range(9)
+_E_SIZE = 9
+# integer state of SignalQuality (``_st``): samples of the second being filled, seconds completed, flags
+_Q_PLEN, _Q_COUNT, _Q_ZI_SET, _Q_ANCHOR_SET = range(4)
+_Q_SIZE = 4
+# SignalQuality's kernel configuration (``_cfg``)
+(
+    _C_BLOCK,
+    _C_CLIP_RUN,
+    _C_FAST,
+    _C_FLAT_RANGE,
+    _C_CLIP_MIN_RANGE,
+    _C_CLIP_TOL,
+    _C_RMS_FLOOR,
+    _C_PSQI_MIN,
+    _C_PSQI_DROP,
+    _C_PSQI_NOISE,
+    _C_KSQI_MIN,
+    _C_BSQI_MIN,
+    _C_BASSQI_MIN,
+    _C_DROPOUT_MAX,
+    _C_FLAT_MAX,
+    _C_CLIPPED_MAX,
+    _C_REFERENCE_S,
+) = range(17)
+_C_SIZE = 17
+# per second and lead, the kernel's results (``res[second, lead]``)
+(
+    _F_MISSING,
+    _F_FLAT,
+    _F_CLIPPED,
+    _F_PSQI,
+    _F_KSQI,
+    _F_BASSQI,
+    _F_LOW,
+    _F_ACTIVE,
+    _F_CODE,
+    _F_REF,
+    _F_FULL,
+) = range(11)
+_F_SIZE = 11
+_ROWS = 9  # per-second sums kept per lead (see SignalQuality.reset)
+
+
+# ------------------------------------------------------------------------------- compiled kernels
+# Per-sample loops of both classes below, each fusing what were a dozen numpy passes per call. They
+# reproduce the numpy path's arithmetic operation by operation: scipy's ``lfilter`` (direct form II
+# transposed, the same products and sums in the same order), numpy's pairwise ``sum`` (the detector's
+# mean energy, ``nanmean``), ``cumsum``, ``argmax``; only the per-second sums of the quality ring (a
+# BLAS product before) are summed in another order (within ~1e-15 relative).
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise_leaf(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover - compiled
+    """numpy's pairwise sum of ``a[lo:lo + n]`` for ``n <= 128``: eight interleaved partial sums."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    m = n - n % 8
+    while i < m:
+        j = lo + i
+        r0 += a[j]
+        r1 += a[j + 1]
+        r2 += a[j + 2]
+        r3 += a[j + 3]
+        r4 += a[j + 4]
+        r5 += a[j + 5]
+        r6 += a[j + 6]
+        r7 += a[j + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise_half(n: int) -> int:  # pragma: no cover - compiled
+    n2 = n // 2
+    return n2 - n2 % 8
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover - compiled
+    """``a[lo:lo + n].sum()`` of a contiguous float64 row, in numpy's pairwise order (bit-identical):
+    halves (the first a multiple of 8) down to blocks of at most 128, summed as the recursion would,
+    with an explicit stack (a recursive function does not load from numba's cache)."""
+    if n <= 128:
+        return _pairwise_leaf(a, lo, n)
+    s_lo = np.empty(64, dtype=np.int64)
+    s_n = np.empty(64, dtype=np.int64)
+    s_right = np.zeros(64, dtype=np.bool_)  # the node's left half is summed (in s_left)
+    s_left = np.empty(64)
+    d = 0
+    s_lo[0], s_n[0], s_right[0] = lo, n, False
+    while True:
+        cn = s_n[d]
+        if cn > 128:  # descend into the left half
+            d += 1
+            s_lo[d], s_n[d], s_right[d] = s_lo[d - 1], _pairwise_half(cn), False
+            continue
+        res = _pairwise_leaf(a, s_lo[d], cn)
+        while (
+            True
+        ):  # climb: a left half done starts its right half, a right half completes its node
+            d -= 1
+            if d < 0:
+                return res
+            if s_right[d]:
+                res = s_left[d] + res
+            else:
+                s_left[d] = res
+                s_right[d] = True
+                h = _pairwise_half(s_n[d])
+                s_lo[d + 1], s_n[d + 1], s_right[d + 1] = s_lo[d] + h, s_n[d] - h, False
+                d += 1
+                break
+
+
+@numba.njit(cache=True, nogil=True)
+def _filter_held(
+    x: np.ndarray, b: np.ndarray, a: np.ndarray, z: np.ndarray, y: np.ndarray, y0: int, last: float
+) -> float:  # pragma: no cover - compiled
+    """``y[y0:y0 + x.size]`` = ``x`` through the IIR filter ``b``/``a`` (``a[0] == 1``) with state ``z``
+    (updated), NaN samples holding the last finite value (``last`` before the first; returned): scipy's
+    ``lfilter`` (direct form II transposed) operation by operation, so bit-identical. The orders the
+    stages use (5 and 7 coefficients) keep the state in registers."""
+    n = x.size
+    nb = b.size
+    if nb == 7:
+        b0, b1, b2, b3, b4, b5, b6 = b[0], b[1], b[2], b[3], b[4], b[5], b[6]
+        a1, a2, a3, a4, a5, a6 = a[1], a[2], a[3], a[4], a[5], a[6]
+        z0, z1, z2, z3, z4, z5 = z[0], z[1], z[2], z[3], z[4], z[5]
+        for k in range(n):
+            v = x[k]
+            if v != v:
+                v = last
+            last = v
+            yn = z0 + b0 * v
+            z0 = z1 + v * b1 - yn * a1
+            z1 = z2 + v * b2 - yn * a2
+            z2 = z3 + v * b3 - yn * a3
+            z3 = z4 + v * b4 - yn * a4
+            z4 = z5 + v * b5 - yn * a5
+            z5 = v * b6 - yn * a6
+            y[y0 + k] = yn
+        z[0], z[1], z[2], z[3], z[4], z[5] = z0, z1, z2, z3, z4, z5
+    elif nb == 5:
+        b0, b1, b2, b3, b4 = b[0], b[1], b[2], b[3], b[4]
+        a1, a2, a3, a4 = a[1], a[2], a[3], a[4]
+        z0, z1, z2, z3 = z[0], z[1], z[2], z[3]
+        for k in range(n):
+            v = x[k]
+            if v != v:
+                v = last
+            last = v
+            yn = z0 + b0 * v
+            z0 = z1 + v * b1 - yn * a1
+            z1 = z2 + v * b2 - yn * a2
+            z2 = z3 + v * b3 - yn * a3
+            z3 = v * b4 - yn * a4
+            y[y0 + k] = yn
+        z[0], z[1], z[2], z[3] = z0, z1, z2, z3
+    else:
+        for k in range(n):
+            v = x[k]
+            if v != v:
+                v = last
+            last = v
+            yn = z[0] + b[0] * v
+            for i in range(nb - 2):
+                z[i] = z[i + 1] + v * b[i + 1] - yn * a[i + 1]
+            z[nb - 2] = v * b[nb - 1] - yn * a[nb - 1]
+            y[y0 + k] = yn
+    return last
+
+
+@numba.njit(cache=True, nogil=True)
+def _energy_kernel(
+    x: np.ndarray,
+    hist: np.ndarray,
+    csum: np.ndarray,
+    b: np.ndarray,
+    a: np.ndarray,
+    zi_unit: np.ndarray,
+    zi: np.ndarray,
+    st: np.ndarray,
+    fst: np.ndarray,
+    par: np.ndarray,
+    out: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """One :meth:`EnergyQrsDetector.process` call on the chunk ``x`` (NaN = missing, held): band-pass
+    into history row 0 and square into row 1 from column ``st[_E_LEN]``, update the mean energy, then
+    the two moving averages, the blocks of interest and their beats (written to ``out``; returns how
+    many). ``st``/``fst``: the detector's integer and float state (see ``EnergyQrsDetector.reset``)."""
+    n = x.size
+    h1, h2, w1q, max_block, refractory, delay = par[0], par[1], par[2], par[3], par[4], par[5]
+    hf = hist[0]
+    hz = hist[1]
+    w0 = st[_E_LEN]
+    if st[_E_ZI_SET] == 0:  # the first sample's steady state
+        v = x[0] if x[0] == x[0] else fst[0]
+        for i in range(zi.size):
+            zi[i] = zi_unit[i] * v
+        st[_E_ZI_SET] = 1
+    last_x = _filter_held(x, b, a, zi, hf, w0, fst[0])  # missing samples hold the last value
+    for k in range(w0, w0 + n):
+        hz[k] = hf[k] * hf[k]
+    fst[0] = last_x
+    e = _pairwise_sum(hz, w0, n) / n
+    if st[_E_HAS_ENERGY] == 0:
+        fst[1] = e
+        st[_E_HAS_ENERGY] = 1
+    else:
+        fst[1] += (1.0 - math.exp(-n / fst[2])) * (e - fst[1])
+    w1 = w0 + n
+    st[_E_LEN] = w1
+    st[_E_N] += n
+    stop = st[_E_N] - h2  # averages need h2 samples of look-ahead
+    done = st[_E_DONE]
+    if stop <= done:
+        return 0
+    off = st[_E_OFF]
+    a0 = done - h2 - off
+    m = stop - done
+    csum[0] = 0.0
+    acc = 0.0
+    for i in range(m + 2 * h2):
+        acc += hz[a0 + i]
+        csum[i + 1] = acc
+    thr = fst[3] * fst[1]
+    d1 = float(2 * h1 + 1)
+    d2 = float(2 * h2 + 1)
+    inside = st[_E_HAS_OPEN] != 0
+    s = st[_E_OPEN]
+    last = st[_E_LAST]
+    cnt = 0
+    for i in range(m):
+        ma1 = (csum[h2 + h1 + 1 + i] - csum[h2 - h1 + i]) / d1
+        ma2 = (csum[2 * h2 + 1 + i] - csum[i]) / d2 + thr
+        blk = ma1 > ma2
+        if blk and not inside:
+            s = done + i
+        elif inside and not blk:  # a block [s, t): a beat at its largest deflection
+            t = done + i
+            if w1q <= t - s <= max_block:
+                lo = max(s - off, 0)
+                hi = t - off
+                if hi > lo:
+                    best = lo
+                    vb = abs(hf[lo])
+                    for j in range(lo + 1, hi):
+                        vj = abs(hf[j])
+                        if vj > vb:
+                            vb = vj
+                            best = j
+                    r = s + (best - lo) - delay
+                    if r - last >= refractory:
+                        out[cnt] = r
+                        cnt += 1
+                        last = r
+        inside = blk
+    if inside and stop - s > max_block:
+        inside = False  # a block this long is noise, not a QRS
+    st[_E_HAS_OPEN] = 1 if inside else 0
+    st[_E_OPEN] = s if inside else 0
+    st[_E_LAST] = last
+    st[_E_DONE] = stop
+    return cnt
+
+
+@numba.njit(cache=True, nogil=True)
+def _quality_kernel(
+    xt: np.ndarray,
+    part: np.ndarray,
+    partf: np.ndarray,
+    xr: np.ndarray,
+    st: np.ndarray,
+    last_x: np.ndarray,
+    zi: np.ndarray,
+    zi_unit: np.ndarray,
+    b: np.ndarray,
+    a: np.ndarray,
+    anchor: np.ndarray,
+    ring: np.ndarray,
+    ref: np.ndarray,
+    dft: np.ndarray,
+    qmask: np.ndarray,
+    bsqi: np.ndarray,
+    cfg: np.ndarray,
+    res: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """One :meth:`SignalQuality.process` call on ``xt`` [leads, n] (NaN = missing): band-pass (missing
+    samples hold the last value) into the second being filled (``part``/``partf``, ``st[_Q_PLEN]``
+    samples so far) and close each second completed: its sums into the ring, its indices, verdicts
+    (``bsqi`` [second, lead], NaN = none) and the leads' psqi reference (``ref``), into ``res``
+    [second, lead, _F_*]. ``xr``: scratch [leads, sec]."""
+    nl, n = xt.shape
+    sec = part.shape[1]
+    wsec = ring.shape[0]
+    nk = dft.shape[1]
+    block = int(cfg[_C_BLOCK])
+    clip_run = int(cfg[_C_CLIP_RUN])
+    fast = int(cfg[_C_FAST])
+    pos = 0
+    k = 0
+    while pos < n:
+        plen = st[_Q_PLEN]
+        take = min(sec - plen, n - pos)
+        init = st[_Q_ZI_SET] == 0 and take > 0
+        for li in range(nl):
+            z = zi[li]
+            seg = xt[li, pos : pos + take]
+            if init:  # the first sample's steady state
+                v = seg[0] if seg[0] == seg[0] else last_x[li]
+                for i in range(z.size):
+                    z[i] = zi_unit[i] * v
+            part[li, plen : plen + take] = seg
+            last_x[li] = _filter_held(seg, b, a, z, partf[li], plen, last_x[li])
+        if take > 0:
+            st[_Q_ZI_SET] = 1
+        pos += take
+        st[_Q_PLEN] = plen + take
+        if st[_Q_PLEN] < sec:
+            break
+        st[_Q_PLEN] = 0
+        # ---- close the second: missing samples count as the lead's mean (0 where all are missing)
+        slot = st[_Q_COUNT] % wsec
+        miss = np.zeros(nl)
+        for li in range(nl):
+            cnt = 0
+            for j in range(sec):
+                v = part[li, j]
+                if v != v:
+                    cnt += 1
+                    xr[li, j] = 0.0
+                else:
+                    xr[li, j] = v
+            if cnt:
+                fill = 0.0 if cnt == sec else _pairwise_sum(xr[li], 0, sec) / (sec - cnt)
+                for j in range(sec):
+                    if part[li, j] != part[li, j]:
+                        xr[li, j] = fill
+            miss[li] = cnt / sec
+        if st[_Q_ANCHOR_SET] == 0:  # raw sums about the first value: a DC offset costs no precision
+            for li in range(nl):
+                anchor[li] = xr[li, 0]
+            st[_Q_ANCHOR_SET] = 1
+        row = ring[slot]
+        spec = np.dot(partf, dft)  # the DFT of the 5-40 Hz bins (as rfft's, unscaled)
+        for li in range(nl):
+            s1 = s2 = s3 = s4 = sx = sxx = 0.0
+            an = anchor[li]
+            for j in range(sec):
+                f = partf[li, j]
+                f2 = f * f
+                s1 += f
+                s2 += f2
+                s3 += f2 * f
+                s4 += f2 * f2
+                d = xr[li, j] - an
+                sx += d
+                sxx += d * d
+            pq = 0.0
+            pe = 0.0
+            for q in range(nk):
+                c2 = spec[li, q] * spec[li, q]
+                pq += c2 * qmask[q]
+                pe += c2
+            row[0, li] = s1
+            row[1, li] = s2
+            row[2, li] = s3
+            row[3, li] = s4
+            row[4, li] = sx
+            row[5, li] = sxx
+            row[6, li] = pq
+            row[7, li] = pe
+            row[8, li] = sec
+        st[_Q_COUNT] += 1
+        nr = min(st[_Q_COUNT], wsec)
+        full = nr >= wsec
+        kb = max(1, sec // block)
+        blen = block if sec >= block else sec
+        for li in range(nl):
+            # flat blocks (ptp of 100 ms blocks), and the second's extremes from the same blocks
+            hi = -np.inf
+            lo = np.inf
+            nflat = 0
+            for bi in range(kb):
+                bmax = -np.inf
+                bmin = np.inf
+                for j in range(bi * blen, (bi + 1) * blen):
+                    v = xr[li, j]
+                    if v > bmax:
+                        bmax = v
+                    if v < bmin:
+                        bmin = v
+                if bmax - bmin <= cfg[_C_FLAT_RANGE]:
+                    nflat += 1
+                hi = max(hi, bmax)
+                lo = min(lo, bmin)
+            fl = nflat / kb
+            # clipped: samples in plateaus (runs of >= clip_run) at the second's extremes
+            clip = 0.0
+            if hi - lo >= cfg[_C_CLIP_MIN_RANGE]:
+                top = hi - cfg[_C_CLIP_TOL]
+                bot = lo + cfg[_C_CLIP_TOL]
+                run = 0
+                tot = 0
+                for j in range(sec):
+                    v = xr[li, j]
+                    if v >= top or v <= bot:
+                        run += 1
+                    else:
+                        if run >= clip_run:
+                            tot += run
+                        run = 0
+                if run >= clip_run:
+                    tot += run
+                clip = tot / sec
+            # the window's sums (ring slots in slot order)
+            s1 = s2 = s3 = s4 = sx = sxx = pq = pe = nn = 0.0
+            for r in range(nr):
+                rr = ring[r]
+                s1 += rr[0, li]
+                s2 += rr[1, li]
+                s3 += rr[2, li]
+                s4 += rr[3, li]
+                sx += rr[4, li]
+                sxx += rr[5, li]
+                pq += rr[6, li]
+                pe += rr[7, li]
+                nn += rr[8, li]
+            mf = s1 / nn
+            m2 = s2 / nn - mf * mf
+            m4 = s4 / nn - 4 * mf * s3 / nn + 6 * mf * mf * s2 / nn - 3 * math.pow(mf, 4.0)
+            ksqi = m4 / (m2 * m2) if m2 > 1e-12 else 0.0
+            psqi = pq / pe if pe > 0 else 0.0
+            mx = sx / nn
+            var_raw = sxx / nn - mx * mx  # the raw variance over the window
+            bassqi = min(max(m2 / var_raw, 0.0), 1.0) if var_raw > 1e-12 else 1.0
+            fla = 0.0 if miss[li] >= 1.0 else fl
+            # the QRS band share of the last fast_s seconds and of the seconds before them
+            if nr > fast:
+                rq = 0.0
+                rp = 0.0
+                for r in range(slot - fast + 1, slot + 1):
+                    rr = ring[r % wsec]
+                    rq += rr[6, li]
+                    rp += rr[7, li]
+                oq = pq - rq
+                op = pe - rp
+                drop = rq < cfg[_C_PSQI_MIN] * rp and rq * op < cfg[_C_PSQI_DROP] * oq * rp
+                active = rp / fast >= cfg[_C_RMS_FLOOR]
+            else:
+                drop = False
+                active = row[7, li] >= cfg[_C_RMS_FLOOR]
+            ref_p = ref[li]
+            low = drop or (ref_p == ref_p and psqi < cfg[_C_PSQI_DROP] * ref_p)
+            bs = bsqi[k, li]
+            # the verdict (QUALITY_REASONS index, -1 = usable), as SignalQuality._reason
+            if miss[li] >= cfg[_C_DROPOUT_MAX]:
+                code = 0
+            elif fla >= cfg[_C_FLAT_MAX]:
+                code = 1
+            elif clip >= cfg[_C_CLIPPED_MAX]:
+                code = 2
+            else:
+                spectral_bad = psqi < cfg[_C_PSQI_MIN] or ksqi < cfg[_C_KSQI_MIN]
+                if bs == bs and bs < cfg[_C_BSQI_MIN]:
+                    code = 3 if spectral_bad else 4
+                elif active and (
+                    low
+                    or psqi < cfg[_C_PSQI_NOISE]
+                    or (psqi < cfg[_C_PSQI_MIN] and ksqi < cfg[_C_KSQI_MIN])
+                ):
+                    code = 3
+                elif bassqi < cfg[_C_BASSQI_MIN]:
+                    code = 5
+                else:
+                    code = -1
+            if code < 0 and full:
+                ref[li] = psqi if ref_p != ref_p else ref_p + (psqi - ref_p) / cfg[_C_REFERENCE_S]
+            out = res[k, li]
+            out[_F_MISSING] = miss[li]
+            out[_F_FLAT] = fla
+            out[_F_CLIPPED] = clip
+            out[_F_PSQI] = psqi
+            out[_F_KSQI] = ksqi
+            out[_F_BASSQI] = bassqi
+            out[_F_LOW] = 1.0 if low else 0.0
+            out[_F_ACTIVE] = 1.0 if active else 0.0
+            out[_F_CODE] = code
+            out[_F_REF] = ref_p
+            out[_F_FULL] = 1.0 if full else 0.0
+        k += 1
+
 
 # ------------------------------------------------------------------------- second QRS detector
 class EnergyQrsDetector:
@@ -301,6 +849,10 @@ class EnergyQrsDetector:
         self._tau = energy_tau_s * self.fs
         self._max_block = round(max_block_s * self.fs)
         self._slack = round(8.0 * self.fs)  # history rows added at a compaction
+        self._par = np.array(
+            [self._h1, self._h2, self._w1, self._max_block, self._refractory, self._delay],
+            dtype=np.int64,
+        )
         self.reset()
 
     @property
@@ -310,38 +862,47 @@ class EnergyQrsDetector:
 
     def reset(self, start_sample: int = 0) -> None:
         """Forget all state; the next sample fed is absolute index ``start_sample``."""
-        self._zi: np.ndarray | None = None
-        self._n = int(start_sample)
+        n = int(start_sample)
         # history of the band-passed signal (row 0) and its square (row 1); column 0 is absolute sample
-        # ``_off``; the first h2 columns are zeros before the start
+        # ``off``; the first h2 columns are zeros before the start
         self._cap = 2 * self._h2 + self._max_block + self._slack
         self._hist = np.zeros((2, self._cap))
-        self._len = self._h2
-        self._off = self._n - self._h2
-        self._done = self._n  # next absolute index whose averages are not evaluated yet
-        self._open: int | None = None  # start of the block of interest open at ``_done``
-        self._energy: float | None = None
-        self._last = -(10**12)
-        self._last_x = 0.0
+        self._csum = np.empty(self._cap + 1)  # the averages' cumulative sums (scratch)
+        self._zi = np.zeros(self._b.size - 1)  # filter state (set from the first sample)
+        # integer state (_E_*): filter state set, energy set, next absolute index whose averages are not
+        # evaluated yet (done), history offset, block of interest open at done and its start, last beat,
+        # next absolute sample, history columns used
+        st = np.zeros(_E_SIZE, dtype=np.int64)
+        st[_E_DONE] = n
+        st[_E_OFF] = n - self._h2
+        st[_E_LAST] = -(10**12)
+        st[_E_N] = n
+        st[_E_LEN] = self._h2
+        self._st = st
+        # float state: last finite sample, mean energy, its time constant (samples), beta
+        self._fst = np.array([0.0, 0.0, self._tau, self._beta])
 
     def _reserve(self, n: int) -> None:
         """Room for ``n`` more history columns: drop the ones no later call reads (averages, open block)."""
-        if self._len + n <= self._cap:
+        st = self._st
+        length = int(st[_E_LEN])
+        if length + n <= self._cap:
             return
-        keep_from = self._done - self._h2
-        if self._open is not None:
-            keep_from = min(keep_from, self._open)
-        drop = max(0, min(keep_from - self._off, self._len))
-        keep = self._len - drop
+        keep_from = int(st[_E_DONE]) - self._h2
+        if st[_E_HAS_OPEN]:
+            keep_from = min(keep_from, int(st[_E_OPEN]))
+        drop = max(0, min(keep_from - int(st[_E_OFF]), length))
+        keep = length - drop
         if keep + n > self._cap:
             self._cap = keep + n + self._slack
             hist = np.zeros((2, self._cap))
-            hist[:, :keep] = self._hist[:, drop : self._len]
+            hist[:, :keep] = self._hist[:, drop:length]
             self._hist = hist
+            self._csum = np.empty(self._cap + 1)
         else:
-            self._hist[:, :keep] = self._hist[:, drop : self._len].copy()
-        self._len = keep
-        self._off += drop
+            self._hist[:, :keep] = self._hist[:, drop:length].copy()
+        st[_E_LEN] = keep
+        st[_E_OFF] += drop
 
     def process(
         self, chunk: np.ndarray, start_sample: int | None = None, *, finite: bool = False
@@ -349,87 +910,36 @@ class EnergyQrsDetector:
         """Feed the next samples; returns the absolute beat indices decided in this call (``finite``:
         the caller has checked that ``chunk`` holds no NaN)."""
         x = np.asarray(chunk, dtype=np.float64).reshape(-1)
-        if start_sample is not None and start_sample != self._n:
-            finite = False
-            if start_sample > self._n:
-                x = np.concatenate([np.full(start_sample - self._n, np.nan), x])
+        st = self._st
+        now = int(st[_E_N])
+        if start_sample is not None and start_sample != now:
+            if start_sample > now:
+                x = np.concatenate([np.full(start_sample - now, np.nan), x])
             else:
-                x = x[self._n - start_sample :]
+                x = x[now - start_sample :]
         n = x.size
         if n == 0:
             return _NO_BEATS
-        if not finite and np.isnan(x).any():
-            nan = np.isnan(x)
-            idx = np.where(~nan, np.arange(n), -1)
-            np.maximum.accumulate(idx, out=idx)
-            x = np.where(idx >= 0, x[np.maximum(idx, 0)], self._last_x)
-        self._last_x = float(x[-1])
-        if self._zi is None:
-            self._zi = self._zi_unit * x[0]
         self._reserve(n)
-        w0, w1 = self._len, self._len + n
-        hf, hz = self._hist
-        hf[w0:w1], self._zi = lfilter_state(self._b, self._a, x, self._zi)
-        z = hz[w0:w1]
-        np.multiply(hf[w0:w1], hf[w0:w1], out=z)
-        e = float(z.sum()) / n
-        if self._energy is None:
-            self._energy = e
-        else:
-            self._energy += (1.0 - math.exp(-n / self._tau)) * (e - self._energy)
-        self._len = w1
-        self._n += n
-        stop = self._n - self._h2  # averages need h2 samples of look-ahead
-        if stop <= self._done:
-            return _NO_BEATS
-        h1, h2 = self._h1, self._h2
-        done = self._done
-        a0 = done - h2 - self._off  # first history column the averages read (>= 0)
-        m = stop - done
-        c = np.empty(m + 2 * h2 + 1)
-        c[0] = 0.0
-        np.cumsum(hz[a0:w1], out=c[1:])
-        ma1 = c[h2 + h1 + 1 : h2 + h1 + 1 + m] - c[h2 - h1 : h2 - h1 + m]
-        ma1 /= 2 * h1 + 1
-        ma2 = c[2 * h2 + 1 : 2 * h2 + 1 + m] - c[:m]
-        ma2 /= 2 * h2 + 1
-        ma2 += self._beta * self._energy
-        blk = ma1 > ma2
-        out: list[int] = []
-        # block starts and ends (absolute), the open block carried over from the last call; the edges
-        # alternate, the first one rising when the first sample is outside a block
-        b0 = bool(blk[0])
-        edges = np.flatnonzero(blk[1:] != blk[:-1])
-        if edges.size or b0 or self._open is not None:
-            el = (edges + (1 + done)).tolist()
-            starts, ends = (el[1::2], el[0::2]) if b0 else (el[0::2], el[1::2])
-            if b0:
-                starts.insert(0, done if self._open is None else self._open)
-            elif self._open is not None:
-                ends.insert(0, done)
-                starts.insert(0, self._open)
-            for s, t in zip(starts, ends, strict=False):
-                self._block(s, t, out)
-            self._open = starts[-1] if len(starts) > len(ends) else None
-            if self._open is not None and stop - self._open > self._max_block:
-                self._open = None  # a block this long is noise, not a QRS
-        self._done = stop
-        return np.asarray(out, dtype=np.int64) if out else _NO_BEATS
-
-    def _block(self, s: int, t: int, out: list[int]) -> None:
-        if t - s < self._w1 or t - s > self._max_block:
-            return
-        seg = self._hist[0, max(s - self._off, 0) : t - self._off]
-        if seg.size == 0:
-            return
-        r = s + int(np.argmax(np.abs(seg))) - self._delay
-        if r - self._last >= self._refractory:
-            out.append(r)
-            self._last = r
+        m = now + n - self._h2 - int(st[_E_DONE])  # samples whose averages this call evaluates
+        out = np.empty(max(m, 0) // self._w1 + 2, dtype=np.int64)  # blocks >= w1 long
+        k = _energy_kernel(
+            x,
+            self._hist,
+            self._csum,
+            self._b,
+            self._a,
+            self._zi_unit,
+            self._zi,
+            st,
+            self._fst,
+            self._par,
+            out,
+        )
+        return out[:k] if k else _NO_BEATS
 
 
 # ---------------------------------------------------------------------------- per-stream quality
-_ROWS = 9  # per-second sums kept per lead (see SignalQuality.reset)
 
 
 @dataclass
@@ -486,23 +996,26 @@ class SignalQuality:
         lo, hi = cfg.band_hz[0], min(cfg.band_hz[1], 0.45 * self.fs)
         self._b, self._a = sps.butter(2, [lo / nyq, hi / nyq], btype="bandpass")
         self._zi_unit = sps.lfilter_zi(self._b, self._a)
-        # periodogram of the 5-40 Hz bins by one product with their DFT rows (cos, sin): [sec, 2 bins],
-        # and the sums of the QRS band (5-15 Hz) and the ECG band (5-40 Hz) bins: [2 bins, 2]
+        # periodogram of the 5-40 Hz bins from their DFT rows (cos, sin): [sec, 2 bins], and which of
+        # them are in the QRS band (5-15 Hz; the ECG band is all of them)
         f = np.fft.rfftfreq(self._sec, 1.0 / self.fs)
         kk = np.flatnonzero((f >= 5.0) & (f <= hi))
         ang = (2.0 * np.pi / self._sec) * (np.outer(np.arange(self._sec), kk) % self._sec)
-        self._dft = np.concatenate([np.cos(ang), np.sin(ang)], axis=1)
-        qrs = np.tile((f[kk] >= 5.0) & (f[kk] <= 15.0), 2)
-        self._bands = np.stack([qrs, np.ones_like(qrs)], axis=1).astype(np.float64)
-        self._ones = np.ones(self._sec)
+        self._dft = np.ascontiguousarray(np.concatenate([np.cos(ang), np.sin(ang)], axis=1))
+        self._qmask = np.tile((f[kk] >= 5.0) & (f[kk] <= 15.0), 2).astype(np.float64)
         self._block = max(1, round(cfg.flat_block_s * self.fs))
         self._clip_run = max(3, round(cfg.clip_run_s * self.fs))
         self._tol = round(cfg.match_s * self.fs)
-        self._m = np.empty((6, nl, self._sec))  # per-second moment terms (see _second)
-        # per ring slot, the slots of the last fast_s seconds ending with it
-        self._recent_rows = [
-            np.arange(s - self._fast + 1, s + 1) % self._wsec for s in range(self._wsec)
-        ]
+        cf = np.zeros(_C_SIZE)
+        cf[_C_BLOCK], cf[_C_CLIP_RUN], cf[_C_FAST] = self._block, self._clip_run, self._fast
+        cf[_C_FLAT_RANGE], cf[_C_CLIP_MIN_RANGE] = cfg.flat_range_mv, cfg.clip_min_range_mv
+        cf[_C_CLIP_TOL], cf[_C_RMS_FLOOR] = cfg.clip_tol_mv, self._rms_floor
+        cf[_C_PSQI_MIN], cf[_C_PSQI_DROP] = cfg.psqi_min, cfg.psqi_drop
+        cf[_C_PSQI_NOISE], cf[_C_KSQI_MIN] = cfg.psqi_noise, cfg.ksqi_min
+        cf[_C_BSQI_MIN], cf[_C_BASSQI_MIN] = cfg.bsqi_min, cfg.bassqi_min
+        cf[_C_DROPOUT_MAX], cf[_C_FLAT_MAX] = cfg.dropout_max, cfg.flat_max
+        cf[_C_CLIPPED_MAX], cf[_C_REFERENCE_S] = cfg.clipped_max, cfg.reference_s
+        self._cfg = cf
         self._energy = {li: EnergyQrsDetector(self.fs) for li in self.qrs_leads}
         self._own = {li: QrsDetector(self.fs) for li in self.qrs_leads} if own_detectors else {}
         lat = [d.latency_samples for d in self._energy.values()]
@@ -514,24 +1027,33 @@ class SignalQuality:
         self._hist = np.zeros(
             (len(self.lazy_leads), self._hlen)
         )  # ring of the lazy leads' raw samples
+        self._xr = np.empty((nl, self._sec))  # the kernel's scratch: a second's raw samples, filled
+        self._res1 = np.empty((1, nl, _F_SIZE))  # its per-second results (one second)
+        self._nan1 = np.full((1, nl), np.nan)  # no bSQI (one second)
+        self._seconds = self._sec / self.fs
         self.reset(0)
 
     def reset(self, start_sample: int) -> None:
         """Forget the window (after a long outage); counting resumes at ``start_sample``."""
         nl = self._nl
         self._n = int(start_sample)
-        self._zi: np.ndarray | None = None
-        self._part = np.zeros((nl, 0))  # raw samples of the second being filled (NaN = missing)
-        self._partf = np.zeros((nl, 0))  # their band-passed values
+        # integer state (_Q_*): samples of the second being filled, seconds completed, filter state set,
+        # anchor set
+        self._st = np.zeros(_Q_SIZE, dtype=np.int64)
+        self._zi = np.zeros((nl, self._b.size - 1))
+        self._part = np.zeros(
+            (nl, self._sec)
+        )  # raw samples of the second being filled (NaN: missing)
+        self._partf = np.zeros((nl, self._sec))  # their band-passed values
         # per completed second and lead: Σf, Σf², Σf³, Σf⁴, Σd, Σd², P(5-15), P(5-40), n (f: 1-40 Hz
         # band-passed; d: raw minus the lead's first value after the reset)
         self._ring = np.zeros((self._wsec, _ROWS, nl))
-        self._anchor: np.ndarray | None = None
-        self._count = 0
-        self._ref = [float("nan")] * nl  # per lead, running psqi of its usable seconds
+        self._anchor = np.zeros(nl)
+        self._ref = np.full(nl, np.nan)  # per lead, running psqi of its usable seconds
         self._last_x = np.zeros(nl)
         self._hist_from = self._n  # first absolute sample of the lazy leads' history
-        self._scored: list[tuple[int, float, list[tuple[Any, ...]]]] = []  # last call's seconds
+        # last call's seconds: (end, start time, per lead [_F_*] results)
+        self._scored: list[tuple[int, float, list[list[float]]]] = []
         self._awake = {li: li not in self.lazy_leads for li in self.qrs_leads}
         for li in self.qrs_leads:
             self._beats[li] = _Beats()
@@ -584,9 +1106,10 @@ class SignalQuality:
         self._awake[li] = True
         out = []
         for end, start_t, rows in self._scored:
-            args, ref_p, full = rows[li]
+            vals = rows[li]
+            ref_p = vals[_F_REF]
             self._ref[li] = ref_p
-            out.append(self._score(li, end, start_t, args, ref_p, full))
+            out.append(self._score(li, end, start_t, vals, ref_p))
         return out
 
     def sleep(self, li: int) -> None:
@@ -622,44 +1145,87 @@ class SignalQuality:
         if n == 0:
             return []
         start = self._n
-        nan = np.isnan(xt)
-        any_nan = bool(nan.any())
         for li in self.qrs_leads:
             if not self._awake[li]:
                 continue
             bt = self._beats[li]
             col = xt[li]
-            bt.other.extend(self._energy[li].process(col, start, finite=not any_nan).tolist())
+            beats = self._energy[li].process(col, start)
+            if beats.size:
+                bt.other.extend(beats.tolist())
             if li in self._own:
                 bt.main.extend(self._own[li].process(col, start).tolist())
             elif peaks is not None and li in peaks:
                 bt.main.extend(int(p) for p in peaks[li])
         if self.lazy_leads:
             self._record(xt, start)
-        xf = xt
-        if any_nan:  # hold the last finite value (the filter and the moments stay finite)
-            idx = np.where(~nan, np.arange(n)[None, :], -1)
-            np.maximum.accumulate(idx, axis=1, out=idx)
-            held = np.take_along_axis(xt, np.maximum(idx, 0), axis=1)
-            xf = np.where(idx >= 0, held, self._last_x[:, None])
-        self._last_x = xf[:, -1].copy()
-        if self._zi is None:
-            self._zi = xf[:, :1] * self._zi_unit[None, :]
-        filt, self._zi = lfilter_state(self._b, self._a, xf, self._zi, 1)
-        self._n += n
-        if self._part.shape[1]:
-            xt = np.concatenate([self._part, xt], axis=1)
-            filt = np.concatenate([self._partf, filt], axis=1)
-            any_nan = any_nan or bool(np.isnan(self._part).any())
-        out: list[LeadQuality] = []
         sec = self._sec
-        k = xt.shape[1] // sec
-        base = self._n - xt.shape[1]
-        for j in range(k):
-            a, b = j * sec, (j + 1) * sec
-            out += self._second(xt[:, a:b], filt[:, a:b], base + b, any_nan)
-        self._part = xt[:, k * sec :]
-        self._partf = filt[:, k * sec :]
+        plen = int(self._st[_Q_PLEN])
+        k = (plen + n) // sec  # seconds completed in this call
+        first = start - plen + sec  # the first one's end
+        res = self._res1 if k == 1 else np.empty((k, self._nl, _F_SIZE))
+        if not k:
+            bsqi = self._nan1
+        elif any(self._awake.values()):
+            bsqi = np.full((k, self._nl), np.nan)
+            for li, on in self._awake.items():
+                if on:
+                    for j in range(k):
+                        bsqi[j, li] = self._bsqi(li, first + j * sec)
+        else:
+            bsqi = self._nan1 if k == 1 else np.full((k, self._nl), np.nan)
+        _quality_kernel(
+            xt,
+            self._part,
+            self._partf,
+            self._xr,
+            self._st,
+            self._last_x,
+            self._zi,
+            self._zi_unit,
+            self._b,
+            self._a,
+            self._anchor,
+            self._ring,
+            self._ref,
+            self._dft,
+            self._qmask,
+            bsqi,
+            self._cfg,
+            res,
+        )
+        self._n += n
+        if not k:
+            return []
+        out: list[LeadQuality] = []
+        sid, leads, seconds, new = self.stream_id, self.leads, self._seconds, _new_quality
+        scored = self._scored
+        bl = bsqi.tolist()
+        for j, rows in enumerate(res.tolist()):
+            end = first + j * sec
+            start_t = self.t0 + (end - sec) / self.fs
+            scored.append((end, start_t, rows))
+            bj = bl[j]
+            for li, v in enumerate(rows):
+                b = bj[li]
+                code = int(v[_F_CODE])
+                reason = None if code < 0 else QUALITY_REASONS[code]
+                out.append(
+                    new(
+                        sid,
+                        leads[li],
+                        start_t,
+                        seconds,
+                        None if b != b else b,
+                        v[_F_KSQI],
+                        v[_F_PSQI],
+                        v[_F_BASSQI],
+                        v[_F_FLAT],
+                        v[_F_CLIPPED],
+                        reason is None,
+                        reason,
+                    )
+                )
         return out
 
     def _record(self, xt: np.ndarray, start: int) -> None:
@@ -675,103 +1241,33 @@ class SignalQuality:
             if b - a < n:
                 row[: n - (b - a)] = xt[li, b - a :]
 
-    def _second(
-        self, raw: np.ndarray, filt: np.ndarray, end: int, any_nan: bool
-    ) -> list[LeadQuality]:
-        """Close the second ending at absolute sample ``end``: update the ring, score every lead."""
-        cfg = self.config
-        nl, n = raw.shape
-        if any_nan and np.isnan(raw).any():
-            # missing samples count as the lead's mean (0 where all are missing)
-            nan = np.isnan(raw)
-            ms = nan.mean(axis=1).tolist()
-            fill = np.nanmean(np.where(nan.all(axis=1, keepdims=True), 0.0, raw), axis=1)
-            xr = np.where(nan, fill[:, None], raw)
-        else:
-            xr = raw
-            ms = [0.0] * nl
-        if self._anchor is None:  # raw sums about the first value: a DC offset costs no precision
-            self._anchor = xr[:, :1].copy()
-        m = self._m
-        m[0] = filt
-        np.multiply(filt, filt, out=m[1])
-        np.multiply(m[1], filt, out=m[2])
-        np.multiply(m[1], m[1], out=m[3])
-        np.subtract(xr, self._anchor, out=m[4])
-        np.multiply(m[4], m[4], out=m[5])
-        c = filt @ self._dft  # the DFT of the 5-40 Hz bins (as rfft's, unscaled)
-        c *= c
-        slot = self._count % self._wsec
-        row = self._ring[slot]
-        row[:6] = (m.reshape(6 * nl, n) @ self._ones).reshape(6, nl)
-        row[6:8] = (c @ self._bands).T
-        row[8] = n
-        # flat blocks (ptp of 100 ms blocks), and the second's extremes from the same block extremes
-        bl = self._block
-        kb = max(1, n // bl)
-        blocks = xr[:, : kb * bl].reshape(nl, kb, -1)
-        bmax, bmin = blocks.max(axis=2), blocks.min(axis=2)
-        hi, lo = bmax.max(axis=1).tolist(), bmin.min(axis=1).tolist()
-        bmax -= bmin
-        fl = ((bmax <= cfg.flat_range_mv).sum(axis=1) / kb).tolist()
-        self._count += 1
-        nr = min(self._count, self._wsec)
-        ws = self._ring[:nr].sum(axis=0).T.tolist()  # per lead: the window's sums
-        cl = _plateaus(xr, hi, lo, cfg.clip_tol_mv, self._clip_run, cfg.clip_min_range_mv)
-        # the QRS band share of the last fast_s seconds and of the seconds before them
-        fast = self._fast
-        recent = (
-            self._ring[self._recent_rows[slot], 6:8].sum(axis=0).T.tolist() if nr > fast else None
-        )
-        now_pe = row[7].tolist()
-        start_t = self.t0 + (end - n) / self.fs
-        full = nr >= self._wsec
-        psqi_min, psqi_drop = cfg.psqi_min, cfg.psqi_drop
-        out = []
-        rows: list[tuple[Any, ...]] = []
-        for li in range(nl):
-            s1, s2, s3, s4, sx, sxx, pq, pe, nn = ws[li]
-            mf = s1 / nn
-            m2 = s2 / nn - mf * mf
-            m4 = s4 / nn - 4 * mf * s3 / nn + 6 * mf * mf * s2 / nn - 3 * mf**4
-            ksqi = m4 / (m2 * m2) if m2 > 1e-12 else 0.0
-            psqi = pq / pe if pe > 0 else 0.0
-            mx = sx / nn
-            var_raw = sxx / nn - mx * mx  # the raw variance over the window
-            bassqi = min(max(m2 / var_raw, 0.0), 1.0) if var_raw > 1e-12 else 1.0
-            fla = 0.0 if ms[li] >= 1.0 else fl[li]
-            if recent is not None:
-                rq, rp = recent[li]
-                oq, op = pq - rq, pe - rp
-                drop = rq < psqi_min * rp and rq * op < psqi_drop * oq * rp
-                active = rp / fast >= self._rms_floor
-            else:
-                drop = False
-                active = now_pe[li] >= self._rms_floor
-            ref_p = self._ref[li]
-            low = drop or (ref_p == ref_p and psqi < psqi_drop * ref_p)
-            args = (n, ms[li], fla, cl[li], psqi, ksqi, bassqi, low, active)
-            rows.append((args, ref_p, full))
-            out.append(self._score(li, end, start_t, args, ref_p, full))
-        self._scored.append((end, start_t, rows))
-        return out
-
     def _score(
-        self, li: int, end: int, start_t: float, args: tuple[Any, ...], ref_p: float, full: bool
+        self, li: int, end: int, start_t: float, vals: list[float], ref_p: float
     ) -> LeadQuality:
-        """Verdict of lead ``li`` for the second ending at ``end`` from its indices ``args``; updates
-        the lead's psqi reference."""
-        n, missing, fla, clip, psqi, ksqi, bassqi, low, active = args
+        """Verdict of lead ``li`` for the second ending at ``end`` from its indices ``vals`` (the
+        kernel's ``_F_*`` results) with its bSQI now; updates the lead's psqi reference (as the kernel)."""
+        psqi, ksqi, bassqi = vals[_F_PSQI], vals[_F_KSQI], vals[_F_BASSQI]
+        fla, clip = vals[_F_FLAT], vals[_F_CLIPPED]
         bsqi = self._bsqi(li, end) if self._awake.get(li, False) else None
-        reason = self._reason(missing, fla, clip, bsqi, psqi, ksqi, bassqi, low, active)
-        if reason is None and full:
+        reason = self._reason(
+            vals[_F_MISSING],
+            fla,
+            clip,
+            bsqi,
+            psqi,
+            ksqi,
+            bassqi,
+            bool(vals[_F_LOW]),
+            bool(vals[_F_ACTIVE]),
+        )
+        if reason is None and vals[_F_FULL]:
             cfg = self.config
             self._ref[li] = psqi if ref_p != ref_p else ref_p + (psqi - ref_p) / cfg.reference_s
         return LeadQuality(
             self.stream_id,
             self.leads[li],
             start_t,
-            n / self.fs,
+            self._seconds,
             bsqi,
             ksqi,
             psqi,
