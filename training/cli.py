@@ -271,6 +271,14 @@ def evaluate(
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
     as_json: JsonOpt = False,
+    artifact: Annotated[
+        str | None,
+        typer.Option(
+            "--artifact",
+            help="Evaluate this artifact of the models dir in place of MODEL's own (e.g. cae_int8, "
+            "made by `quantize`); --source onnx only.",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a model on its test data (or `qrs` / `dropouts`: the stream's detectors; `alarms`: the stream's
     beat classes and alarms against the MIT-BIH annotations, EC57/EC38). A progress bar per record (or batch)
@@ -345,6 +353,16 @@ def evaluate(
         as_json=as_json,
         extra={"source": source},
     )
+    if artifact:
+        import tempfile
+
+        from training.quantize import artifact_dir_for
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ctx.artifacts_dir = artifact_dir_for(model, artifact, ctx.artifacts_dir, Path(tmp))
+            result = get_spec(model).evaluate(ctx)
+        _emit({"artifact": artifact, **result}, as_json, f"{model} evaluation ({artifact})")
+        return
     _emit(get_spec(model).evaluate(ctx), as_json, f"{model} evaluation")
 
 
@@ -396,6 +414,75 @@ def bench_processor_cmd(
         for name, w in (("with_windows", True), ("without_windows", False))
     }
     _emit(result, as_json, "stream processor benchmark")
+
+
+@app.command("bench-models")
+def bench_models_cmd(
+    data_dir: DataDirOpt = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model artifact(s) to bench (repeatable; default: cae beat_vae beat_class "
+            "vae_bilstm vae_bilstm_mha lead_recon).",
+        ),
+    ] = None,
+    runs: Annotated[int, typer.Option(help="Runs; the medians over them are reported.")] = 5,
+    session: Annotated[
+        bool,
+        typer.Option(
+            "--session/--no-session",
+            help="Also time ONNX Runtime's session.run alone per batch, threads and graph level.",
+        ),
+    ] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Milliseconds per window of each model: session.run alone (batch 1/8/32/128, 1-2 threads, graph
+    optimisation basic/extended/all) and the whole stream scorer path on real windows."""
+    from training.model_bench import DEFAULT_MODELS, bench_models, format_table
+
+    root = Path(data_dir or _settings().data_dir).resolve()
+    result = bench_models(
+        root,
+        models or DEFAULT_MODELS,
+        models_dir=Path(_settings().models_dir).resolve(),
+        runs=runs,
+        session=session,
+        progress=None if as_json else (lambda name: console.print(f"benching {name} ...")),
+    )
+    if as_json:
+        _emit(result, True)
+    else:
+        typer.echo(format_table(result))
+
+
+@app.command()
+def quantize(
+    model: Annotated[str, typer.Argument(help="Model to quantize: cae or beat_vae.")],
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="static: QDQ int8, activations calibrated on training patients' windows; "
+            "dynamic: int8 weights, activations quantised at run time.",
+        ),
+    ] = "static",
+    calibration: Annotated[
+        int, typer.Option("--calibration", help="Calibration windows (static).")
+    ] = 1024,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write models/artifacts/<MODEL>_int8.onnx (onnxruntime.quantization) and its card (the parent's,
+    with the new sha256, empty metrics and a quantized_from section)."""
+    from training.quantize import quantize as quantize_model
+
+    root = Path(data_dir or _settings().data_dir).resolve()
+    result = quantize_model(
+        model, root, Path(_settings().models_dir).resolve(), method, calibration
+    )
+    _emit(result, as_json, f"{model} quantized")
 
 
 @app.command()

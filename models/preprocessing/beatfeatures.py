@@ -115,6 +115,12 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 N_FEATURES = len(FEATURE_NAMES)
 _IDX = {n: i for i, n in enumerate(FEATURE_NAMES)}
+_I_LOG_PP = _IDX["log_pp_ratio"]
+_I_LOG_ENERGY = _IDX["log_energy_ratio"]
+_I_WIDTH_DIFF = _IDX["width_diff_s"]
+_I_MATCHES = _IDX["template_matches"]
+_I_CAE = _IDX["cae"]
+_I_CAE_REL = _IDX["cae_rel"]
 
 
 def _windows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -283,7 +289,7 @@ class BeatFeaturizer:
         prev = self.local[-1] if self.local else None
         out[7] = pre / prev if pre is not None and prev is not None else 1.0
         if len(self.local) >= 3 and local is not None:
-            var = sum((v - local) ** 2 for v in self.local) / len(self.local)
+            var = sum([(v - local) ** 2 for v in self.local]) / len(self.local)
             out[8] = math.sqrt(var) / local
         else:
             out[8] = 0.0
@@ -298,20 +304,19 @@ class BeatFeaturizer:
         if tpl is None or self.template_z is None:
             corr = 1.0
             tpl_used = seg
-            out[_IDX["log_pp_ratio"]] = 0.0
-            out[_IDX["log_energy_ratio"]] = 0.0
-            out[_IDX["width_diff_s"]] = 0.0
+            out[_I_LOG_PP] = 0.0
+            out[_I_LOG_ENERGY] = 0.0
+            out[_I_WIDTH_DIFF] = 0.0
         else:
             corr = float(seg_z @ self.template_z)
             tpl_used = tpl
-            out[_IDX["log_pp_ratio"]] = math.log((pp + 1e-3) / (self.tpl_pp + 1e-3))
-            out[_IDX["log_energy_ratio"]] = math.log((energy + 1e-5) / (self.tpl_energy + 1e-5))
-            out[_IDX["width_diff_s"]] = width - self.tpl_width
-        out[_IDX["template_matches"]] = sum(self.matches) / 16.0
+            out[_I_LOG_PP] = math.log((pp + 1e-3) / (self.tpl_pp + 1e-3))
+            out[_I_LOG_ENERGY] = math.log((energy + 1e-5) / (self.tpl_energy + 1e-5))
+            out[_I_WIDTH_DIFF] = width - self.tpl_width
+        n_matches = sum(self.matches)
+        out[_I_MATCHES] = n_matches / 16.0
         match = corr > _MATCH_CORR and not premature
-        restart = (
-            tpl is not None and not premature and len(self.matches) >= 16 and sum(self.matches) < 4
-        )
+        restart = tpl is not None and not premature and len(self.matches) >= 16 and n_matches < 4
         if tpl is None or restart:
             self.template = seg.copy()
             self.tpl_pp, self.tpl_energy, self.tpl_width = pp, energy, width
@@ -336,17 +341,33 @@ class BeatFeaturizer:
                     emb.copy() if self.emb_ref is None else (1 - a) * self.emb_ref + a * emb
                 )
         if self.template is not tpl and self.template is not None:
-            c = self.template - self.template.mean()
+            # np.add.reduce / size: the same number as .mean(), without its Python wrapper
+            c = self.template - np.add.reduce(self.template) / self.template.size
             n = math.sqrt(float(c @ c))
             self.template_z = c / n if n > 1e-9 else c * 0.0
         self.matches.append(bool(match))
         # score references (before this beat's update when it had one)
-        out[_IDX["cae"]] = cae if cae is not None else 0.0
-        out[_IDX["cae_rel"]] = 0.0
+        out[_I_CAE] = cae if cae is not None else 0.0
+        out[_I_CAE_REL] = 0.0
         return tpl_used
 
 
 _VAE_MSE_FLOOR = 1e-3
+
+
+def _embeddings(emb: Sequence[Sequence[float] | None]) -> list[np.ndarray | None]:
+    """Each beat's VAE latent mean as float64 ``[LATENT]`` (None when missing, of another length or not
+    finite); one array conversion for the whole batch when every beat has one."""
+    if emb and all(e is not None and len(e) == LATENT for e in emb):
+        arr = np.array(emb, dtype=np.float64)
+        if arr.shape == (len(emb), LATENT):
+            ok = np.asarray(np.isfinite(arr).all(axis=1)).tolist()
+            return [row if good else None for row, good in zip(arr, ok, strict=True)]
+    out: list[np.ndarray | None] = []
+    for e in emb:
+        a = None if e is None else np.asarray(e, dtype=np.float64)
+        out.append(a if a is not None and a.shape == (LATENT,) and np.isfinite(a).all() else None)
+    return out
 
 
 def featurize(
@@ -376,10 +397,7 @@ def featurize(
         None if v is None or not math.isfinite(v) else math.log(max(float(v), 0.0) + _VAE_MSE_FLOOR)
         for v in vae
     ]
-    emb_v: list[np.ndarray | None] = []
-    for e in emb:
-        a = None if e is None else np.asarray(e, dtype=np.float64)
-        emb_v.append(a if a is not None and a.shape == (LATENT,) and np.isfinite(a).all() else None)
+    emb_v = _embeddings(emb)
     tpls = np.empty_like(seg)
     refs = np.zeros((k, 2))
     emb_ref = np.zeros((k, LATENT))
@@ -424,10 +442,11 @@ def featurize(
     out[:, _IDX["vae_missing"]] = np.array([e is None for e in emb_v]) | vae_missing
     e0 = _IDX[EMB_NAMES[0]]
     d0 = _IDX[EMB_REL_NAMES[0]]
-    for i, ev in enumerate(emb_v):
-        if ev is not None:
-            out[i, e0 : e0 + LATENT] = ev
-            out[i, d0 : d0 + LATENT] = ev - emb_ref[i]
+    have = [i for i, ev in enumerate(emb_v) if ev is not None]
+    if have:
+        ev_rows = np.stack([emb_v[i] for i in have])  # type: ignore[misc]
+        out[have, e0 : e0 + LATENT] = ev_rows
+        out[have, d0 : d0 + LATENT] = ev_rows - emb_ref[have]
     out[:, _IDX["sqi"]] = m["sqi"]
     rec = np.zeros(k, dtype=bool) if recovered is None else np.asarray(recovered, dtype=bool)
     out[:, _IDX["recovered"]] = rec | m["nan"]

@@ -16,7 +16,9 @@ Pure numpy; the same functions serve the offline evaluation (training) and :clas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -112,3 +114,39 @@ class RRContext:
         ref = float(np.quantile(np.asarray(self.history[-history:]), quantile))
         post = self.post_s if self.post_s is not None else self.pre_s
         return float(rhythm_score(np.array([self.pre_s]), np.array([post]), np.array([ref]))[0])
+
+
+def context_scores(
+    contexts: Sequence[RRContext | None], history: int, quantile: float
+) -> np.ndarray:
+    """:meth:`RRContext.score` of many beats at once (float64 ``[k]``, 0 for a beat without a context or
+    a pre-RR): the reference intervals are computed in one ``np.quantile`` per history length (in steady
+    state every beat has the full ``history``), the scores in one :func:`rhythm_score`. Equal to the
+    per-beat scores, number for number."""
+    k = len(contexts)
+    out = np.zeros(k)
+    if k == 0:
+        return out
+    pre = np.empty(k)
+    post = np.empty(k)
+    ref = np.empty(k)
+    rows: dict[int, tuple[list[int], list[tuple[float, ...]]]] = {}
+    for i, c in enumerate(contexts):
+        if c is None or c.pre_s is None or not c.history:
+            continue
+        h = c.history[-history:]
+        group = rows.get(len(h))
+        if group is None:
+            group = rows[len(h)] = ([], [])
+        group[0].append(i)
+        group[1].append(h)
+        pre[i] = c.pre_s
+        post[i] = c.post_s if c.post_s is not None else c.pre_s
+    if not rows:
+        return out
+    for length, (idx, hist) in rows.items():
+        flat = np.fromiter(chain.from_iterable(hist), dtype=np.float64, count=len(idx) * length)
+        ref[idx] = np.quantile(flat.reshape(len(idx), length), quantile, axis=1)
+    have = np.concatenate([np.asarray(idx, dtype=np.intp) for idx, _ in rows.values()])
+    out[have] = rhythm_score(pre[have], post[have], ref[have])
+    return out

@@ -20,7 +20,7 @@ from models.errors import ModelError
 from models.preprocessing.filtering import filter_signal
 from models.preprocessing.segmentation import lead_windows
 from models.runtime.base import OnnxModel
-from models.runtime.protocol import ModelScore, Window, per_lead
+from models.runtime.protocol import ModelScore, Window, per_lead, stack_data
 from models.runtime.registry import register
 
 SCORING_METHODS = ("mean", "lead_weighted_mean", "lead_max", "top3", "elbo", "elbo_weighted")
@@ -106,7 +106,7 @@ class Anomaly12Model(OnnxModel):
         """Stream scoring of 12-lead windows: score, per-lead relative error, attention where the graph has it."""
         if not windows:
             return []
-        q = self.predict(np.stack([w.data for w in windows]))
+        q = self.predict(stack_data(windows))
         th = self.threshold_value
         la, ta = q.lead_attention, q.time_attention
         return [

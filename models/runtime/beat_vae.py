@@ -14,7 +14,7 @@ import numpy as np
 
 from models.errors import ModelError
 from models.runtime.base import OnnxModel
-from models.runtime.protocol import ModelScore, Window
+from models.runtime.protocol import ModelScore, Window, stack_data
 from models.runtime.registry import register
 
 BEAT_LENGTH = 400
@@ -55,21 +55,27 @@ class BeatVaeModel(OnnxModel):
         """Scores of ``beat_400`` cycles (mV, normalised here)."""
         if not windows:
             return []
-        enc = self.predict(normalise(np.stack([w.data for w in windows])))
+        enc = self.predict(normalise(stack_data(windows)))
         th = self.card.threshold_value
+        name = self.name
+        # the latent means rounded to 5 decimals at once: float32 * 1e5 is exact in float64, so
+        # rint(mu * 1e5) / 1e5 is the same number as round(float(mu), 5)
+        embeddings = np.round(enc.mu.astype(np.float64), 5).tolist()
+        mse = enc.mse.tolist()
+        flags = [False] * len(mse) if th is None else (enc.mse > th).tolist()
         return [
             ModelScore(
                 stream_id=w.stream_id,
-                model=self.name,
+                model=name,
                 window=w.kind,
                 lead=w.lead,
                 time=w.start,
-                score=float(e),
+                score=e,
                 threshold=th,
-                anomalous=bool(th is not None and e > th),
-                embedding=[round(float(v), 5) for v in mu],
+                anomalous=a,
+                embedding=mu,
             )
-            for w, e, mu in zip(windows, enc.mse, enc.mu, strict=True)
+            for w, e, a, mu in zip(windows, mse, flags, embeddings, strict=True)
         ]
 
     def predict(self, beats_z: np.ndarray, batch: int = 1024) -> BeatEncoding:

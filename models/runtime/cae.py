@@ -22,9 +22,9 @@ import numpy as np
 
 from models.card import WindowSpec
 from models.errors import ModelError
-from models.preprocessing.rhythm import RhythmParams
+from models.preprocessing.rhythm import RhythmParams, context_scores
 from models.runtime.base import OnnxModel
-from models.runtime.protocol import ModelScore, Window
+from models.runtime.protocol import ModelScore, Window, stack_data
 from models.runtime.registry import register
 
 NORMALISATIONS = ("zscore", "center", "none")
@@ -104,24 +104,23 @@ class CaeScorer:
         if not windows:
             return []
         rp = self.rhythm
-        rhythm = None
-        if rp is not None:
-            rhythm = np.array(
-                [w.rr.score(rp.history, rp.quantile) if w.rr is not None else 0.0 for w in windows]
-            )
-        p = self.predict(np.stack([w.data for w in windows]), rhythm)
+        rhythm = (
+            None if rp is None else context_scores([w.rr for w in windows], rp.history, rp.quantile)
+        )
+        p = self.predict(stack_data(windows), rhythm)
+        name, threshold = self.name, p.threshold
         return [
             ModelScore(
                 stream_id=w.stream_id,
-                model=self.name,
+                model=name,
                 window=w.kind,
                 lead=w.lead,
                 time=w.start,
-                score=float(s),
-                threshold=p.threshold,
-                anomalous=bool(a),
+                score=s,
+                threshold=threshold,
+                anomalous=a,
             )
-            for w, s, a in zip(windows, p.scores, p.anomalous, strict=True)
+            for w, s, a in zip(windows, p.scores.tolist(), p.anomalous.tolist(), strict=True)
         ]
 
     def scores(self, windows: np.ndarray, batch: int = 512) -> np.ndarray:

@@ -45,6 +45,7 @@ from models.runtime.protocol import (
     Recovered,
     Window,
     amplitude_envelope,
+    stack_data,
 )
 from models.runtime.registry import register
 
@@ -251,9 +252,7 @@ class LeadReconModel(OnnxModel):
         if not pairs:
             return [], lost
         try:
-            pred = self.predict(
-                np.stack([w.data for w, _ in pairs]), np.stack([p for _, p in pairs])
-            )
+            pred = self.predict(stack_data([w for w, _ in pairs]), np.stack([p for _, p in pairs]))
         except ModelError as exc:
             return [], lost + [(w, f"model_error: {exc}") for w, _ in pairs]
         prov = np.full(pred.leads.shape, MEASURED, dtype=np.uint8)

@@ -52,6 +52,18 @@ class Window:
         }
 
 
+def stack_data(windows: Sequence[Window]) -> np.ndarray:
+    """The windows' ``data`` as one float32 array ``[k, *shape]`` (filled in place: no per-window copies
+    or dtype round trips); ValueError when their shapes differ, as ``np.stack``."""
+    first = np.shape(windows[0].data)
+    out = np.empty((len(windows), *first), dtype=np.float32)
+    for i, w in enumerate(windows):
+        if np.shape(w.data) != first:
+            raise ValueError("all input arrays must have the same shape")
+        out[i] = w.data
+    return out
+
+
 class ScoreFields(BaseModel):
     """What a score says about its window (the scores topic's per-window record; :class:`ModelScore`
     adds the stream).

@@ -117,19 +117,24 @@ class BeatClassStage:
         rows = self.features(windows, scores)
         if not rows or self.classifier is None:
             return []
-        labels, probs = self.classifier.classify(np.stack([r[1] for r in rows]))
+        x = np.empty((len(rows), rows[0][1].shape[0]), dtype=np.float32)
+        for i, r in enumerate(rows):
+            x[i] = r[1]
+        labels, probs = self.classifier.classify(x)
+        # rounded at once: a float32 * 1e4 is exact in float64, so these equal round(float(v), 4)
+        rounded = np.round(np.asarray(probs, dtype=np.float64), 4).tolist()
+        sqis = np.round(np.array([q for _, _, q in rows], dtype=np.float64), 4).tolist()
         out = []
-        for (w, _, q), lab, p in zip(rows, labels.tolist(), probs, strict=True):
-            ci = BEAT_CLASSES.index(lab)
+        for (w, _, _), lab, p, q in zip(rows, labels.tolist(), rounded, sqis, strict=True):
             out.append(
                 ClassifiedBeat(
                     stream_id=w.stream_id,
                     time=float(w.beat_time if w.beat_time is not None else w.start),
                     label=lab,
-                    confidence=round(float(p[ci]), 4),
+                    confidence=p[BEAT_CLASSES.index(lab)],
                     rr_s=None if w.rr is None else w.rr.pre_s,
-                    probs=tuple(round(float(v), 4) for v in p),
-                    sqi=round(q, 4),
+                    probs=tuple(p),
+                    sqi=q,
                 )
             )
         return out
