@@ -230,6 +230,10 @@ def run_worker(
 ) -> None:
     """Run one stream worker until SIGINT/SIGTERM: the Faust app plus the ``/metrics`` endpoint.
     ``models`` names the ONNX models scoring the stream (none: no scoring)."""
+    from stream.warmup import warm_up
+
+    # compile (or load) the stages' numba kernels now, not on the first patient's first frame
+    log.warning("stage kernels ready in %.1f s", warm_up())
     metrics = PipelineMetrics()
     port = settings.metrics_port if metrics_port is None else metrics_port
     server = serve_metrics(metrics.registry, settings.bind_host, port)
