@@ -320,22 +320,23 @@ def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) ->
         if len(gains) != n_leads or not all(math.isfinite(g) and g > 0 for g in gains):
             raise _reject("bad_value", f"gain must be {n_leads} positive numbers, got {env.gain}")
         gain = np.asarray(gains, dtype=np.float32)
-        missing = q == I16_MISSING
+        qt = np.ascontiguousarray(q.T)  # [leads, n]: per-lead extremes over contiguous rows
+        missing = qt == I16_MISSING
         any_missing = bool(missing.any())
         if any_missing and missing.all():
             raise _reject("nan_only", f"all {q.size} samples missing")
         x = q.astype(np.float32)
         x /= gain
         if any_missing:
-            x[missing] = np.nan
+            x[missing.T] = np.nan
             # the lowest int16 is the missing marker: it never counts as a lead's minimum
-            lows = np.where(missing, np.int16(32767), q).min(axis=0).astype(np.float32) / gain
+            lows = np.where(missing, np.int16(32767), qt).min(axis=1).astype(np.float32) / gain
         else:
-            lows = q.min(axis=0).astype(np.float32) / gain
-        highs = q.max(axis=0).astype(np.float32) / gain
+            lows = qt.min(axis=1).astype(np.float32) / gain
+        highs = qt.max(axis=1).astype(np.float32) / gain
         if any_missing:
             # a lead with every sample missing has no extreme (never beyond its range)
-            gone = missing.all(axis=0)
+            gone = missing.all(axis=1)
             highs[gone] = -np.inf
             lows[gone] = np.inf
     else:
@@ -348,30 +349,40 @@ def decode_frame(data: bytes | str | None, limits: FrameLimits | None = None) ->
             lows = np.where(bad, np.float32(np.inf), x).min(axis=0)
             highs = np.where(bad, np.float32(-np.inf), x).max(axis=0)
         else:
-            lows, highs = x.min(axis=0), x.max(axis=0)
+            xt = np.ascontiguousarray(x.T)
+            lows, highs = xt.min(axis=1), xt.max(axis=1)
     if env.units and len(env.units) != n_leads:
         raise _reject("bad_shape", f"{len(env.units)} units for {n_leads} leads")
     adc_range = None
     if env.adc_range_mv is not None:
-        r = np.asarray(
-            [p if len(p) == 2 else [np.nan, np.nan] for p in env.adc_range_mv], dtype=np.float64
-        ).reshape(-1, 2)
-        if r.shape[0] != n_leads or not np.all(np.isfinite(r)) or np.any(r[:, 0] >= r[:, 1]):
+        # a handful of numbers: checked in Python (numpy's per-call cost is larger than the work)
+        pairs = env.adc_range_mv
+        if len(pairs) != n_leads or not all(
+            len(p) == 2 and math.isfinite(p[0]) and math.isfinite(p[1]) and p[0] < p[1]
+            for p in pairs
+        ):
             raise _reject(
                 "bad_value",
                 f"adc_range_mv must be {n_leads} finite [lo, hi] pairs with lo < hi, "
                 f"got {str(env.adc_range_mv)[:200]}",
             )
-        tol = ADC_RANGE_TOL_MV + (1.0 / gain.astype(np.float64) if env.encoding == "i16le" else 0.0)
-        worst = np.maximum(r[:, 0] - lows, highs - r[:, 1])
-        if np.any(worst > tol):
-            li = int(np.argmax(worst - tol))
+        if env.encoding == "i16le":
+            tols = [ADC_RANGE_TOL_MV + 1.0 / g for g in gain.tolist()]
+        else:
+            tols = [ADC_RANGE_TOL_MV] * n_leads
+        worst = [
+            max(p[0] - lo, hi - p[1])
+            for p, lo, hi in zip(pairs, lows.tolist(), highs.tolist(), strict=True)
+        ]
+        excess = [w - t for w, t in zip(worst, tols, strict=True)]
+        li = max(range(n_leads), key=excess.__getitem__)
+        if excess[li] > 0:
             raise _reject(
                 "bad_value",
-                f"lead {env.leads[li]}: samples {float(worst[li]):.3f} mV beyond its declared "
-                f"adc_range_mv [{r[li, 0]:g}, {r[li, 1]:g}] (tolerance {float(np.max(tol)):.3f} mV)",
+                f"lead {env.leads[li]}: samples {worst[li]:.3f} mV beyond its declared "
+                f"adc_range_mv [{pairs[li][0]:g}, {pairs[li][1]:g}] (tolerance {max(tols):.3f} mV)",
             )
-        adc_range = tuple((float(lo), float(hi)) for lo, hi in r)
+        adc_range = tuple((float(lo), float(hi)) for lo, hi in pairs)
     extra = {k: v for k, v in obj.items() if k not in _ENVELOPE_FIELDS}
     return Frame(
         stream_id=env.stream_id,
