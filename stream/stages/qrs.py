@@ -266,8 +266,9 @@ class QrsDetector:
         self._lspan = np.arange(self._locate + 1)  # the locate window [i - locate, i]
         self._rspan = np.arange(2 * self._refine + 1)  # the refine window [c - refine, c + refine]
         self._keep = self._h + self._locate + self._w + int(4.0 * self.fs)
-        # scratch for the derivative of one block (a call's input is processed in blocks of <= _BLOCK)
-        self._tmp = np.empty((2, _BLOCK))
+        # scratch of the numpy path's derivative, grown to the largest block seen (a call's input is
+        # processed in blocks of <= _BLOCK); the numba path needs none
+        self._tmp = np.empty((2, 0))
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -379,6 +380,8 @@ class QrsDetector:
         if njit is not None:
             _nb_derivative(self._hist, w0, w1, self._fs8)
         else:
+            if self._tmp.shape[1] < n:
+                self._tmp = np.empty((2, n))
             t, u = self._tmp[0, :n], self._tmp[1, :n]
             np.multiply(bp, 2.0, out=t)
             np.add(t, hb[w0 - 1 : w1 - 1], out=t)

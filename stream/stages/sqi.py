@@ -30,6 +30,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numba
@@ -485,6 +486,20 @@ def _filter_held(
             z[nb - 2] = v * b[nb - 1] - yn * a[nb - 1]
             y[y0 + k] = yn
     return last
+
+
+@lru_cache(maxsize=32)
+def _dft_rows(sec: int, fs: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """The 5..``hi`` Hz DFT rows (cos, sin) of a 1 s window of ``sec`` samples, ``[sec, 2 bins]``, and which
+    bins are in the QRS band (5-15 Hz); one read-only copy per rate, shared by every stream."""
+    f = np.fft.rfftfreq(sec, 1.0 / fs)
+    kk = np.flatnonzero((f >= 5.0) & (f <= hi))
+    ang = (2.0 * np.pi / sec) * (np.outer(np.arange(sec), kk) % sec)
+    dft = np.ascontiguousarray(np.concatenate([np.cos(ang), np.sin(ang)], axis=1))
+    qmask = np.tile((f[kk] >= 5.0) & (f[kk] <= 15.0), 2).astype(np.float64)
+    dft.setflags(write=False)
+    qmask.setflags(write=False)
+    return dft, qmask
 
 
 @numba.njit(cache=True, nogil=True)
@@ -998,11 +1013,7 @@ class SignalQuality:
         self._zi_unit = sps.lfilter_zi(self._b, self._a)
         # periodogram of the 5-40 Hz bins from their DFT rows (cos, sin): [sec, 2 bins], and which of
         # them are in the QRS band (5-15 Hz; the ECG band is all of them)
-        f = np.fft.rfftfreq(self._sec, 1.0 / self.fs)
-        kk = np.flatnonzero((f >= 5.0) & (f <= hi))
-        ang = (2.0 * np.pi / self._sec) * (np.outer(np.arange(self._sec), kk) % self._sec)
-        self._dft = np.ascontiguousarray(np.concatenate([np.cos(ang), np.sin(ang)], axis=1))
-        self._qmask = np.tile((f[kk] >= 5.0) & (f[kk] <= 15.0), 2).astype(np.float64)
+        self._dft, self._qmask = _dft_rows(self._sec, self.fs, hi)
         self._block = max(1, round(cfg.flat_block_s * self.fs))
         self._clip_run = max(3, round(cfg.clip_run_s * self.fs))
         self._tol = round(cfg.match_s * self.fs)
