@@ -287,6 +287,8 @@ class StreamProcessor:
         self._seq = SequenceTracker()
         self._rules = RuleEngine(stream_id, self.config.rules)
         self._drop: DropoutDetector | None = None
+        #: the ADC range last declared to the dropout stage (frames repeat it: set once per change)
+        self._adc_range: tuple[tuple[float, float], ...] | None = None
         self.t0: float | None = None
         self._peaks: list[int] = []
         self._pending: list[
@@ -351,8 +353,11 @@ class StreamProcessor:
             )
         drop = self._drop
         assert drop is not None
-        if frame.adc_range_mv is not None:  # declared ADC rails: saturation is judged against them
-            drop.set_adc_range(frame.adc_range_mv)
+        if frame.adc_range_mv is not None and frame.adc_range_mv != self._adc_range:
+            drop.set_adc_range(
+                frame.adc_range_mv
+            )  # declared ADC rails: saturation is judged on them
+            self._adc_range = frame.adc_range_mv
         t = time.perf_counter()
         if status.missing > 0:
             expected = self.time_of(self._buf.end)
