@@ -54,8 +54,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from stream.stages.events import DropoutSegment
 
@@ -101,8 +101,322 @@ class DropoutConfig:
     lead_off_baseline_blocks: int = 6
 
 
+# ---------------------------------------------------------------------------------------- numba kernels
+# Per-lead state rows of the detector (``DropoutDetector._fst`` float64, ``_ist`` int64, ``[rows, leads]``)
+_F_LAST, _F_HI, _F_LO, _F_BASE = 0, 1, 2, 3
+_I_NAN, _I_SAT, _I_OFF, _I_FLAT, _I_THR, _I_OPEN, _I_START, _I_END = 0, 1, 2, 3, 4, 5, 6, 7
+# integer parameters (``_pi``) and float parameters (``_pf``) of the kernel
+_P_MNAN, _P_MSAT, _P_MOFF, _P_FLOOR, _P_CAP, _P_WARM, _P_FBLK, _P_BLK = range(8)
+_P_FEPS, _P_SATTOL, _P_SATEPS, _P_SATEXC, _P_OFFMV, _P_OFFRNG, _P_FACTOR, _P_NATMIN = range(8)
+
+
+@numba.njit(cache=True, nogil=True)
+def _flat_min_nb(
+    first: int,
+    nat: np.ndarray,
+    cnt: int,
+    floor: int,
+    cap: int,
+    warm: int,
+    fblk: int,
+    factor: float,
+) -> int:
+    """Minimum length (samples) of a plateau whose first sample is ``first``: ``factor`` times the
+    longest natural plateau ended at or before it, in its block or the previous one (``nat``: rows end,
+    length, block of the ``cnt`` natural plateaus, in end order), within ``[floor, cap]``; ``cap``
+    during the warm-up."""
+    thr = floor
+    if cnt > 0:
+        b = first // fblk
+        last = -1  # last run ended by ``first``
+        for j in range(cnt - 1, -1, -1):
+            if nat[0, j] <= first:
+                last = j
+                break
+        prev = -1  # last run of an earlier block
+        for j in range(cnt - 1, -1, -1):
+            if nat[2, j] < b:
+                prev = j
+                break
+        longest = 0
+        if last >= 0 and nat[2, last] >= b - 1:
+            longest = nat[1, last]
+        if prev >= 0 and nat[2, prev] == b - 1 and prev <= last and nat[1, prev] > longest:
+            longest = nat[1, prev]
+        want = int(np.ceil(factor * longest))
+        if want > thr:
+            thr = want
+    if thr > cap:
+        thr = cap
+    if first < warm:
+        thr = cap
+    return thr
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise_leaf(a: np.ndarray, lo: int, n: int) -> float:
+    """``a[lo:lo + n]`` (``n <= 128``) summed as numpy's pairwise sum does: 8 accumulators."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - (n % 8):
+        j = lo + i
+        r0 += a[j]
+        r1 += a[j + 1]
+        r2 += a[j + 2]
+        r3 += a[j + 3]
+        r4 += a[j + 4]
+        r5 += a[j + 5]
+        r6 += a[j + 6]
+        r7 += a[j + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
+    """``a[lo:lo + n]`` summed as numpy sums a contiguous float64 axis: halves (multiples of 8) split
+    down to leaves of at most 128 values (the recursion, post-order on an explicit stack)."""
+    if n <= 128:
+        return _pairwise_leaf(a, lo, n)
+    st = np.empty((64, 3), dtype=np.int64)  # lo, n, stage
+    vals = np.empty(64)
+    top = 0
+    nv = 0
+    st[0, 0], st[0, 1], st[0, 2] = lo, n, 0
+    while top >= 0:
+        s_lo, s_n, stage = st[top, 0], st[top, 1], st[top, 2]
+        if s_n <= 128:
+            vals[nv] = _pairwise_leaf(a, s_lo, s_n)
+            nv += 1
+            top -= 1
+            continue
+        n2 = s_n // 2
+        n2 -= n2 % 8
+        if stage == 0:
+            st[top, 2] = 1
+            top += 1
+            st[top, 0], st[top, 1], st[top, 2] = s_lo, n2, 0
+        elif stage == 1:
+            st[top, 2] = 2
+            top += 1
+            st[top, 0], st[top, 1], st[top, 2] = s_lo + n2, s_n - n2, 0
+        else:
+            vals[nv - 2] = vals[nv - 2] + vals[nv - 1]
+            nv -= 1
+            top -= 1
+    return vals[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _learn_block(
+    bx: np.ndarray, cnt: int, ring: np.ndarray, base: np.ndarray, range_mv: float, tmp: np.ndarray
+) -> None:
+    """A complete block of ``cnt`` samples (``bx[:cnt]``, ``[B, leads]``): when active on a lead (no
+    NaN, range above ``range_mv``) its mean enters the lead's ring (oldest first) and the baseline
+    becomes the median of the ring's values (NaN until seen). Sums in numpy's order: sequential over
+    the block for several leads, pairwise for one (a contiguous axis)."""
+    n_leads = bx.shape[1]
+    k = ring.shape[0]
+    for li in range(n_leads):
+        mn = bx[0, li]
+        mx = bx[0, li]
+        nan = False
+        for j in range(cnt):
+            v = bx[j, li]
+            if v != v:
+                nan = True
+                break
+            if v < mn:
+                mn = v
+            if v > mx:
+                mx = v
+        if nan or not (mx - mn > range_mv):
+            continue
+        if n_leads == 1:
+            s = _pairwise_sum(bx[:, 0], 0, cnt)
+        else:
+            s = 0.0
+            for j in range(cnt):
+                s += bx[j, li]
+        for r in range(k - 1):
+            ring[r, li] = ring[r + 1, li]
+        ring[k - 1, li] = s / cnt
+        v_n = 0  # values seen, sorted (insertion sort: K is small)
+        for r in range(k):
+            v = ring[r, li]
+            if v == v:
+                p = v_n
+                while p > 0 and tmp[p - 1] > v:
+                    tmp[p] = tmp[p - 1]
+                    p -= 1
+                tmp[p] = v
+                v_n += 1
+        base[li] = 0.5 * (tmp[max(v_n - 1, 0) // 2] + tmp[min(v_n // 2, k - 1)])
+
+
+@numba.njit(cache=True, nogil=True)
+def _dropout_kernel(
+    x: np.ndarray,
+    n0: int,
+    has_range: bool,
+    rails: np.ndarray,
+    fst: np.ndarray,
+    ist: np.ndarray,
+    ring: np.ndarray,
+    bx: np.ndarray,
+    bcnt: np.ndarray,
+    xtail: np.ndarray,
+    nat: np.ndarray,
+    nat_cnt: np.ndarray,
+    ev: np.ndarray,
+    pi: np.ndarray,
+    pf: np.ndarray,
+) -> int:
+    """Classify the chunk ``x [n, leads]`` (float64, absolute samples ``n0 ..``) sample by sample,
+    updating the carried state in place; writes the segments that ended (lead, kind code, start, end)
+    to ``ev`` in time order and returns their number."""
+    n, n_leads = x.shape
+    m_nan, m_sat, m_off = pi[_P_MNAN], pi[_P_MSAT], pi[_P_MOFF]
+    floor, cap, warm, fblk, blk = pi[_P_FLOOR], pi[_P_CAP], pi[_P_WARM], pi[_P_FBLK], pi[_P_BLK]
+    flat_eps, sat_tol, sat_eps = pf[_P_FEPS], pf[_P_SATTOL], pf[_P_SATEPS]
+    sat_exc, off_mv, off_rng = pf[_P_SATEXC], pf[_P_OFFMV], pf[_P_OFFRNG]
+    factor, nat_min = pf[_P_FACTOR], pf[_P_NATMIN]
+    w = xtail.shape[0]
+    tmp = np.empty(ring.shape[0])
+    base = fst[_F_BASE]
+    cnt = nat_cnt[0]
+    bc = bcnt[0]
+    ne = 0
+    blk_end = (n0 // blk + 1) * blk - 1  # last sample of the block at absolute sample n0
+    for i in range(n):
+        a = n0 + i
+        for li in range(n_leads):
+            v = x[i, li]
+            ref = fst[_F_BASE, li]
+            step = abs(v - fst[_F_LAST, li])
+            fst[_F_LAST, li] = v
+            hi = fst[_F_HI, li]
+            if v > hi:  # running extremes up to and including this sample (NaN ignored)
+                hi = v
+                fst[_F_HI, li] = v
+            lo = fst[_F_LO, li]
+            if v < lo:
+                lo = v
+                fst[_F_LO, li] = v
+            bx[bc, li] = v
+            dev = abs(v - ref)  # NaN (compares False) until a baseline is learned
+            if has_range:
+                sat = v >= rails[li, 1] - sat_tol or v <= rails[li, 0] + sat_tol
+            else:
+                sat = (
+                    (v >= hi - sat_eps or v <= lo + sat_eps) and step <= flat_eps and dev >= sat_exc
+                )
+            off = dev >= off_mv
+            if has_range and sat:
+                off = False
+            flat = step <= flat_eps and not sat and not off
+            # raw run lengths (the trailing-window counts)
+            r_nan = ist[_I_NAN, li] + 1 if v != v else 0
+            r_sat = ist[_I_SAT, li] + 1 if sat else 0
+            r_off = ist[_I_OFF, li] + 1 if off else 0
+            ist[_I_NAN, li] = r_nan
+            ist[_I_SAT, li] = r_sat
+            ist[_I_OFF, li] = r_off
+            code = 0
+            # flatline: equal-diff run length, its minimum fixed at its first sample
+            rl = ist[_I_FLAT, li]
+            if flat:
+                if rl == 0:
+                    ist[_I_THR, li] = _flat_min_nb(a - 1, nat, cnt, floor, cap, warm, fblk, factor)
+                rl += 1
+                if rl + 1 >= ist[_I_THR, li]:
+                    code = 4
+            elif rl > 0:  # a run ended: unconfirmed and long enough to matter, it is natural
+                length = rl + 1
+                if length > nat_min and length < ist[_I_THR, li]:
+                    nb = a // fblk
+                    if not (cnt > 0 and nat[2, cnt - 1] == nb and nat[1, cnt - 1] >= length):
+                        nat[0, cnt] = a
+                        nat[1, cnt] = length
+                        nat[2, cnt] = nb
+                        cnt += 1
+                rl = 0
+                ist[_I_THR, li] = 0
+            ist[_I_FLAT, li] = rl
+            if r_off >= m_off:  # lead-off also needs a flat (no-ECG) trailing window
+                wmx = v
+                wmn = v
+                for j in range(i - m_off + 1, i):
+                    u = x[j, li] if j >= 0 else xtail[w + j, li]
+                    if u > wmx:
+                        wmx = u
+                    if u < wmn:
+                        wmn = u
+                if wmx - wmn <= off_rng:
+                    code = 3
+            if r_sat >= m_sat:
+                code = 2
+            if r_nan >= m_nan:
+                code = 1
+            # runs: close the open one when the kind changes, open the new one
+            op = ist[_I_OPEN, li]
+            if code != op:
+                if op != 0:
+                    ev[ne, 0] = li
+                    ev[ne, 1] = op
+                    ev[ne, 2] = ist[_I_START, li]
+                    ev[ne, 3] = a
+                    ne += 1
+                    ist[_I_END, li] = a
+                if code != 0:
+                    # flat: from the plateau's first sample; else confirmed m samples into the run
+                    begin = a - rl if code == 4 else a - pi[code - 1] + 1
+                    ist[_I_START, li] = max(begin, ist[_I_END, li])
+                ist[_I_OPEN, li] = code
+        bc += 1
+        if a == blk_end:  # a block at absolute samples [k B, (k + 1) B) is complete
+            _learn_block(bx, bc, ring, base, off_rng, tmp)
+            bc = 0
+            blk_end += blk
+    bcnt[0] = bc
+    # raw samples of the lead-off range window carried to the next chunk
+    if w > 0:
+        if n >= w:
+            xtail[:, :] = x[n - w :, :]
+        else:
+            for j in range(w - n):
+                xtail[j, :] = xtail[j + n, :]
+            xtail[w - n :, :] = x
+    if cnt > 0:  # forget blocks no plateau starting from here on can look back to
+        keep = (n0 + n - 1) // fblk - 1
+        drop = 0
+        while drop < cnt and nat[2, drop] < keep:
+            drop += 1
+        if drop:
+            for j in range(cnt - drop):
+                nat[0, j] = nat[0, j + drop]
+                nat[1, j] = nat[1, j + drop]
+                nat[2, j] = nat[2, j + drop]
+            cnt -= drop
+    nat_cnt[0] = cnt
+    return ne
+
+
 class DropoutDetector:
-    """Dropout runs of every lead of one stream; sample indices are absolute (0 = stream start)."""
+    """Dropout runs of every lead of one stream; sample indices are absolute (0 = stream start).
+
+    The per-sample work runs in one numba kernel (:func:`_dropout_kernel`) over state carried in
+    arrays; segments, gaps and the queries stay in Python."""
 
     def __init__(
         self,
@@ -127,44 +441,59 @@ class DropoutDetector:
             ],
             dtype=np.int64,
         )
-        self._mmax = int(self._m[:3].max()) + 1
         n_leads = len(self.leads)
-        # trailing raw masks of nan / saturation / lead_off (flatline keeps run lengths instead)
-        self._tails = [np.zeros((self._mmax + 1, n_leads), dtype=bool) for _ in range(3)]
-        self._tail_any = [
-            False
-        ] * 3  # whether a tail holds any True (all-False tails need no shifting)
         # flatline: minimum plateau (samples) = clip(factor * longest natural plateau, floor, cap)
         self._flat_floor = int(self._m[3]) + 1
         self._flat_cap = max(self._flat_floor, round(c.max_flat_s * fs))
         self._flat_warm = round(c.flat_warmup_s * fs)
         self._flat_block = max(1, round(c.flat_history_s * fs))
-        # natural plateaus that could raise the minimum, in end order, increasing within a block:
-        # end index (first sample after the run), length (samples), block (end // flat_block)
-        self._nat_end: list[int] = []
-        self._nat_len: list[int] = []
-        self._nat_blk: list[int] = []
-        self._flat_rl = np.zeros(n_leads, dtype=np.int64)  # equal diffs ending at the last sample
-        self._flat_thr = np.zeros(n_leads, dtype=np.int64)  # minimum (samples) of the current run
-        self._last = np.full(n_leads, np.nan)  # last raw sample of each lead
-        self._xtail = np.full(
-            (int(self._m[2]) - 1, n_leads), np.nan
-        )  # raw samples for the range test
-        # lead_off baseline: medians of the last K active blocks (oldest first, NaN until seen), their
-        # median, and the samples of the current, incomplete block
+        # lead_off baseline blocks (samples)
         self._blk = max(2, round(c.lead_off_block_s * fs))
+        self._pi = np.zeros(8, dtype=np.int64)
+        self._pi[:3] = self._m[:3]
+        self._pi[_P_FLOOR] = self._flat_floor
+        self._pi[_P_CAP] = self._flat_cap
+        self._pi[_P_WARM] = self._flat_warm
+        self._pi[_P_FBLK] = self._flat_block
+        self._pi[_P_BLK] = self._blk
+        self._pf = np.array(
+            [
+                c.flat_eps_mv,
+                c.sat_tol_mv,
+                c.sat_eps_mv,
+                c.sat_min_excursion_mv,
+                c.lead_off_mv,
+                c.lead_off_range_mv,
+                c.flat_natural_factor,
+                self._flat_floor / c.flat_natural_factor,  # shorter natural runs never matter
+            ],
+            dtype=np.float64,
+        )
+        # per-lead float state: last raw sample, running max / min (estimated rails), baseline
+        self._fst = np.empty((4, n_leads))
+        self._fst[_F_LAST] = np.nan
+        self._fst[_F_HI] = -np.inf
+        self._fst[_F_LO] = np.inf
+        self._fst[_F_BASE] = np.nan
+        # per-lead integer state: raw nan / saturation / lead_off run lengths, the flat run's equal
+        # diffs ending at the last sample and its minimum, the open run (kind code, start) and the end
+        # index of the lead's last segment
+        self._ist = np.zeros((8, n_leads), dtype=np.int64)
+        self._flat_rl = self._ist[_I_FLAT]
+        self._last_end = self._ist[_I_END]
+        # lead_off baseline: means of the last K active blocks (oldest first, NaN until seen) and the
+        # samples of the current, incomplete block
         self._ring = np.full((max(1, int(c.lead_off_baseline_blocks)), n_leads), np.nan)
-        self._base = np.full(n_leads, np.nan)
-        self._warm = True  # some lead has had fewer than K active blocks
-        self._cols = np.arange(n_leads)
-        self._kidx = np.arange(self._ring.shape[0])[:, None]
-        self._win: dict[int, np.ndarray] = {}  # window row indices per number of blocks
-        self._bx = np.empty((0, n_leads))
-        self._lo = np.full(n_leads, np.inf)  # running min / max of each lead (estimated rails)
-        self._hi = np.full(n_leads, -np.inf)
+        self._bx = np.empty((self._blk, n_leads))
+        self._bcnt = np.zeros(1, dtype=np.int64)
+        self._xtail = np.full((int(self._m[2]) - 1, n_leads), np.nan)  # raw samples: range test
+        # natural plateaus that could raise the minimum, in end order, increasing within a block:
+        # rows end index (first sample after the run), length (samples), block (end // flat_block)
+        self._nat = np.zeros((3, 64), dtype=np.int64)
+        self._nat_cnt = np.zeros(1, dtype=np.int64)
+        self._ev = np.zeros((0, 4), dtype=np.int64)
         self._range: np.ndarray | None = None  # declared ADC range [n_leads, 2] (mV), if any
-        self._open: list[tuple[int, int] | None] = [None] * n_leads  # (kind code, start index)
-        self._last_end = np.zeros(n_leads, dtype=np.int64)  # end index of each lead's last segment
+        self._no_range = np.zeros((n_leads, 2))
         self._n = 0
 
     def set_adc_range(self, adc_range_mv: object) -> None:
@@ -180,7 +509,7 @@ class DropoutDetector:
             or np.any(r[:, 0] >= r[:, 1])
         ):
             raise ValueError(f"adc_range_mv must be {len(self.leads)} [lo, hi] pairs with lo < hi")
-        self._range = r
+        self._range = np.ascontiguousarray(r)
 
     def time(self, index: int) -> float:
         """Stream time of absolute sample ``index``."""
@@ -188,190 +517,51 @@ class DropoutDetector:
 
     def active(self) -> np.ndarray:
         """Boolean per lead: inside a confirmed dropout at the last processed sample."""
-        return np.array([o is not None for o in self._open], dtype=bool)
+        return self._ist[_I_OPEN] != 0
 
     def open_since(self) -> list[float | None]:
         """Per lead, the start time of the dropout it is in now (None when clean)."""
-        return [None if o is None else self.time(o[1]) for o in self._open]
+        return [None if o is None else self.time(o[1]) for o in self._opened()]
 
     def open_runs(self) -> list[tuple[str, int] | None]:
         """Per lead, ``(kind, start sample)`` of the confirmed dropout it is in now (None when clean)."""
-        return [None if o is None else (_KINDS[o[0] - 1], o[1]) for o in self._open]
+        return [None if o is None else (_KINDS[o[0] - 1], o[1]) for o in self._opened()]
+
+    def _opened(self) -> list[tuple[int, int] | None]:
+        """Per lead, (kind code, start index) of the open run, None when clean."""
+        kinds = self._ist[_I_OPEN].tolist()
+        starts = self._ist[_I_START].tolist()
+        return [(k, s) if k else None for k, s in zip(kinds, starts, strict=True)]
 
     def settled(self) -> int:
         """Absolute sample index before which every sample's classification is final: a run not yet
         confirmed (dropout-like samples at the end, fewer than its kind's minimum) may later be confirmed
         back to its start, so samples from there on may still turn out to be a dropout."""
-        end = self._n
-        is_open = np.array([o is not None for o in self._open])
-        for k, tail in enumerate(self._tails):
-            if not self._tail_any[k]:
-                continue
-            rev = tail[::-1]
-            count = np.where(rev.all(axis=0), rev.shape[0], rev.argmin(axis=0))  # trailing run
-            back = np.minimum(count, int(self._m[k]))
-            back[(count == 0) | is_open] = 0
-            end = min(end, self._n - int(back.max(initial=0)))
+        clean = self._ist[_I_OPEN] == 0
+        # trailing raw runs of nan / saturation / lead_off, at most their minimum
+        back = np.where(clean, np.minimum(self._ist[:3], self._m[:3, None]).max(axis=0), 0)
         # flat: the unconfirmed plateau's samples (one before its equal diffs)
-        back = np.where((self._flat_rl > 0) & ~is_open, self._flat_rl + 1, 0)
-        return min(end, self._n - int(back.max(initial=0)))
+        flat = np.where(clean & (self._flat_rl > 0), self._flat_rl + 1, 0)
+        return self._n - int(max(back.max(initial=0), flat.max(initial=0)))
 
     def flat_minimum_s(self) -> float:
         """Minimum duration (s) a flatline starting now must last (see the module docstring)."""
-        return float(self._flat_min(np.array([self._n - 1]))[0]) / self.fs
+        return self._flat_min(self._n - 1) / self.fs
 
-    def _flat_min(self, start: np.ndarray) -> np.ndarray:
-        """Minimum length (samples) of plateaus starting at absolute samples ``start``: from the
-        longest natural plateau ended at or before each start, in its block or the previous one."""
-        thr = np.full(start.shape, self._flat_floor, dtype=np.int64)
-        if self._nat_end:
-            ends = np.asarray(self._nat_end, dtype=np.int64)
-            lens = np.asarray(self._nat_len, dtype=np.int64)
-            blks = np.asarray(self._nat_blk, dtype=np.int64)
-            b = start // self._flat_block
-            last = np.searchsorted(ends, start, side="right") - 1  # last run ended by start
-            prev = np.searchsorted(blks, b, side="left") - 1  # last run of an earlier block
-            ok_last = (last >= 0) & (blks[np.maximum(last, 0)] >= b - 1)
-            ok_prev = (prev >= 0) & (blks[np.maximum(prev, 0)] == b - 1) & (prev <= last)
-            longest = np.maximum(
-                np.where(ok_last, lens[np.maximum(last, 0)], 0),
-                np.where(ok_prev, lens[np.maximum(prev, 0)], 0),
+    def _flat_min(self, start: int) -> int:
+        """Minimum length (samples) of a plateau starting at absolute sample ``start``."""
+        return int(
+            _flat_min_nb(
+                start,
+                self._nat,
+                int(self._nat_cnt[0]),
+                self._flat_floor,
+                self._flat_cap,
+                self._flat_warm,
+                self._flat_block,
+                float(self.config.flat_natural_factor),
             )
-            want = np.ceil(self.config.flat_natural_factor * longest).astype(np.int64)
-            thr = np.maximum(thr, want)
-        thr = np.minimum(thr, self._flat_cap)
-        return np.where(start < self._flat_warm, self._flat_cap, thr)
-
-    def _natural(self, end: int, length: int) -> None:
-        """Remember a natural plateau of ``length`` samples ended at ``end`` (runs ended in order)."""
-        blk = end // self._flat_block
-        if self._nat_blk and self._nat_blk[-1] == blk and self._nat_len[-1] >= length:
-            return
-        self._nat_end.append(end)
-        self._nat_len.append(length)
-        self._nat_blk.append(blk)
-
-    def _flat(self, flat: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray]:
-        """Confirmed flatline samples of a chunk ``[n, leads]`` and the equal-diff run length at each
-        sample; updates the natural plateaus and the carried run state."""
-        n = flat.shape[0]
-        idx = np.arange(n)[:, None]
-        lastfalse = np.maximum.accumulate(np.where(flat, -1, idx), axis=0)
-        rl = np.where(flat, np.where(lastfalse < 0, idx + 1 + self._flat_rl, idx - lastfalse), 0)
-        carried = (lastfalse < 0) & (
-            self._flat_rl > 0
-        )  # samples of a run begun in an earlier chunk
-        # runs ended in this chunk (a non-flat sample after a flat one), in end order
-        prev_rl = np.concatenate([self._flat_rl[None, :], rl[:-1]], axis=0)
-        ended = ~flat & (prev_rl > 0)
-        floor = self._flat_floor / self.config.flat_natural_factor  # shorter runs never matter
-        cand = ended & (prev_rl + 1 > floor)
-        if cand.any():
-            ii, ll = np.nonzero(cand)
-            for i, li in zip(ii.tolist(), ll.tolist(), strict=True):  # row-major: end order
-                length = int(prev_rl[i, li]) + 1  # equal samples
-                end = base + i
-                start = end - length
-                if i == 0 or carried[i - 1, li]:
-                    thr = int(self._flat_thr[li])
-                else:
-                    thr = int(self._flat_min(np.array([start]))[0])
-                if length < thr:
-                    self._natural(end, length)
-        thr_s = np.zeros(flat.shape, dtype=np.int64)
-        if flat.any():
-            first = base + idx - rl  # first sample of each sample's plateau
-            if not self._nat_end and base - 1 >= self._flat_warm:  # no natural plateau on record
-                thr_s[:] = self._flat_floor
-            else:
-                new = flat & ~carried
-                if new.any():
-                    thr_s[new] = self._flat_min(first[new])
-            thr_s = np.where(carried, self._flat_thr[None, :], thr_s)
-        conf = flat & (rl + 1 >= thr_s)
-        self._flat_rl = rl[-1].astype(np.int64)
-        self._flat_thr = np.where(flat[-1], thr_s[-1], 0).astype(np.int64)
-        if self._nat_blk:  # forget blocks no plateau starting from here on can look back to
-            keep = (base + n - 1) // self._flat_block - 1
-            drop = int(np.searchsorted(np.asarray(self._nat_blk), keep, side="left"))
-            if drop:
-                del self._nat_end[:drop], self._nat_len[:drop], self._nat_blk[:drop]
-        return conf, rl
-
-    def _baseline(self, x: np.ndarray) -> np.ndarray:
-        """Baseline ``[n, leads]`` of a chunk's samples. Samples are cut into blocks at absolute
-        indices ``[k B, (k + 1) B)``; a block is *active* when its range exceeds ``lead_off_range_mv``
-        (ECG on the lead) and it holds no NaN. Each block's baseline is the median of the means of the
-        last K active blocks before it (NaN until a first one), so it does not depend on how the stream
-        is cut into frames. A flat block (lead-off, flatline, saturation, a quiet stretch of ECG) teaches
-        nothing: the baseline holds through a dropout (only the block of its onset step is learned, one
-        of K), while a DC offset or a baseline step that carries ECG is learned within K active blocks.
-        Updates the ring of block means and the incomplete block carried to the next chunk."""
-        n_leads = x.shape[1]
-        b = self._blk
-        p = self._bx.shape[0]
-        xb = np.concatenate([self._bx, x], axis=0) if p else x
-        size = xb.shape[0]
-        first = b - (self._n - p) % b  # length of the block xb starts with (short after a gap)
-        nb = 0 if size < first else 1 + (size - first) // b  # complete blocks in xb
-        if nb == 0:
-            self._bx = xb
-            return np.broadcast_to(self._base, x.shape)
-        done = first + (nb - 1) * b
-        self._bx = xb[done:]
-        with np.errstate(invalid="ignore"):
-            if first == b:
-                blk = xb[:done].reshape(nb, b, n_leads)
-                mean = blk.mean(axis=1)
-                active = (blk.max(axis=1) - blk.min(axis=1)) > self.config.lead_off_range_mv
-            else:  # after a gap: the first block is short
-                parts = np.split(xb[:done], np.arange(first, done, b), axis=0)
-                mean = np.stack([q.mean(axis=0) for q in parts])
-                rng = np.stack([q.max(axis=0) - q.min(axis=0) for q in parts])
-                active = rng > self.config.lead_off_range_mv
-        if not active.any():  # nothing learned: every block keeps the baseline
-            bases = np.broadcast_to(self._base, (nb + 1, n_leads))
-        else:
-            bases = self._learn(mean, active)
-        lengths = np.full(nb + 1, b)
-        lengths[0], lengths[-1] = first, size - done
-        return np.repeat(bases, lengths, axis=0)[p:]
-
-    def _learn(self, mean: np.ndarray, active: np.ndarray) -> np.ndarray:
-        """Baselines ``[nb + 1, leads]`` before each of ``nb`` complete blocks (``mean``, ``active``:
-        ``[nb, leads]``) and after the last; the ring takes the active blocks' means."""
-        nb, n_leads = mean.shape
-        k = self._ring.shape[0]
-        cols = self._cols
-        # per lead, the active blocks' means moved to the front (in order) after the ring: the ring
-        # after i new active blocks is rows i .. i + K - 1 of ``ext``
-        new = mean if active.all() else mean[np.argsort(~active, axis=0, kind="stable"), cols]
-        ext = np.concatenate([self._ring, new], axis=0)
-        idx = self._win.get(nb)
-        if idx is None:
-            idx = self._win[nb] = np.arange(1, k + 1)[None, :] + np.arange(nb)[:, None]
-        win = np.sort(ext[idx], axis=1)  # [nb, K, leads]: the ring after 1 .. nb new active blocks
-        if (
-            self._warm
-        ):  # median of the values seen (NaN, sorted last) until K active blocks per lead
-            v = k - np.isnan(win).sum(axis=1)
-            med = 0.5 * (
-                win[np.arange(nb)[:, None], np.maximum(v - 1, 0) // 2, cols]
-                + win[np.arange(nb)[:, None], np.minimum(v // 2, k - 1), cols]
-            )
-        else:
-            med = 0.5 * (win[:, (k - 1) // 2] + win[:, k // 2])
-        med = np.concatenate([self._base[None, :], med], axis=0)  # after 0 .. nb new active blocks
-        count = np.cumsum(active, axis=0)
-        bases = np.empty((nb + 1, n_leads))
-        bases[0] = self._base
-        bases[1:] = med[count, cols]
-        got = count[-1]
-        self._base = bases[-1].copy()
-        self._ring = ext[got + self._kidx, cols]
-        if self._warm:
-            self._warm = bool(np.isnan(self._ring[0]).any())
-        return bases
+        )
 
     def _segment(self, lead: int, code: int, start: int, end: int) -> DropoutSegment:
         self._last_end[lead] = end
@@ -392,118 +582,63 @@ class DropoutDetector:
             out += self.gap(self._n, start_sample - self._n)
         if n == 0:
             return out
-        c = self.config
-        nan = np.isnan(x)
-        ref = self._baseline(x)
-        with np.errstate(invalid="ignore"):
-            prev = np.concatenate([self._last[None, :], x[:-1]], axis=0)
-            step = np.abs(x - prev)
-            # running extremes up to and including each sample (NaN ignored): chunking-independent
-            hi = np.fmax.accumulate(np.concatenate([self._hi[None, :], x], axis=0), axis=0)[1:]
-            lo = np.fmin.accumulate(np.concatenate([self._lo[None, :], x], axis=0), axis=0)[1:]
-            self._hi, self._lo = hi[-1], lo[-1]
-            if self._range is not None:
-                lo_rail, hi_rail = self._range[:, 0], self._range[:, 1]
-                sat = (x >= hi_rail - c.sat_tol_mv) | (x <= lo_rail + c.sat_tol_mv)
-            else:  # a clipped plateau at the lead's observed extreme, away from its baseline
-                sat = (
-                    ((x >= hi - c.sat_eps_mv) | (x <= lo + c.sat_eps_mv))
-                    & (step <= c.flat_eps_mv)
-                    & (np.abs(x - ref) >= c.sat_min_excursion_mv)
-                )
-            off = np.abs(x - ref) >= c.lead_off_mv
-            if self._range is not None:  # at a declared rail: saturation, never lead-off
-                off &= ~sat
-            # (estimated rails: a sample of a noisy lead-off plateau at the lead's new extreme that
-            # happens to repeat its predecessor is raw saturation; it must not cut the lead-off run.
-            # A confirmed saturation still wins over lead-off sample by sample, by priority.)
-            flat = (step <= c.flat_eps_mv) & ~sat & ~off
-        raw = (nan, sat, off, flat)  # NaN compares False in the others
-        base = self._n
+        x = np.ascontiguousarray(x)
+        most = n * n_leads  # at most one segment end / natural plateau per sample and lead
+        if self._ev.shape[0] < most:
+            self._ev = np.zeros((max(most, 2 * self._ev.shape[0]), 4), dtype=np.int64)
+        cnt = int(self._nat_cnt[0])
+        if self._nat.shape[1] < cnt + most:
+            nat = np.zeros((3, max(cnt + most, 2 * self._nat.shape[1])), dtype=np.int64)
+            nat[:, :cnt] = self._nat[:, :cnt]
+            self._nat = nat
+        has_range = self._range is not None
+        ne = _dropout_kernel(
+            x,
+            self._n,
+            has_range,
+            self._range if self._range is not None else self._no_range,
+            self._fst,
+            self._ist,
+            self._ring,
+            self._bx,
+            self._bcnt,
+            self._xtail,
+            self._nat,
+            self._nat_cnt,
+            self._ev,
+            self._pi,
+            self._pf,
+        )
         self._n += n
-        self._last = x[-1]
-        xext = np.concatenate([self._xtail, x], axis=0)
-        self._xtail = xext[-(int(self._m[2]) - 1) :]
-        code = np.zeros((n, n_leads), dtype=np.int8)
-        any_conf = False
-        flat_rl: np.ndarray | None = None
-        if flat.any() or self._flat_rl.any():
-            conf, flat_rl = self._flat(flat, base)
-            if conf.any():
-                code[conf] = 4
-                any_conf = True
-        for k in (2, 1, 0):  # lowest priority first, overwritten by higher ones
-            m = int(self._m[k])
-            if not raw[k].any():
-                if self._tail_any[k]:  # shift the tail; no run of this kind can be confirmed now
-                    ext = np.concatenate([self._tails[k], raw[k]], axis=0)
-                    self._tails[k] = ext[-self._mmax :]
-                    self._tail_any[k] = bool(self._tails[k].any())
-                continue
-            ext = np.concatenate([self._tails[k], raw[k]], axis=0)  # [mmax + n, leads]
-            self._tails[k] = ext[-self._mmax :]
-            self._tail_any[k] = True
-            # trailing-window count of the raw mask over m samples (exact integer arithmetic)
-            cs = np.cumsum(ext, axis=0, dtype=np.int32)
-            L = ext.shape[0]
-            conf = (cs[L - n :] - cs[L - n - m : L - m]) == m
-            if k == 2 and conf.any():  # lead-off also needs a flat (no-ECG) trailing window
-                win = sliding_window_view(xext, m, axis=0)[-n:]
-                with np.errstate(invalid="ignore"):
-                    conf &= (win.max(axis=-1) - win.min(axis=-1)) <= c.lead_off_range_mv
-            if conf.any():
-                code[conf] = k + 1
-                any_conf = True
-        if not any_conf and all(o is None for o in self._open):
-            return out
-        for li in range(n_leads):
-            out += self._runs(li, code[:, li], base, None if flat_rl is None else flat_rl[:, li])
-        return out
-
-    def _runs(
-        self, lead: int, code: np.ndarray, base: int, flat_rl: np.ndarray | None
-    ) -> list[DropoutSegment]:
-        out: list[DropoutSegment] = []
-        opened = self._open[lead]
-        if opened is None and not code.any():
-            return out
-        change = np.flatnonzero(np.diff(code)) + 1
-        starts = np.concatenate([[0], change])
-        for s in starts:
-            k = int(code[s])
-            idx = base + int(s)
-            if opened is not None:
-                if k == opened[0]:
-                    continue
-                out.append(self._segment(lead, opened[0], opened[1], idx))
-                opened = None
-            if k:
-                # confirmed m samples into the run (flat: from the plateau's first sample, one
-                # before its equal diffs); never start before the previous segment of this lead ended
-                if k == 4 and flat_rl is not None:
-                    begin = idx - int(flat_rl[s])
-                else:
-                    begin = idx - int(self._m[k - 1]) + 1
-                opened = (k, max(begin, int(self._last_end[lead])))
-        self._open[lead] = opened
+        if ne:
+            ev = self._ev[:ne]
+            order = np.argsort(ev[:, 0], kind="stable")  # lead by lead, each in time order
+            for li, code, start, end in ev[order].tolist():
+                out.append(
+                    DropoutSegment(
+                        self.stream_id,
+                        self.leads[li],
+                        self.time(start),
+                        self.time(end),
+                        _KINDS[code - 1],
+                    )
+                )
         return out
 
     def gap(self, start_sample: int, n: int) -> list[DropoutSegment]:
         """Lost samples ``[start_sample, start_sample + n)``: close open runs and report the gap on
         every lead; the detector's position advances past it."""
         out: list[DropoutSegment] = []
-        for lead, opened in enumerate(self._open):
+        for lead, opened in enumerate(self._opened()):
             if opened is not None:
                 out.append(self._segment(lead, opened[0], opened[1], start_sample))
-                self._open[lead] = None
-        for tail in self._tails:
-            tail[:] = False
-        self._tail_any = [False] * 3
-        self._flat_rl[:] = 0
-        self._flat_thr[:] = 0
-        self._last = np.full(len(self.leads), np.nan)
+        self._ist[_I_OPEN] = 0
+        self._ist[_I_NAN : _I_OFF + 1] = 0  # raw runs
+        self._ist[_I_FLAT] = 0
+        self._ist[_I_THR] = 0
+        self._fst[_F_LAST] = np.nan
         self._xtail[:] = np.nan
-        self._bx = self._bx[:0]  # the incomplete block's samples; the baseline itself holds
+        self._bcnt[0] = 0  # the incomplete block's samples; the baseline itself holds
         self._n = max(self._n, start_sample + n)
         if n > 0:
             for name in self.leads:
@@ -522,10 +657,10 @@ class DropoutDetector:
     def flush(self) -> list[DropoutSegment]:
         """End of stream: close every open run at the last sample."""
         out: list[DropoutSegment] = []
-        for lead, opened in enumerate(self._open):
+        for lead, opened in enumerate(self._opened()):
             if opened is not None:
                 out.append(self._segment(lead, opened[0], opened[1], self._n))
-                self._open[lead] = None
+        self._ist[_I_OPEN] = 0
         return out
 
 
