@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream.stages import qrs, sqi
+from stream.stages import dropouts, qrs, sqi
 from stream.warmup import warm_up
 
 
@@ -10,5 +10,6 @@ def test_warm_up_compiles_the_stage_kernels() -> None:
     seconds = warm_up(seconds=6.0)
     assert seconds > 0
     # every kernel the per-frame path calls has a compiled signature afterwards
-    for kernel in (sqi._energy_kernel, sqi._quality_kernel, qrs._nb_scan, qrs._nb_derivative):
+    kernels = (sqi._energy_kernel, sqi._quality_kernel, qrs._nb_scan, dropouts._dropout_kernel)
+    for kernel in kernels:
         assert kernel.signatures, kernel
