@@ -33,17 +33,17 @@ log = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL_S = 1.0
 #: Longest wait of a model window before it is scored (windows are batched across streams).
 SCORE_FLUSH_INTERVAL_S = 0.25
-#: Longest time a fetch may wait for data. Faust hard-codes 1.5 s; Tansu holds a fetch that long even when
-#: data is there (measured p50 0.40 s producer->consumer at 1.5 s, 9 ms at 10 ms), which would dominate latency.
+#: Default longest time a fetch may wait for data (``Settings.fetch_max_wait_ms``). Faust hard-codes 1.5 s;
+#: Tansu holds a fetch that long even when data is there (measured p50 0.40 s producer->consumer at 1.5 s,
+#: 9 ms at 10 ms), which would dominate latency.
 FETCH_MAX_WAIT_MS = 20
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = (
-            FETCH_MAX_WAIT_MS  # aiokafka passes it to its Fetcher at start()
-        )
+        # aiokafka passes it to its Fetcher at start()
+        consumer._fetch_max_wait_ms = getattr(self.app, "ecg_fetch_max_wait_ms", FETCH_MAX_WAIT_MS)
         return consumer
 
 
@@ -114,7 +114,7 @@ def create_app(
         datadir=str(datadir),
         autodiscover=False,
         store="memory://",
-        producer_linger_ms=20,  # batches receipts/alerts per partition; adds at most 20 ms to output delivery
+        producer_linger_ms=settings.producer_linger_ms,  # batches outputs per partition
         **local_tuning,
     )
     metrics = metrics or PipelineMetrics()
@@ -171,6 +171,7 @@ def create_app(
         await publish(pipeline.expire_idle())
         update_consumer_lag(app, pipeline, metrics)
 
+    app.ecg_fetch_max_wait_ms = settings.fetch_max_wait_ms  # type: ignore[attr-defined]
     app.ecg_pipeline = pipeline  # type: ignore[attr-defined]
     app.ecg_metrics = metrics  # type: ignore[attr-defined]
     return app

@@ -92,6 +92,19 @@ class Settings(BaseSettings):
     max_frame_bytes: int = Field(
         1_000_000, gt=0, description="Frames larger than this go to the dead-letter topic."
     )
+    fetch_max_wait_ms: int = Field(
+        20,
+        ge=1,
+        le=1500,
+        description="Longest time a worker's fetch waits for telemetry (ms). Longer fetches return bigger "
+        "batches (less CPU per frame in worker and broker) at the cost of up to this much latency.",
+    )
+    producer_linger_ms: int = Field(
+        20,
+        ge=0,
+        le=1000,
+        description="How long a worker batches its output messages per partition before sending (ms).",
+    )
     min_fs: float = 50.0
     max_fs: float = 2000.0
     max_seq_jump: int = Field(
