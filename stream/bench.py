@@ -517,13 +517,19 @@ class _Bench:
             "ECG_DATA_DIR": str(Path(settings.data_dir).resolve()),
         }
         self.collector = _BeatsCollector(settings, self.bootstrap)
+        #: faults per minute per stream the replays inject (0: none)
+        self.fault_rate = 0.0
 
     def spawn_replay(
         self, prefix: str, records: Sequence[str], patients: int, duration_s: float
     ) -> subprocess.Popen[bytes]:
-        """A looping real-time replay of ``patients`` streams without faults, ids ``<prefix>-NNNN``."""
+        """A looping real-time replay of ``patients`` streams, ids ``<prefix>-NNNN``; without faults unless
+        :attr:`fault_rate` (random faults, e.g. lead-off on one lead: the recovery models then run)."""
+        faults = ["--faults", "none"]
+        if self.fault_rate > 0:
+            faults = ["--faults", "random", "--fault-rate", f"{self.fault_rate:g}"]
         args = ["replay", "--bootstrap", self.bootstrap, "--patients", str(patients)]
-        args += ["--speed", "1", "--faults", "none", "--loop", "--records", ",".join(records)]
+        args += ["--speed", "1", *faults, "--loop", "--records", ",".join(records)]
         args += ["--prefix", prefix, "--metrics-port", "-1", "--duration", str(duration_s)]
         return spawn_cli(args, self.env, self.log_dir / f"replay-{prefix}.log")
 
@@ -752,10 +758,12 @@ def run_bench(
     models: str | None = None,
     minutes: int | None = None,
     passthrough: bool = True,
+    fault_rate: float = 0.0,
 ) -> dict[str, Any]:
     """Run the benchmark (see module docs) and return the median figures plus every run (or, with
     ``minutes``, the last minute's figures plus every minute). ``records``: a :data:`RECORD_SETS` name or
-    database dirs."""
+    database dirs; ``fault_rate``: random faults per minute per stream (frames a lost-frames fault withholds
+    are never offered)."""
     from rich.console import Console
 
     console = Console(stderr=True, quiet=not progress)
@@ -767,6 +775,7 @@ def run_bench(
     per_run: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     with bench_stack(settings, workers=workers, models=models) as bench:
+        bench.fault_rate = fault_rate
         if minutes is not None:
             prefix = f"bench{tag}m"
             console.print(f"one run of {minutes} min: {patients} {records} streams")
@@ -817,6 +826,7 @@ def run_bench(
         "workers": workers,
         "models": models,
         "records": records if isinstance(records, str) else ",".join(records),
+        "fault_rate_per_min": fault_rate,
         **shape,
         "runs": len(per_run),
         "seconds_per_run": seconds if minutes is None else 60.0 * minutes,

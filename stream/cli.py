@@ -531,6 +531,14 @@ def bench(
             "minute, held = every minute after the first was real time.",
         ),
     ] = None,
+    fault_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Random faults per minute per stream (lead-off, flatline, noise, lost frames ...), so "
+            "that the recovery models (lead reconstruction, LSTM-AE, lead transfer) run too; 0 = none.",
+        ),
+    ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Throughput, end-to-end latency and CPU (workers, broker, a plain pass-through of the same frames) of N
@@ -554,6 +562,7 @@ def bench(
         workers=workers,
         models=models,
         minutes=minutes,
+        fault_rate=fault_rate,
     )
     if as_json:
         print(json.dumps(result))
