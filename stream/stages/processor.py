@@ -354,9 +354,8 @@ class StreamProcessor:
         drop = self._drop
         assert drop is not None
         if frame.adc_range_mv is not None and frame.adc_range_mv != self._adc_range:
-            drop.set_adc_range(
-                frame.adc_range_mv
-            )  # declared ADC rails: saturation is judged on them
+            # declared ADC rails: saturation is judged against them
+            drop.set_adc_range(frame.adc_range_mv)
             self._adc_range = frame.adc_range_mv
         t = time.perf_counter()
         if status.missing > 0:
