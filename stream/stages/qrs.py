@@ -30,9 +30,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+import numba
 import numpy as np
 from scipy import signal as sps
-from scipy.ndimage import maximum_filter1d
 
 try:  # the C routine behind scipy.signal.lfilter, without its per-call array-API dispatch (~10 us)
     from scipy.signal._sigtools import _linear_filter as _c_lfilter
@@ -104,96 +104,92 @@ def _moving_sum(x: np.ndarray, ones: np.ndarray) -> np.ndarray:
     return np.convolve(x, ones, mode="valid")
 
 
-try:  # compiled per-sample loops (one pass instead of a dozen numpy calls per chunk); numpy otherwise
-    import numba as _numba
-except ImportError:  # pragma: no cover - numba missing: the vectorised numpy path below
-    _numba = None  # type: ignore[assignment]
-njit: Any = None if _numba is None else _numba.njit
+# compiled per-sample loops: one pass instead of a dozen numpy calls per chunk
 
-if njit is not None:
 
-    @njit(cache=True, nogil=True)
-    def _nb_derivative(hist, w0, w1, k):  # pragma: no cover
-        """|five-point derivative| (row 3) and its square (row 4) of the band-passed rows ``w0:w1`` (row 0),
-        in the numpy path's operation order."""
-        hb, slope, sq = hist[0], hist[3], hist[4]
-        for j in range(w0, w1):
-            d = (((2.0 * hb[j] + hb[j - 1]) - hb[j - 3]) - 2.0 * hb[j - 4]) * k
-            slope[j] = abs(d)
-            sq[j] = d * d
+@numba.njit(cache=True, nogil=True)
+def _nb_derivative(hist, w0, w1, k):  # pragma: no cover
+    """|five-point derivative| (row 3) and its square (row 4) of the band-passed rows ``w0:w1`` (row 0),
+    in the order of operations of the previous numpy implementation (same rounding)."""
+    hb, slope, sq = hist[0], hist[3], hist[4]
+    for j in range(w0, w1):
+        d = (((2.0 * hb[j] + hb[j - 1]) - hb[j - 3]) - 2.0 * hb[j - 4]) * k
+        slope[j] = abs(d)
+        sq[j] = d * d
 
-    @njit(cache=True, nogil=True)
-    def _nb_max(x, lo, hi):  # pragma: no cover
-        """``x[lo:hi].max()`` (NaN propagates)."""
-        m = x[lo]
-        for q in range(lo + 1, hi):
-            v = x[q]
-            if v != v:
-                return v
-            if v > m:
-                m = v
-        return m
 
-    @njit(cache=True, nogil=True)
-    def _nb_argmax_abs(x, lo, hi):  # pragma: no cover
-        """``np.abs(x[lo:hi]).argmax()`` (first maximum; first NaN)."""
-        best = 0
-        m = abs(x[lo])
-        if m != m:
-            return 0
-        for q in range(lo + 1, hi):
-            v = abs(x[q])
-            if v != v:
-                return q - lo
-            if v > m:
-                m = v
-                best = q - lo
-        return best
+@numba.njit(cache=True, nogil=True)
+def _nb_max(x, lo, hi):  # pragma: no cover
+    """``x[lo:hi].max()`` (NaN propagates)."""
+    m = x[lo]
+    for q in range(lo + 1, hi):
+        v = x[q]
+        if v != v:
+            return v
+        if v > m:
+            m = v
+    return m
 
-    @njit(cache=True, nogil=True)
-    def _nb_scan(hist, a, b, h, w, locate, delay, ldelay, refine, end, has_loc):  # pragma: no cover
-        """Candidates in rows ``a:b``: local maxima of the integrated signal (row 2) that are >= every
-        value within +-h (NaN: not), as rows ``(row, value, max slope, R row, lowest row read, located)``;
-        the R location (:meth:`QrsDetector._locate_r`) is left to the beat (located 0) where its windows
-        would be clipped at the history edges."""
-        bp, lrow, mwi, slope = hist[0], hist[1], hist[2], hist[3]
-        out = np.empty((max(b - a, 0), 6))
-        k = 0
-        for j in range(a, b):
-            v = mwi[j]
-            if not (v > mwi[j - 1] and v >= mwi[j + 1]):
-                continue
-            ok = True
-            for q in range(j - h, j + h + 1):
-                if not mwi[q] <= v:
-                    ok = False
-                    break
-            if not ok:
-                continue
-            out[k, 0] = j
-            out[k, 1] = v
-            out[k, 2] = _nb_max(slope, max(j - w, 0), j + 1)
-            out[k, 5] = 0.0
-            st = j - locate
-            if st >= 0:
-                r = st + _nb_argmax_abs(bp, st, j + 1) - delay
-                if not has_loc:
-                    out[k, 3], out[k, 4], out[k, 5] = r, st, 1.0
-                else:
-                    lo = r + ldelay - refine
-                    hi = lo + 2 * refine + 1
-                    if lo >= 0 and hi <= end:
-                        r = lo + _nb_argmax_abs(lrow, lo, hi) - ldelay
-                        out[k, 3], out[k, 4], out[k, 5] = r, min(st, lo), 1.0
-            k += 1
-        return out[:k]
+
+@numba.njit(cache=True, nogil=True)
+def _nb_argmax_abs(x, lo, hi):  # pragma: no cover
+    """``np.abs(x[lo:hi]).argmax()`` (first maximum; first NaN)."""
+    best = 0
+    m = abs(x[lo])
+    if m != m:
+        return 0
+    for q in range(lo + 1, hi):
+        v = abs(x[q])
+        if v != v:
+            return q - lo
+        if v > m:
+            m = v
+            best = q - lo
+    return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _nb_scan(hist, a, b, h, w, locate, delay, ldelay, refine, end, has_loc):  # pragma: no cover
+    """Candidates in rows ``a:b``: local maxima of the integrated signal (row 2) that are >= every
+    value within +-h (NaN: not), as rows ``(row, value, max slope, R row, lowest row read, located)``;
+    the R location (:meth:`QrsDetector._locate_r`) is left to the beat (located 0) where its windows
+    would be clipped at the history edges."""
+    bp, lrow, mwi, slope = hist[0], hist[1], hist[2], hist[3]
+    out = np.empty((max(b - a, 0), 6))
+    k = 0
+    for j in range(a, b):
+        v = mwi[j]
+        if not (v > mwi[j - 1] and v >= mwi[j + 1]):
+            continue
+        ok = True
+        for q in range(j - h, j + h + 1):
+            if not mwi[q] <= v:
+                ok = False
+                break
+        if not ok:
+            continue
+        out[k, 0] = j
+        out[k, 1] = v
+        out[k, 2] = _nb_max(slope, max(j - w, 0), j + 1)
+        out[k, 5] = 0.0
+        st = j - locate
+        if st >= 0:
+            r = st + _nb_argmax_abs(bp, st, j + 1) - delay
+            if not has_loc:
+                out[k, 3], out[k, 4], out[k, 5] = r, st, 1.0
+            else:
+                lo = r + ldelay - refine
+                hi = lo + 2 * refine + 1
+                if lo >= 0 and hi <= end:
+                    r = lo + _nb_argmax_abs(lrow, lo, hi) - ldelay
+                    out[k, 3], out[k, 4], out[k, 5] = r, min(st, lo), 1.0
+        k += 1
+    return out[:k]
 
 
 #: Inputs longer than this are processed in blocks of this many samples (same peaks: the detector is
 #: chunk-invariant), so the history and the temporaries stay in cache.
 _BLOCK = 16384
-#: At least this many candidates in one block: their slopes and R locations are computed in one gather.
-_BATCH = 4
 
 
 class QrsDetector:
@@ -261,14 +257,7 @@ class QrsDetector:
             self._ldelay = round(float(lgd[0]))
             self._lzi_unit = sps.lfilter_zi(self._lb, self._la)
         self._ones = np.full(self._w, 1.0 / self._w)
-        self._span = np.arange(-self._h, self._h + 1)
-        self._wspan = np.arange(-self._w, 1)  # the slope window [i - w, i]
-        self._lspan = np.arange(self._locate + 1)  # the locate window [i - locate, i]
-        self._rspan = np.arange(2 * self._refine + 1)  # the refine window [c - refine, c + refine]
         self._keep = self._h + self._locate + self._w + int(4.0 * self.fs)
-        # scratch of the numpy path's derivative, grown to the largest block seen (a call's input is
-        # processed in blocks of <= _BLOCK); the numba path needs none
-        self._tmp = np.empty((2, 0))
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -377,20 +366,7 @@ class QrsDetector:
         # five-point derivative over the history (the rows before w0 hold the previous samples):
         # (2 x[i] + x[i-1] - x[i-3] - 2 x[i-4]) fs / 8, evaluated in that order without temporaries
         sq = self._sq
-        if njit is not None:
-            _nb_derivative(self._hist, w0, w1, self._fs8)
-        else:
-            if self._tmp.shape[1] < n:
-                self._tmp = np.empty((2, n))
-            t, u = self._tmp[0, :n], self._tmp[1, :n]
-            np.multiply(bp, 2.0, out=t)
-            np.add(t, hb[w0 - 1 : w1 - 1], out=t)
-            np.subtract(t, hb[w0 - 3 : w1 - 3], out=t)
-            np.multiply(hb[w0 - 4 : w1 - 4], 2.0, out=u)
-            np.subtract(t, u, out=t)
-            np.multiply(t, self._fs8, out=t)
-            np.abs(t, out=self._slope[w0:w1])
-            np.multiply(t, t, out=sq[w0:w1])  # == |d| |d|
+        _nb_derivative(self._hist, w0, w1, self._fs8)
         # integrated energy, kept as its square root (amplitude scale: PVCs do not swamp the levels)
         np.sqrt(_moving_sum(sq[w0 - self._w + 1 : w1], self._ones), out=self._mwi[w0:w1])
         if self._lb is not None:
@@ -410,82 +386,20 @@ class QrsDetector:
             return
         off = self._off
         a, b = self._scan - off, stop - off
-        mwi = self._mwi
         self._scan = stop
         # local maxima (rising into, not rising after), then keep those dominating +-h samples
-        if njit is not None:
-            rows = _nb_scan(
-                self._hist, a, b, self._h, self._w, self._locate, self._delay, self._ldelay,
-                self._refine, self._len, self._lb is not None,
-            )  # fmt: skip
-            if rows.shape[0]:
-                self._decide(rows.tolist(), out)
-        elif (
-            loc := ((mwi[a:b] > mwi[a - 1 : b - 1]) & (mwi[a:b] >= mwi[a + 1 : b + 1])).nonzero()[0]
-        ).size:
-            loc += a
-            if loc.size > 16:  # many: one running-max pass (same values as the gather below)
-                dom = maximum_filter1d(mwi[a - self._h : b + self._h], size=2 * self._h + 1)
-                loc = loc[mwi[loc] >= dom[loc - a + self._h]]
-            else:
-                loc = loc[mwi[loc] >= mwi[loc[:, None] + self._span].max(axis=1)]
-            if loc.size:
-                self._candidates(loc, out)
+        rows = _nb_scan(
+            self._hist, a, b, self._h, self._w, self._locate, self._delay, self._ldelay,
+            self._refine, self._len, self._lb is not None,
+        )  # fmt: skip
+        if rows.shape[0]:
+            self._decide(rows.tolist(), out)
         if self._deadline is not None and self._deadline < stop:
             self._searchback_until(stop, out)
 
-    def _candidates(self, loc: np.ndarray, out: list[int]) -> None:
-        """Decide the candidate peaks at history rows ``loc`` (ascending), in order (numpy path)."""
-        off = self._off
-        vals = self._mwi[loc].tolist()
-        k = loc.size
-        slopes: list[float] | None = None
-        rs: list[int | None] = [None] * k
-        lows = [0] * k
-        if k >= _BATCH:
-            if loc[0] >= self._w:
-                slopes = self._slope[loc[:, None] + self._wspan].max(axis=1).tolist()
-            located = self._locate_many(loc)
-            if located is not None:
-                rs, lows = located
-        refractory, twave = self._refractory, self._twave
-        decay_after = self._decay_after
-        pending = self._pending
-        for q, j in enumerate(loc.tolist()):
-            i = j + off
-            if self._deadline is not None and self._deadline < i:
-                self._searchback_until(i, out)
-                pending = self._pending
-            val = vals[q]
-            last = self._last_beat
-            if last is not None and i - last < refractory:
-                continue
-            if decay_after is not None:
-                # no beat for a long time (pause, or levels inflated by an artefact): lower the signal
-                # level by `decay` per second past `decay_after`, counted at candidates (chunking-invariant)
-                since = self._origin + self._learn if last is None else last
-                if self._decay_from is None or self._decay_from < since + decay_after:
-                    self._decay_from = since + decay_after
-                while i > self._decay_from:
-                    self._spki *= self._decay
-                    self._decay_from += self._second
-            slope = slopes[q] if slopes is not None else self._max_slope(i)
-            npki = self._npki
-            if val > npki + self._k * (self._spki - npki):
-                if last is not None and i - last < twave and slope < 0.5 * self._last_slope:
-                    self._npki = 0.125 * val + 0.875 * npki
-                    pending.append((i, val, slope, rs[q], lows[q]))
-                    continue
-                self._beat(i, val, slope, out, False, rs[q], lows[q])
-                pending = self._pending
-            else:
-                self._npki = 0.125 * val + 0.875 * npki
-                pending.append((i, val, slope, rs[q], lows[q]))
-            if len(pending) > 1024:  # no beat for a very long time: keep the recent candidates
-                del pending[:512]
-
     def _decide(self, rows: list[list[float]], out: list[int]) -> None:
-        """Decide the candidates of :func:`_nb_scan`, in order (as :meth:`_candidates`)."""
+        """Decide the candidates of :func:`_nb_scan`, in order: threshold, refractory period, T-wave
+        check, search-back bookkeeping."""
         off = self._off
         refractory, twave = self._refractory, self._twave
         decay_after = self._decay_after
@@ -543,46 +457,20 @@ class QrsDetector:
 
     def _max_slope(self, i: int) -> float:
         a = max(i - self._w - self._off, 0)
-        if njit is not None:
-            return float(_nb_max(self._slope, a, i - self._off + 1))
-        return float(self._slope[a : i - self._off + 1].max())
+        return float(_nb_max(self._slope, a, i - self._off + 1))
 
     def _locate_r(self, i: int) -> int:
         # the R wave is the largest band-passed deflection in the locate_s before the integrated peak ...
         a = max(i - self._locate - self._off, 0)
-        if njit is not None:
-            r = self._off + a + int(_nb_argmax_abs(self._bp, a, i - self._off + 1)) - self._delay
-        else:
-            r = self._off + a + int(np.abs(self._bp[a : i - self._off + 1]).argmax()) - self._delay
+        r = self._off + a + int(_nb_argmax_abs(self._bp, a, i - self._off + 1)) - self._delay
         if self._lb is not None:
             # ... refined to the largest wide-band deflection within +-refine_s (R-wave apex)
             c = r + self._ldelay - self._off
             lo, hi = max(c - self._refine, 0), min(c + self._refine + 1, self._len)
             if hi > lo:
-                if njit is not None:
-                    j = int(_nb_argmax_abs(self._loc, lo, hi))
-                else:
-                    j = int(np.abs(self._loc[lo:hi]).argmax())
+                j = int(_nb_argmax_abs(self._loc, lo, hi))
                 r = self._off + lo + j - self._ldelay
         return max(r, 0)
-
-    def _locate_many(self, loc: np.ndarray) -> tuple[list[int | None], list[int]] | None:
-        """:meth:`_locate_r` of every candidate at history rows ``loc`` at once, with the lowest absolute
-        index each read; None where a window would be clipped at the history edges (then it is located
-        one at a time, exactly as :meth:`_locate_r` does at the beat)."""
-        st = loc - self._locate
-        if st[0] < 0:
-            return None
-        r = st + np.abs(self._bp[st[:, None] + self._lspan]).argmax(axis=1) - self._delay
-        low = st
-        if self._lb is not None:
-            lo = r + self._ldelay - self._refine
-            if lo.min() < 0 or lo.max() + 2 * self._refine + 1 > self._len:
-                return None
-            r = lo + np.abs(self._loc[lo[:, None] + self._rspan]).argmax(axis=1) - self._ldelay
-            low = np.minimum(st, lo)
-        np.maximum(r + self._off, 0, out=r)
-        return r.tolist(), (low + self._off).tolist()
 
     def _beat(
         self,

@@ -37,6 +37,7 @@ import numba
 import numpy as np
 from scipy import signal as sps
 
+from stream.stages.kernels import pairwise_sum
 from stream.stages.qrs import QrsDetector
 
 #: Every value :attr:`LeadQuality.reason` takes (None when the lead is usable), in priority order.
@@ -358,79 +359,6 @@ _ROWS = 9  # per-second sums kept per lead (see SignalQuality.reset)
 
 
 @numba.njit(cache=True, nogil=True)
-def _pairwise_leaf(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover - compiled
-    """numpy's pairwise sum of ``a[lo:lo + n]`` for ``n <= 128``: eight interleaved partial sums."""
-    if n < 8:
-        res = 0.0
-        for i in range(lo, lo + n):
-            res += a[i]
-        return res
-    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-    i = 8
-    m = n - n % 8
-    while i < m:
-        j = lo + i
-        r0 += a[j]
-        r1 += a[j + 1]
-        r2 += a[j + 2]
-        r3 += a[j + 3]
-        r4 += a[j + 4]
-        r5 += a[j + 5]
-        r6 += a[j + 6]
-        r7 += a[j + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        res += a[lo + i]
-        i += 1
-    return res
-
-
-@numba.njit(cache=True, nogil=True)
-def _pairwise_half(n: int) -> int:  # pragma: no cover - compiled
-    n2 = n // 2
-    return n2 - n2 % 8
-
-
-@numba.njit(cache=True, nogil=True)
-def _pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover - compiled
-    """``a[lo:lo + n].sum()`` of a contiguous float64 row, in numpy's pairwise order (bit-identical):
-    halves (the first a multiple of 8) down to blocks of at most 128, summed as the recursion would,
-    with an explicit stack (a recursive function does not load from numba's cache)."""
-    if n <= 128:
-        return _pairwise_leaf(a, lo, n)
-    s_lo = np.empty(64, dtype=np.int64)
-    s_n = np.empty(64, dtype=np.int64)
-    s_right = np.zeros(64, dtype=np.bool_)  # the node's left half is summed (in s_left)
-    s_left = np.empty(64)
-    d = 0
-    s_lo[0], s_n[0], s_right[0] = lo, n, False
-    while True:
-        cn = s_n[d]
-        if cn > 128:  # descend into the left half
-            d += 1
-            s_lo[d], s_n[d], s_right[d] = s_lo[d - 1], _pairwise_half(cn), False
-            continue
-        res = _pairwise_leaf(a, s_lo[d], cn)
-        while (
-            True
-        ):  # climb: a left half done starts its right half, a right half completes its node
-            d -= 1
-            if d < 0:
-                return res
-            if s_right[d]:
-                res = s_left[d] + res
-            else:
-                s_left[d] = res
-                s_right[d] = True
-                h = _pairwise_half(s_n[d])
-                s_lo[d + 1], s_n[d + 1], s_right[d + 1] = s_lo[d] + h, s_n[d] - h, False
-                d += 1
-                break
-
-
-@numba.njit(cache=True, nogil=True)
 def _filter_held(
     x: np.ndarray, b: np.ndarray, a: np.ndarray, z: np.ndarray, y: np.ndarray, y0: int, last: float
 ) -> float:  # pragma: no cover - compiled
@@ -534,7 +462,7 @@ def _energy_kernel(
     for k in range(w0, w0 + n):
         hz[k] = hf[k] * hf[k]
     fst[0] = last_x
-    e = _pairwise_sum(hz, w0, n) / n
+    e = pairwise_sum(hz, w0, n) / n
     if st[_E_HAS_ENERGY] == 0:
         fst[1] = e
         st[_E_HAS_ENERGY] = 1
@@ -664,7 +592,7 @@ def _quality_kernel(
                 else:
                     xr[li, j] = v
             if cnt:
-                fill = 0.0 if cnt == sec else _pairwise_sum(xr[li], 0, sec) / (sec - cnt)
+                fill = 0.0 if cnt == sec else pairwise_sum(xr[li], 0, sec) / (sec - cnt)
                 for j in range(sec):
                     if part[li, j] != part[li, j]:
                         xr[li, j] = fill

@@ -8,11 +8,7 @@ import pytest
 
 from simulators.faults import FaultSpec, inject
 from stream.records import read_record
-from stream.stages.dropouts import (
-    DropoutDetector,
-    _flat_min_nb,
-    _pairwise_sum,
-)
+from stream.stages.dropouts import DropoutDetector, _flat_min_nb
 
 
 def _feed(x, fs, leads, step, adc=None):
@@ -76,14 +72,6 @@ def test_segments_do_not_depend_on_chunking(data_dir, which, declared):
         for end, _, runs in states:
             if end in at:
                 assert runs == at[end]
-
-
-def test_pairwise_sum_is_numpys_sum_of_a_contiguous_axis():
-    rng = np.random.default_rng(0)
-    for n in (0, 1, 7, 8, 9, 36, 50, 127, 128, 129, 300, 1111):
-        a = rng.normal(size=n + 3) * 10.0 ** rng.uniform(-4, 4, size=n + 3)
-        want = a[3:].reshape(1, n, 1).sum(axis=1)[0, 0] if n else 0.0
-        assert _pairwise_sum(a, 3, n) == want, n
 
 
 def test_flat_minimum_lookup():

@@ -16,7 +16,6 @@ from stream.stages.sqi import (
     SignalQuality,
     _filter_held,
     _new_quality,
-    _pairwise_sum,
     clipped_fraction,
     flat_fraction,
     match_f1,
@@ -91,13 +90,6 @@ def test_second_indices_match_the_pure_functions(data_dir):
         assert q.flat == flat_fraction(sec, FS)[0]
         assert q.clipped == clipped_fraction(sec, sec.max(0), sec.min(0), 0.001, 7)[0]
     assert any(q.reason == "clipped" for q in out) and any(q.reason == "flat" for q in out)
-
-
-def test_pairwise_sum_is_numpy_sum():
-    rng = np.random.default_rng(0)
-    for n in (*range(0, 300), 360, 500, 1023, 5000, 12345):
-        x = rng.normal(size=n + 9) * 1e3 + 1e4
-        assert _pairwise_sum(x, 4, n) == float(x[4 : 4 + n].sum())
 
 
 @pytest.mark.parametrize("order", [2, 3, 4])
