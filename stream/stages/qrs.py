@@ -28,7 +28,6 @@ that call; feeding a record in chunks of any size gives exactly the peaks of ``d
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
 
 import numba
 import numpy as np
@@ -73,34 +72,8 @@ def _check_c_lfilter() -> None:
 _check_c_lfilter()
 
 
-try:  # the C routine behind numpy.convolve, without its Python wrapper (~1 us per call)
-    from numpy._core import multiarray as _multiarray
-except ImportError:  # pragma: no cover - another numpy layout: the public function
-    _multiarray = None  # type: ignore[assignment]
-_c_correlate: Any = getattr(_multiarray, "correlate", None)
-
-
-def _check_c_correlate() -> None:
-    """Fall back to ``np.convolve`` unless the direct call gives its exact result."""
-    global _c_correlate
-    if _c_correlate is None:
-        return
-    x = np.sin(np.arange(200.0)) ** 2
-    v = np.full(17, 1.0 / 17)
-    try:
-        if not np.array_equal(_c_correlate(x, v, "valid"), np.convolve(x, v, mode="valid")):
-            _c_correlate = None
-    except Exception:  # pragma: no cover - signature changed
-        _c_correlate = None
-
-
-_check_c_correlate()
-
-
 def _moving_sum(x: np.ndarray, ones: np.ndarray) -> np.ndarray:
-    """``np.convolve(x, ones, mode="valid")`` for a symmetric ``ones`` no longer than ``x``."""
-    if _c_correlate is not None:
-        return _c_correlate(x, ones, "valid")
+    """Moving sums of ``x`` over the (symmetric) window ``ones``, ``mode="valid"``."""
     return np.convolve(x, ones, mode="valid")
 
 

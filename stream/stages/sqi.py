@@ -141,49 +141,6 @@ class LeadQuality:
         }
 
 
-# lead-quality entries are built per lead per second: the frozen dataclass's ``__init__`` (one guarded
-# ``__setattr__`` per field) is most of a second's Python time with 12 leads
-_osa = object.__setattr__
-_onew = object.__new__
-
-
-def _new_quality(
-    stream_id: str,
-    lead: str,
-    start: float,
-    seconds: float,
-    bsqi: float | None,
-    ksqi: float,
-    psqi: float,
-    bassqi: float,
-    flat: float,
-    clipped: float,
-    usable: bool,
-    reason: str | None,
-) -> LeadQuality:
-    """``LeadQuality(...)`` (equal, same fields) without the frozen dataclass's per-field setattr."""
-    q = _onew(LeadQuality)
-    _osa(
-        q,
-        "__dict__",
-        {
-            "stream_id": stream_id,
-            "lead": lead,
-            "start": start,
-            "seconds": seconds,
-            "bsqi": bsqi,
-            "ksqi": ksqi,
-            "psqi": psqi,
-            "bassqi": bassqi,
-            "flat": flat,
-            "clipped": clipped,
-            "usable": usable,
-            "reason": reason,
-        },
-    )
-    return q
-
-
 # ------------------------------------------------------------------------------------- pure indices
 def kurtosis(x: np.ndarray) -> np.ndarray:
     """Pearson kurtosis (normal = 3) of each column of ``x`` [n, leads] (NaN-free); 0 for a constant."""
@@ -1137,7 +1094,7 @@ class SignalQuality:
         if not k:
             return []
         out: list[LeadQuality] = []
-        sid, leads, seconds, new = self.stream_id, self.leads, self._seconds, _new_quality
+        sid, leads, seconds = self.stream_id, self.leads, self._seconds
         scored = self._scored
         bl = bsqi.tolist()
         for j, rows in enumerate(res.tolist()):
@@ -1150,7 +1107,7 @@ class SignalQuality:
                 code = int(v[_F_CODE])
                 reason = None if code < 0 else QUALITY_REASONS[code]
                 out.append(
-                    new(
+                    LeadQuality(
                         sid,
                         leads[li],
                         start_t,

@@ -15,7 +15,6 @@ from stream.stages.sqi import (
     LeadQuality,
     SignalQuality,
     _filter_held,
-    _new_quality,
     clipped_fraction,
     flat_fraction,
     match_f1,
@@ -111,12 +110,3 @@ def test_filter_is_scipy_lfilter_bit_for_bit(order):
     y2, z2 = np.empty(1000), z.copy()
     _filter_held(xn, b, a, z2, y2, 0, 0.0)
     assert np.array_equal(y2, sps.lfilter(b, a, held, zi=z)[0])
-
-
-def test_fast_lead_quality_is_a_lead_quality():
-    args = ("s", "MLII", 1.0, 1.0, None, 6.0, 0.5, 0.9, 0.0, 0.0, True, None)
-    q = _new_quality(*args)
-    assert isinstance(q, LeadQuality) and q == LeadQuality(*args)
-    assert hash(q) == hash(LeadQuality(*args)) and q.to_dict() == LeadQuality(*args).to_dict()
-    with pytest.raises(AttributeError):
-        q.usable = False  # type: ignore[misc]
