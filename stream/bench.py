@@ -675,7 +675,7 @@ def bench_stack(
     from stream.broker import ensure_topics_sync
 
     log_dir = Path(tempfile.mkdtemp(prefix=f"ecg-{name}-"))
-    port = free_port(settings.bind_host)  # workers use port, port + 1, ...
+    port = free_port(settings.bind_host, count=workers + 1)  # workers use port, port + 1, ...
     with local_stack(
         settings, log_dir=log_dir, metrics_port=port, replay=False, workers=workers, models=models
     ) as stack:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import ssl
 import subprocess
@@ -43,11 +44,46 @@ def tansu_binary() -> Path:
     return path
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on ``host`` a moment ago."""
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's ephemeral port range (Linux ``ip_local_port_range``; IANA's 49152-65535 elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[:2]
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1", count: int = 1) -> int:
+    """The first of ``count`` consecutive TCP ports that were free on ``host`` a moment ago.
+
+    Ports are drawn below the kernel's ephemeral range, so that no outgoing connection or ``bind(0)`` of
+    another process can take them between this call and the caller's own bind (the race that made a
+    replay's ``/metrics`` port, picked as ``port + 1``, occasionally busy).
+    """
+    low, _ = _ephemeral_range()
+    lo, hi = 10_000, low - count
+    if hi - lo >= 1_000:
+        rng = random.Random()
+        for _ in range(200):
+            port = rng.randrange(lo, hi)
+            if all(_bindable(host, port + i) for i in range(count)):
+                return port
+    for _ in range(50):  # ephemeral range only (or a crowded host): let the kernel choose
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if all(_bindable(host, port + i) for i in range(1, count)):
+            return port
+    raise BrokerError(f"no {count} consecutive free TCP ports on {host}")
 
 
 def wait_for_port(host: str, port: int, timeout_s: float = START_TIMEOUT_S) -> None:

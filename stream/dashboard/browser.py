@@ -156,7 +156,7 @@ def bench_live(
     with local_stack(
         settings,
         log_dir=log_dir,
-        metrics_port=free_port(),
+        metrics_port=free_port(count=2),  # the worker, then the replay
         patients=streams,
         speed=1.0,
         records=settings.demo_records,
@@ -228,7 +228,7 @@ def screenshots(
     with local_stack(
         settings,
         log_dir=log_dir,
-        metrics_port=free_port(),
+        metrics_port=free_port(count=2),  # the worker, then the replay
         patients=streams,
         speed=1.0,
         records=settings.demo_records,

@@ -54,7 +54,7 @@ def _alive(pid: int) -> bool:
 
 class Up:
     def __init__(self, data_dir: Path, tmp: Path, *args: str) -> None:
-        self.metrics_port = free_port()
+        self.metrics_port = free_port(count=2)  # the replay serves on the next port
         self.log_dir = tmp / "logs"
         self.stderr = tmp / "up.stderr"
         env = {
