@@ -249,7 +249,8 @@ def test_every_grafana_panel_answers_on_a_live_stack(
     env = settings_env(settings)
 
     worker = workers.start()  # default models: scores, anomalies, skipped and recovered windows
-    dash_port, replay_port = free_port(), free_port()
+    dash_port = free_port(count=2)  # two distinct ports, the replay's next to the dashboard's
+    replay_port = dash_port + 1
     dash_log, replay_log = tmp_path / "dashboard.log", tmp_path / "replay.log"
     children.append(
         spawn_cli(["dashboard", "--host", "127.0.0.1", "--port", str(dash_port)], env, dash_log)
