@@ -822,7 +822,7 @@ async def replay_to_kafka(
     replay = kwargs.pop("replay", None) or Replay(settings, plans, **kwargs)
     producer = AIOKafkaProducer(
         **client_kwargs(settings, bootstrap),
-        linger_ms=5,
+        linger_ms=settings.replay_linger_ms,
         acks=1,
         request_timeout_ms=request_timeout_ms,
     )
