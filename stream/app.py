@@ -33,12 +33,11 @@ log = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL_S = 1.0
 #: Longest wait of a model window before it is scored (windows are batched across streams).
 SCORE_FLUSH_INTERVAL_S = 0.25
-#: Default longest time a fetch may wait for data (``Settings.fetch_max_wait_ms``). Faust hard-codes 1.5 s;
-#: Tansu holds a fetch that long even when data is there (measured p50 0.40 s producer->consumer at 1.5 s,
-#: 9 ms at 10 ms), which would dominate latency; with 20 ms its CPU per fetch grows with what it stores
-#: until it falls behind (250 streams, 5 ms replay linger: from minute 5; 200 ms: from minute 9). Kafka answers a fetch
-#: as soon as data is there, so the wait only bounds idle polling.
-FETCH_MAX_WAIT_MS = 200
+#: Default longest time a fetch may wait for data: ``Settings.fetch_max_wait_ms``'s default (the one source).
+#: Faust hard-codes 1.5 s; Tansu holds a fetch that long even when data is there (p50 0.40 s producer->consumer
+#: at 1.5 s, 9 ms at 10 ms), and its CPU per fetch grows with what it stores, so fewer fetches hold long runs
+#: longer (README, Performance). Apache Kafka answers a fetch as soon as data is there.
+FETCH_MAX_WAIT_MS: int = Settings.model_fields["fetch_max_wait_ms"].default
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
